@@ -1,0 +1,16 @@
+"""skdtda: distributional training data attribution for scikit-learn and skorch.
+
+See ``docs/`` and the README. Public estimators are re-exported here.
+"""
+
+from .ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from .exceptions import TrainingDivergedError
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "SeedEnsembleClassifier",
+    "SeedEnsembleRegressor",
+    "TrainingDivergedError",
+    "__version__",
+]

@@ -1,0 +1,605 @@
+"""Seed ensembles: one skorch net trained under many random seeds.
+
+Training a neural net is random, so one dataset gives a distribution over
+trained nets. A seed ensemble draws samples from it: member ``i`` is a clone of
+the user's skorch net trained with its own initialisation seed and its own
+minibatch-order seed. Measurements over the members (``measure``) are samples
+of the distribution that distributional training data attribution studies.
+"""
+
+import logging
+from numbers import Integral
+
+import numpy as np
+import torch
+from joblib import effective_n_jobs
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+from torch import nn
+
+from ..exceptions import TrainingDivergedError
+from ..measurements import get_measurement
+from ..nets import MLP
+from . import _batched
+
+__all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor"]
+
+logger = logging.getLogger("skdtda")
+
+_SEED_MAX = np.iinfo(np.int32).max
+
+
+def _rng_devices(device):
+    # fork_rng forks the CPU generator always; accelerator generators only when used.
+    return [] if torch.device(device).type == "cpu" else None
+
+
+def _initialize_member(member, init_seed):
+    with torch.random.fork_rng(devices=_rng_devices(member.device)):
+        torch.manual_seed(int(init_seed))
+        member.initialize()
+    return member
+
+
+def _fit_member(member, X, y, init_seed):
+    """Train one member as a plain ``net.fit`` would, under its init seed."""
+    with torch.random.fork_rng(devices=_rng_devices(member.device)):
+        torch.manual_seed(int(init_seed))
+        member.fit(X, y)
+    return member
+
+
+def _fit_members_batched(members, X, y, init_seeds, verbose):
+    for member, seed in zip(members, init_seeds):
+        _initialize_member(member, seed)
+    progress = _EpochProgress(members[0].max_epochs, len(members), verbose)
+    try:
+        _batched.fit_batched(members, X, y, progress=progress)
+    finally:
+        progress.close()
+    return members
+
+
+class _EpochProgress:
+    def __init__(self, n_epochs, n_members, verbose):
+        self.bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=n_epochs, desc=f"training {n_members} seeds (batched)",
+                            unit="epoch", leave=verbose > 1)
+
+    def __call__(self, epoch, loss):
+        logger.debug("batched epoch %d: mean train loss %.4g", epoch + 1, loss)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4g}")
+            self.bar.update()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _member_losses(member):
+    return np.asarray(member.history[:, "train_loss"], dtype=float) if len(member.history) \
+        else np.array([])
+
+
+class _BaseSeedEnsemble(BaseEstimator):
+    """Shared machinery of the classifier and regressor ensembles."""
+
+    _parameter_constraints = {
+        "n_seeds": [Interval(Integral, 1, None, closed="left")],
+        "vary": [StrOptions({"both", "init", "order"})],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "vectorize": ["boolean", StrOptions({"auto"})],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, net=None, *, n_seeds=16, vary="both", random_state=None, n_jobs=None,
+                 vectorize="auto", verbose=0):
+        self.net = net
+        self.n_seeds = n_seeds
+        self.vary = vary
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.vectorize = vectorize
+        self.verbose = verbose
+
+    # -- hooks for the two subclasses -------------------------------------------------
+    def _encode_y(self, y):
+        raise NotImplementedError
+
+    def _default_net(self):
+        raise NotImplementedError
+
+    # -- fitting ------------------------------------------------------------------------
+    def _make_template(self, n_outputs):
+        net = self._default_net() if self.net is None else clone(self.net)
+        module = net.module
+        if isinstance(module, type) and issubclass(module, MLP):
+            # The default module learns its sizes from the data.
+            params = net.get_params_for("module")
+            missing = {}
+            if params.get("n_features") is None:
+                missing["module__n_features"] = self.n_features_in_
+            if params.get("n_outputs") is None:
+                missing["module__n_outputs"] = n_outputs
+            net.set_params(**missing)
+        # Every member shuffles, each with its own generator (set per member).
+        return net.set_params(iterator_train__shuffle=True)
+
+    def _draw_seeds(self):
+        rng = check_random_state(self.random_state)
+        self.seeds_ = rng.randint(_SEED_MAX, size=self.n_seeds)
+        shared_init, shared_order = rng.randint(_SEED_MAX, size=2)
+        order_of_own = np.array(
+            [np.random.SeedSequence([int(s), 1]).generate_state(1)[0] % _SEED_MAX
+             for s in self.seeds_], dtype=np.int64)
+        self.init_seeds_ = (self.seeds_ if self.vary in ("both", "init")
+                            else np.full(self.n_seeds, shared_init))
+        self.order_seeds_ = (order_of_own if self.vary in ("both", "order")
+                             else np.full(self.n_seeds, shared_order))
+
+    def _member(self, template, i):
+        generator = torch.Generator().manual_seed(int(self.order_seeds_[i]))
+        return clone(template).set_params(iterator_train__generator=generator)
+
+    def _use_batched(self, probe, X, y):
+        if self.vectorize is False:
+            return False
+        reason = _batched.unsupported_reason(probe) or _batched.check_vmappable(probe, X, y)
+        if reason is None:
+            return True
+        if self.vectorize is True:
+            raise ValueError(f"vectorize=True, but the batched path cannot train this net: "
+                             f"{reason}. Use vectorize='auto' to fall back to the loop.")
+        logger.info("training the seeds one by one (loop): %s", reason)
+        return False
+
+    def _fit(self, X, y):
+        self._draw_seeds()
+        n_outputs = self._n_net_outputs
+        template = self._make_template(n_outputs)
+        probe = _initialize_member(self._member(template, 0), self.init_seeds_[0])
+        self._dtype = next(probe.module_.parameters()).dtype
+        X = np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
+        y = self._net_targets(y)
+
+        members = [self._member(template, i) for i in range(self.n_seeds)]
+        self.vectorized_ = self._use_batched(probe, X, y)
+        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        if self.vectorized_:
+            n_groups = min(self.n_seeds, effective_n_jobs(n_jobs))
+            groups = np.array_split(np.arange(self.n_seeds), n_groups)
+            results = parallel(
+                delayed(_fit_members_batched)(
+                    [members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)
+                for g in groups)
+            fitted = [m for group in results for m in group]
+        else:
+            fitted = []
+            bar = _member_bar(self.n_seeds, self.verbose)
+            try:
+                for member in parallel(delayed(_fit_member)(m, X, y, s)
+                                       for m, s in zip(members, self.init_seeds_)):
+                    fitted.append(member)
+                    if bar is not None:
+                        losses = _member_losses(member)
+                        bar.set_postfix(loss=f"{losses[-1]:.4g}" if len(losses) else "n/a")
+                        bar.update()
+            finally:
+                if bar is not None:
+                    bar.close()
+        self._check_members(fitted)
+        self.estimators_ = fitted
+        return self
+
+    def _check_members(self, members):
+        for i, member in enumerate(members):
+            losses = _member_losses(member)
+            bad = np.flatnonzero(~np.isfinite(losses))
+            finite_params = all(torch.isfinite(p).all() for p in member.module_.parameters())
+            if len(bad) or not finite_params:
+                where = (f"its training loss became {losses[bad[0]]} in epoch {bad[0] + 1}"
+                         if len(bad) else "its parameters are no longer finite")
+                raise TrainingDivergedError(
+                    f"ensemble member {i} (init seed {self.init_seeds_[i]}, order seed "
+                    f"{self.order_seeds_[i]}) diverged: {where}. Lower the learning rate "
+                    "or scale the features.")
+
+    # -- prediction helpers -------------------------------------------------------------
+    def _validate_X(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
+
+    def _member_outputs(self, X):
+        """Each member's raw module output on X, as torch tensors on the CPU."""
+        return [member.forward(X, training=False) for member in self.estimators_]
+
+    def measure(self, X, y=None, measurement="loss"):
+        """Distribution over seeds of a per-sample measurement.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query inputs.
+        y : array-like of shape (n_samples,), default=None
+            Query targets. When None, the ensemble's own prediction is used
+            (its predicted class, or its mean regression output).
+        measurement : str or callable, default="loss"
+            ``"loss"`` (the net's criterion, per sample), ``"margin"``
+            (log-probability of the class minus the largest other one, which
+            equals the logit margin for softmax nets), ``"log_proba"``,
+            ``"proba"`` (of the given or predicted class), ``"prediction"``
+            (regression output), or a callable ``(net, X, y) -> array of shape
+            (n_samples,)`` called once per member with the member's own target
+            encoding (class indices for classifiers).
+
+        Returns
+        -------
+        values : ndarray of shape (n_seeds, n_samples)
+            ``values[s, i]`` is the measurement of query ``i`` under member ``s``.
+        """
+        X = self._validate_X(X)
+        y_net = self._query_targets(X, y)
+        if callable(measurement):
+            values = [np.asarray(measurement(m, X, y_net), dtype=float).reshape(len(X))
+                      for m in self.estimators_]
+            return np.stack(values)
+        fn = get_measurement(measurement, self._kind)
+        y_t = torch.as_tensor(y_net)
+        with torch.no_grad():
+            values = [fn(m, out, y_t).cpu().numpy() for m, out
+                      in zip(self.estimators_, self._member_outputs(X))]
+        return np.stack(values).astype(np.float64)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+def _member_bar(n_seeds, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_seeds, desc="training seeds", unit="seed", leave=verbose > 1)
+
+
+def _numpy_dtype(torch_dtype):
+    return torch.empty((), dtype=torch_dtype).numpy().dtype
+
+
+_NET_DOC = """
+    Parameters
+    ----------
+    net : {net_class}, default=None
+        Unfitted skorch net; each member is a clone of it. ``train_split=None``
+        is recommended for attribution, so that every member trains on all
+        rows. When the module is :class:`skdtda.nets.MLP`, its ``n_features``
+        and ``n_outputs`` are filled in from the data. None gives a small MLP
+        ({default_net}).
+    n_seeds : int, default=16
+        Number of members, i.e. samples from the distribution of trained nets.
+    vary : {{"both", "init", "order"}}, default="both"
+        Which source of randomness differs between members: the
+        initialisation, the minibatch order, or both. The other one is shared
+        by all members.
+    random_state : int, RandomState instance or None, default=None
+        Draws the member seeds. The same value gives the same ensemble, bit for
+        bit on the CPU.
+    n_jobs : int, default=None
+        Number of joblib jobs over members (or, on the batched path, over
+        groups of members). None means 1; it runs on whatever joblib backend
+        is active, e.g. ``joblib.parallel_config(backend="dask")``.
+    vectorize : "auto" or bool, default="auto"
+        Train all members at once in a batched pass (``torch.func.vmap``) when
+        the net allows it: a module of pure layers (Linear, convolutions,
+        activations), an elementwise optimizer (SGD, Adam, AdamW, RMSprop,
+        Adagrad), no callbacks and no internal validation split. It runs the
+        same algorithm as the loop; "auto" falls back to the loop, logging why,
+        and True raises if it cannot be used.
+    verbose : int, default=0
+        0 is silent; 1 shows a progress bar (members or epochs, with the
+        training loss); 2 keeps it on screen afterwards.
+
+    Attributes
+    ----------
+    estimators_ : list of {net_class}
+        The fitted members, each usable on its own (class indices as labels).
+    seeds_ : ndarray of shape (n_seeds,)
+        The seed drawn for each member.
+    init_seeds_ : ndarray of shape (n_seeds,)
+        Seed of each member's initialisation (``torch.manual_seed``).
+    order_seeds_ : ndarray of shape (n_seeds,)
+        Seed of each member's minibatch-order ``torch.Generator``.
+    vectorized_ : bool
+        Whether the batched path trained the members.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names."""
+
+
+class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
+    __doc__ = """Seed ensemble of a skorch classifier: samples of the trained-net distribution.
+{params}
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+
+    See Also
+    --------
+    SeedEnsembleRegressor : The same for regression.
+
+    Notes
+    -----
+    Member ``i`` equals a plain ``net.fit(X, y)`` run after
+    ``torch.manual_seed(init_seeds_[i])`` with
+    ``iterator_train__shuffle=True`` and
+    ``iterator_train__generator=torch.Generator().manual_seed(order_seeds_[i])``.
+    Fitting never changes torch's global random state or thread settings.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skdtda import SeedEnsembleClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> ens = SeedEnsembleClassifier(n_seeds=4, random_state=0).fit(X, y)
+    >>> ens.measure(X[:5], y[:5]).shape
+    (4, 5)
+    >>> ens.predict_proba(X[:2]).shape
+    (2, 3)
+    """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetClassifier",
+                                      default_net="one hidden layer of 32 units, SGD "
+                                      "with momentum, 30 epochs"))
+
+    _kind = "classifier"
+    _parameter_constraints = {
+        **_BaseSeedEnsemble._parameter_constraints,
+        "net": [NeuralNetClassifier, None],
+    }
+
+    def _default_net(self):
+        return NeuralNetClassifier(
+            MLP, module__hidden_layer_sizes=(32,), criterion=nn.CrossEntropyLoss,
+            optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.05, max_epochs=30,
+            batch_size=32, train_split=None, verbose=0)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train every member on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape (n_samples,)
+            Class labels (any hashable type).
+
+        Returns
+        -------
+        self : SeedEnsembleClassifier
+            The fitted ensemble.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        self._label_encoder = LabelEncoder().fit(y)
+        self.classes_ = self._label_encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"SeedEnsembleClassifier needs samples of at least 2 classes in the "
+                f"data, but the data contain only one class: {self.classes_[0]!r}")
+        self._n_net_outputs = len(self.classes_)
+        return self._fit(X, y)
+
+    def _net_targets(self, y):
+        return self._label_encoder.transform(y).astype(np.int64)
+
+    def _query_targets(self, X, y):
+        if y is None:
+            return self._predict_index(X)
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(X):
+            raise ValueError(f"y has {len(y)} samples but X has {len(X)}")
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(f"y contains labels not seen in fit: {unknown[:5].tolist()}")
+        return self._net_targets(y)
+
+    def _member_proba(self, X):
+        return np.stack([member.predict_proba(X) for member in self.estimators_])
+
+    def _predict_index(self, X):
+        return self._member_proba(X).mean(axis=0).argmax(axis=1)
+
+    def predict_proba(self, X):
+        """Mean over members of their class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        return self._member_proba(self._validate_X(X)).mean(axis=0).astype(np.float64)
+
+    def predict(self, X):
+        """Class with the largest mean probability over members.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        index = self._predict_index(self._validate_X(X))
+        return self.classes_[index]
+
+    def predict_members(self, X):
+        """Each member's predicted labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_seeds, n_samples)
+            ``y_pred[s]`` holds member ``s``'s predicted labels.
+        """
+        index = self._member_proba(self._validate_X(X)).argmax(axis=2)
+        return self.classes_[index]
+
+    def predict_proba_members(self, X):
+        """Each member's class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_seeds, n_samples, n_classes)
+            ``proba[s]`` holds member ``s``'s probabilities.
+        """
+        return self._member_proba(self._validate_X(X)).astype(np.float64)
+
+
+class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
+    __doc__ = """Seed ensemble of a skorch regressor: samples of the trained-net distribution.
+{params}
+
+    See Also
+    --------
+    SeedEnsembleClassifier : The same for classification.
+
+    Notes
+    -----
+    Member ``i`` equals a plain ``net.fit(X, y)`` run after
+    ``torch.manual_seed(init_seeds_[i])`` with
+    ``iterator_train__shuffle=True`` and
+    ``iterator_train__generator=torch.Generator().manual_seed(order_seeds_[i])``,
+    with ``y`` reshaped to 2-D as skorch's regressors expect. Fitting never
+    changes torch's global random state or thread settings.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.preprocessing import scale
+    >>> from skdtda import SeedEnsembleRegressor
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> ens = SeedEnsembleRegressor(n_seeds=4, random_state=0).fit(scale(X), scale(y))
+    >>> ens.predict_members(scale(X)[:3]).shape
+    (4, 3)
+    """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetRegressor",
+                                      default_net="one hidden layer of 32 units, Adam "
+                                      "with lr=0.01, 30 epochs"))
+
+    _kind = "regressor"
+    _parameter_constraints = {
+        **_BaseSeedEnsemble._parameter_constraints,
+        "net": [NeuralNetRegressor, None],
+    }
+
+    def _default_net(self):
+        return NeuralNetRegressor(
+            MLP, module__hidden_layer_sizes=(32,), criterion=nn.MSELoss,
+            optimizer=torch.optim.Adam, lr=0.01, max_epochs=30, batch_size=32,
+            train_split=None, verbose=0)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train every member on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+
+        Returns
+        -------
+        self : SeedEnsembleRegressor
+            The fitted ensemble.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
+                             multi_output=True)
+        self._y_ndim = np.ndim(y)
+        self._n_net_outputs = 1 if self._y_ndim == 1 else y.shape[1]
+        return self._fit(X, y)
+
+    def _net_targets(self, y):
+        y = np.asarray(y, dtype=_numpy_dtype(self._dtype))
+        return np.ascontiguousarray(y.reshape(len(y), -1))
+
+    def _query_targets(self, X, y):
+        if y is None:
+            return self._net_targets(self._member_predictions(X).mean(axis=0))
+        y = np.asarray(y, dtype=float)
+        if len(y) != len(X):
+            raise ValueError(f"y has {len(y)} samples but X has {len(X)}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("y contains NaN or infinity")
+        return self._net_targets(y)
+
+    def _member_predictions(self, X):
+        preds = np.stack([member.predict(X) for member in self.estimators_])
+        preds = preds.reshape(len(self.estimators_), len(X), -1).astype(np.float64)
+        return preds[..., 0] if self._y_ndim == 1 else preds
+
+    def predict(self, X):
+        """Mean over members of their predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Shaped like the ``y`` passed to ``fit``.
+        """
+        return self._member_predictions(self._validate_X(X)).mean(axis=0)
+
+    def predict_members(self, X):
+        """Each member's predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Inputs.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_seeds, n_samples) or (n_seeds, n_samples, n_targets)
+            ``y_pred[s]`` holds member ``s``'s predictions.
+        """
+        return self._member_predictions(self._validate_X(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

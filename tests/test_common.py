@@ -1,0 +1,43 @@
+"""scikit-learn's estimator checks on every public estimator, with tiny nets."""
+
+import torch
+from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+
+from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.nets import MLP
+
+
+def _classifier():
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(16,),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              optimizer__momentum=0.9, lr=0.05, max_epochs=20, batch_size=32,
+                              train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=2, random_state=0)
+
+
+def _regressor():
+    net = NeuralNetRegressor(MLP, module__hidden_layer_sizes=(16,), criterion=torch.nn.MSELoss,
+                             optimizer=torch.optim.Adam, lr=0.01, max_epochs=20, batch_size=32,
+                             train_split=None, verbose=0)
+    return SeedEnsembleRegressor(net, n_seeds=2, random_state=0)
+
+
+ESTIMATORS = [_classifier(), _regressor(), SeedEnsembleClassifier(n_seeds=2),
+              SeedEnsembleRegressor(n_seeds=2)]
+
+EXPECTED_FAILURES = {}
+
+
+def _expected_failures(estimator):
+    return EXPECTED_FAILURES.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def test_param_validation():
+    for estimator in (_classifier(), _regressor()):
+        check_param_validation(type(estimator).__name__, estimator)
