@@ -59,6 +59,9 @@ def _run(case, vectorize, queue):
 
     torch.set_num_threads(1)
     X, y = _data(case["n_samples"])
+    # Warm up first: one-off costs (lazy imports inside torch's optimizers and
+    # torch.func) are paid by whichever fit comes first and are not training.
+    _ensemble(dict(case, epochs=1, n_seeds=2), vectorize).fit(X[:256], y[:256])
     ens = _ensemble(case, vectorize)
     tic = time.perf_counter()
     ens.fit(X, y)
@@ -73,9 +76,10 @@ def _in_subprocess(case, vectorize):
     queue = ctx.Queue()
     proc = ctx.Process(target=_run, args=(case, vectorize, queue))
     proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    proc.join()  # the result is a small dict: the queue cannot fill up
+    if proc.exitcode != 0:
+        raise RuntimeError(f"benchmark subprocess failed with exit code {proc.exitcode}")
+    return queue.get(timeout=10)
 
 
 def _train_flops(case):

@@ -176,6 +176,10 @@ class _Program:
             and getattr(criterion, "weight", None) is None
             and type(lead).get_loss in (NeuralNet.get_loss, NeuralNetClassifier.get_loss)
         )
+        # log_softmax over a short class axis is slow on the CPU (0.36 ms for
+        # 2048 x 10); the same cross-entropy from logsumexp pieces takes 0.1 ms.
+        self.logit_ce = (type(criterion) is nn.CrossEntropyLoss and self.flat_loss
+                         and criterion.label_smoothing == 0)
         if self.flat_loss:
             self.per_sample = copy.copy(criterion)
             self.per_sample.reduction = "none"
@@ -214,6 +218,11 @@ class _Program:
         if not self.flat_loss:
             return self._vloss(y_pred, y_true)
         n_members, batch = y_pred.shape[:2]
+        if self.logit_ce and y_pred.ndim == 3:
+            shift = y_pred.detach().amax(dim=-1, keepdim=True)
+            z = y_pred - shift
+            picked = z.gather(-1, y_true.long().unsqueeze(-1)).squeeze(-1)
+            return (z.exp().sum(dim=-1).log() - picked).mean(dim=1)
         if self.log_input:  # as skorch's NeuralNetClassifier.get_loss
             y_pred = torch.log(y_pred + torch.finfo(y_pred.dtype).eps)
         loss = self.per_sample(y_pred.reshape(n_members * batch, *y_pred.shape[2:]),
@@ -291,6 +300,8 @@ def fit_batched(members, X, y, *, progress=None):
     program = _Program(lead)
     stacked = program.stack(members)
     args, kwargs = lead.get_params_for_optimizer("optimizer", list(stacked.items()))
+    # The multi-tensor kernels do the same arithmetic in fewer, larger calls.
+    kwargs.setdefault("foreach", True)
     optimizer = lead.optimizer(*args, **kwargs)
     lead.module_.train()
 
@@ -347,17 +358,17 @@ def _write_back(members, program, stacked, optimizer, batch_losses, epoch_losses
                     key: _member_slice(program, name, v, i, value.shape)
                     for key, v in state.items()
                 }
-        history = member.history
+        # Plain dicts in skorch's History layout: recording 10^5 batches through
+        # History.record_batch would cost as much as a tenth of the training.
         for epoch in range(len(epoch_losses)):
-            history.new_epoch()
-            history.record("epoch", len(history))
-            for b, size in enumerate(sizes):
-                history.new_batch()
-                history.record_batch("train_loss", float(batch_losses[epoch, b, i]))
-                history.record_batch("train_batch_size", size)
-            history.record("train_batch_count", len(sizes))
-            history.record("train_loss", float(epoch_losses[epoch, i]))
-            history.record("dur", float(durations[epoch]))
+            member.history.append({
+                "epoch": len(member.history) + 1,
+                "batches": [{"train_loss": float(batch_losses[epoch, b, i]),
+                             "train_batch_size": size} for b, size in enumerate(sizes)],
+                "train_batch_count": len(sizes),
+                "train_loss": float(epoch_losses[epoch, i]),
+                "dur": float(durations[epoch]),
+            })
 
 
 def _member_slice(program, name, value, i, stacked_shape):

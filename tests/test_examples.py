@@ -1,0 +1,14 @@
+"""Every script in examples/ runs to the end."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # figures land in a scratch folder
+    runpy.run_path(str(path), run_name="__main__")
