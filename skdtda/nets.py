@@ -5,7 +5,6 @@ elementwise activation) so that the batched training path of the ensembles
 applies to them, and so that exact curvature stays affordable on them.
 """
 
-import torch
 from torch import nn
 
 __all__ = ["MLP"]
