@@ -387,7 +387,7 @@ def test_dask_backend(iris):
     ens = SeedEnsembleClassifier(_net(), n_seeds=3, random_state=0, n_jobs=-1,
                                  vectorize=False)
     local = clone(ens).set_params(n_jobs=None).fit(X, y)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster):
         with joblib.parallel_config(backend="dask"):
