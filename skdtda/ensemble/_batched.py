@@ -1,8 +1,9 @@
 """Train many seed members of one skorch net in a single batched pass.
 
 Every member's parameters are stacked along a new leading axis, the module runs
-under ``torch.func.vmap`` with ``functional_call``, and the net's own optimizer
-class updates the stacked tensors. The optimizers accepted here act elementwise
+on the stacks (as batched matrix products for plain Linear/activation stacks,
+otherwise under ``torch.func.vmap`` with ``functional_call``), and the net's own
+optimizer class updates the stacked tensors. The optimizers accepted here act elementwise
 (each parameter entry's update depends only on that entry's gradient history
 and on the step count, which all members share), so one optimizer over the
 stacks performs exactly the per-member updates of the loop. Minibatches are
@@ -243,7 +244,7 @@ def check_vmappable(lead, X, y):
         out = program.forward(params, torch.as_tensor(X[None, :2], device=lead.device))
         program.losses(out, torch.as_tensor(y[None, :2], device=lead.device)).sum().backward()
     except Exception as exc:  # any failure means: use the loop
-        return f"the module or criterion does not run under torch.func.vmap ({exc})"
+        return f"the module or criterion does not run batched under torch.func.vmap ({exc})"
     if not torch.equal(rng_state, torch.get_rng_state()):
         return "the module draws random numbers in forward"
     return None

@@ -114,10 +114,15 @@ class _BaseSeedEnsemble(BaseEstimator):
         self.verbose = verbose
 
     # -- hooks for the two subclasses -------------------------------------------------
-    def _encode_y(self, y):
+    def _default_net(self):
         raise NotImplementedError
 
-    def _default_net(self):
+    def _net_targets(self, y):
+        """Targets in the form the member nets train on."""
+        raise NotImplementedError
+
+    def _query_targets(self, X, y):
+        """Query targets for ``measure``; the ensemble's prediction when y is None."""
         raise NotImplementedError
 
     # -- fitting ------------------------------------------------------------------------
