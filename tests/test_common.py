@@ -26,7 +26,18 @@ def _regressor():
 ESTIMATORS = [_classifier(), _regressor(), SeedEnsembleClassifier(n_seeds=2),
               SeedEnsembleRegressor(n_seeds=2)]
 
-EXPECTED_FAILURES = {}
+# float32 nets: a row's output can differ at the 1e-7 level with the number of
+# rows in the batch (the BLAS picks other kernels for other sizes), which is as
+# large as this check's rtol=1e-7. It passes or fails with the draw of weights.
+_FLOAT32_SUBSET = {
+    "check_methods_subset_invariance":
+        "float32 outputs vary at 1e-7 with the batch size (BLAS kernel choice), the "
+        "check's tolerance",
+}
+EXPECTED_FAILURES = {
+    "SeedEnsembleClassifier": _FLOAT32_SUBSET,
+    "SeedEnsembleRegressor": _FLOAT32_SUBSET,
+}
 
 
 def _expected_failures(estimator):
