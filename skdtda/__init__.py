@@ -5,10 +5,12 @@ See ``docs/`` and the README. Public estimators are re-exported here.
 
 from .ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from .exceptions import TrainingDivergedError
+from .influence import InfluenceTransformer
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "InfluenceTransformer",
     "SeedEnsembleClassifier",
     "SeedEnsembleRegressor",
     "TrainingDivergedError",

@@ -1,0 +1,91 @@
+"""Dense curvature of the mean training loss: exact Hessian, exact GGN, identity.
+
+Each backend builds a ``(P, P)`` matrix once per member, eigendecomposes it in
+float64 and then solves ``(H + damping I)^{-1} g`` for any number of vectors.
+Meant for small models (P up to a few thousand).
+"""
+
+import torch
+from torch.func import hessian, jacrev, vmap
+
+__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn"]
+
+
+def _chunks(n, size):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def dense_hessian(member, X, y, chunk=512):
+    """Hessian of the mean training loss at the member's parameters, (P, P) float64."""
+    X, y = member.tensors(X, y)
+    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
+    for rows in _chunks(len(X), chunk):
+        h = hessian(member.mean_loss)(member.theta, X[rows], y[rows])
+        total += h.double() * (rows.stop - rows.start)
+    return total / len(X)
+
+
+def dense_ggn(member, X, y, chunk=256):
+    """Generalised Gauss-Newton ``mean_n J_n^T H_n J_n`` of the training loss, (P, P) float64.
+
+    ``J_n`` is the Jacobian of sample ``n``'s output with respect to the
+    parameters and ``H_n`` the Hessian of its loss with respect to that output
+    (``diag(p) - p p^T`` for softmax cross-entropy): positive semi-definite,
+    unlike the Hessian of a non-convex net.
+    """
+    X, y = member.tensors(X, y)
+    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
+
+    def out_one(theta, x):
+        return member.outputs(theta, x[None])[0].reshape(-1)
+
+    for rows in _chunks(len(X), chunk):
+        jac = vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X[rows]).double()
+        with torch.no_grad():
+            outputs = member.outputs(member.theta, X[rows])
+        h_out = member.output_hessians(outputs, y[rows]).double()
+        total += torch.einsum("nkp,nkl,nlq->pq", jac, h_out, jac)
+    return total / len(X)
+
+
+class EigenCurvature:
+    """``(H + damping I)^{-1}`` through an eigendecomposition of a dense H.
+
+    Parameters
+    ----------
+    matrix : tensor of shape (P, P)
+        Symmetric curvature of the mean training loss, regularisation included.
+    damping : float
+        Added to every eigenvalue. ``damping=0`` gives the pseudo-inverse: the
+        eigen-directions with ``|lambda| <= P * eps * max |lambda|`` (the null
+        space) are dropped, the limit of the paper's Theorem 2.
+    """
+
+    def __init__(self, matrix, damping):
+        matrix = (matrix + matrix.T) / 2
+        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix.double())
+        shifted = self.eigenvalues + damping
+        if damping == 0:
+            tol = len(shifted) * torch.finfo(torch.float64).eps * shifted.abs().max()
+            inverse = torch.where(shifted.abs() > tol, 1 / shifted, torch.zeros_like(shifted))
+        else:
+            if (shifted.abs() < 1e-12 * shifted.abs().max()).any():
+                raise ValueError(
+                    f"damping={damping} cancels an eigenvalue of the curvature "
+                    f"({-damping:.3g}); the Hessian of a non-convex net has negative "
+                    "eigenvalues: use curvature='ggn' or another damping")
+            inverse = 1 / shifted
+        self.inverse = inverse
+
+    def solve(self, vectors):
+        """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""
+        q = self.eigenvectors
+        return ((vectors.double() @ q) * self.inverse) @ q.T
+
+
+class IdentityCurvature:
+    """H = I: influence as a plain gradient dot product (the TracIn-like baseline)."""
+
+    def solve(self, vectors):
+        return vectors.double()

@@ -1,0 +1,111 @@
+"""One trained member as a function of a flat parameter vector.
+
+Influence functions need gradients and curvature of the training loss and of
+the measurement with respect to all of a member's parameters. This wrapper
+turns a fitted skorch net into pure functions of ``theta`` (a flat vector in
+``module.named_parameters()`` order) with ``torch.func``, and evaluates them in
+chunks of rows so memory stays bounded.
+"""
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from ..measurements import get_measurement
+
+__all__ = ["FunctionalMember", "optimizer_weight_decay"]
+
+
+def optimizer_weight_decay(net):
+    """The L2 coefficient the net's optimizer adds to every gradient (0 if none).
+
+    SGD's and Adam's ``weight_decay`` add ``wd * theta`` to the gradient, i.e.
+    train on ``loss + wd/2 |theta|^2``, whose Hessian is the loss Hessian plus
+    ``wd * I``. AdamW's decoupled decay is treated the same way, an
+    approximation (its fixed point is not that of an L2 penalty).
+    """
+    params = net.get_params_for("optimizer")
+    if "param_groups" in params:
+        raise ValueError("influence with optimizer__param_groups is not supported")
+    return float(params.get("weight_decay", 0.0))
+
+
+class FunctionalMember:
+    """Loss, outputs and measurements of one member as functions of ``theta``.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A fitted member.
+    measurement : str or callable
+        Named measurement of :mod:`skdtda.measurements`, or a differentiable
+        torch callable ``(net, y_pred, y_true) -> tensor of shape (n,)``.
+    kind : {"classifier", "regressor"}
+    """
+
+    def __init__(self, net, measurement, kind):
+        self.net = net
+        self.module = net.module_
+        self.names, shapes, values = [], [], []
+        for name, param in self.module.named_parameters():
+            self.names.append(name)
+            shapes.append(param.shape)
+            values.append(param.detach().reshape(-1))
+        self.shapes = shapes
+        self.sizes = [int(np.prod(s)) for s in shapes]
+        self.theta = torch.cat(values)
+        self.dtype = self.theta.dtype
+        self.device = self.theta.device
+        self.loss_fn = get_measurement("loss", kind)
+        self.measure_fn = (measurement if callable(measurement)
+                           else get_measurement(measurement, kind))
+        self.weight_decay = optimizer_weight_decay(net)
+
+    @property
+    def n_params(self):
+        return self.theta.numel()
+
+    def unflatten(self, theta):
+        return {name: part.view(shape) for name, part, shape
+                in zip(self.names, theta.split(self.sizes), self.shapes)}
+
+    def outputs(self, theta, X):
+        return functional_call(self.module, self.unflatten(theta), (X,))
+
+    def tensors(self, X, y):
+        X = torch.as_tensor(np.asarray(X), device=self.device).to(self.dtype)
+        y = torch.as_tensor(np.asarray(y), device=self.device)
+        if torch.is_floating_point(y):
+            y = y.to(self.dtype)
+        return X, y
+
+    def _per_sample(self, fn):
+        def one(theta, x, y):
+            return fn(self.net, self.outputs(theta, x[None]), y[None])[0]
+        return one
+
+    def per_sample_grads(self, fn_name, X, y):
+        """Gradients of the per-sample loss (``"loss"``) or measurement, shape (n, P)."""
+        fn = self.loss_fn if fn_name == "loss" else self.measure_fn
+        X, y = self.tensors(X, y)
+        g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
+        return g.detach()
+
+    def measure(self, X, y):
+        X, y = self.tensors(X, y)
+        with torch.no_grad():
+            return self.measure_fn(self.net, self.outputs(self.theta, X), y)
+
+    def mean_loss(self, theta, X, y):
+        return self.loss_fn(self.net, self.outputs(theta, X), y).mean()
+
+    def output_hessians(self, outputs, y):
+        """Hessian of each sample's loss w.r.t. its own output, shape (n, K, K)."""
+        def loss_of_output(z, target):
+            return self.loss_fn(self.net, z[None], target[None])[0]
+        flat = outputs.reshape(len(outputs), -1)
+        shape = outputs.shape[1:]
+
+        def hess(z, target):
+            return torch.func.hessian(lambda v: loss_of_output(v.reshape(shape), target))(z)
+        return vmap(hess)(flat, y)
