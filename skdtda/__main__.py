@@ -6,12 +6,10 @@ trained nets), measures a few test losses under every member (the distribution
 of a measurement), and ranks training examples by their predicted effect on the
 mean and on the variance of that distribution when removed.
 
-Until the full ``InfluenceTransformer`` lands, the per-seed influence here is
-the influence function restricted to the output layer, with that layer's exact
-Hessian: for a softmax output layer on fixed features it is exact to first
-order for that layer's response. Scores follow the convention of every
-skdtda score: the predicted change of the measurement when the example is
-removed, already divided by the number of training rows.
+The per-seed influence is :class:`skdtda.InfluenceTransformer` with its
+default EK-FAC curvature. Scores follow the convention of every skdtda score:
+the predicted change of the measurement when the example is removed, already
+divided by the number of training rows.
 """
 
 import argparse
@@ -32,66 +30,13 @@ def _load(name):
     return X, y
 
 
-def output_layer_influence(ensemble, X_train, y_train, X_query, y_query, damping=1e-3):
-    """Per-seed influence of each training row on each query loss, output layer only.
-
-    Parameters
-    ----------
-    ensemble : SeedEnsembleClassifier
-        Fitted on ``(X_train, y_train)``, with :class:`skdtda.nets.MLP` members
-        trained with cross-entropy.
-    X_train, y_train : ndarray
-        The training data the ensemble was fitted on.
-    X_query, y_query : ndarray
-        Query points and their labels.
-    damping : float, default=1e-3
-        Added to the Hessian's diagonal.
-
-    Returns
-    -------
-    delta : ndarray of shape (n_seeds, n_query, n_train)
-        Predicted change of each query's loss when each training row is
-        removed (positive: removal raises the loss, so the row was helping).
-    """
-    import torch
-
-    deltas = []
-    X_train = ensemble._validate_X(X_train)
-    X_query = ensemble._validate_X(X_query)
-    y_train = ensemble._net_targets(y_train)
-    y_query = ensemble._net_targets(y_query)
-    for member in ensemble.estimators_:
-        module = member.module_
-        body, head = torch.nn.Sequential(*list(module)[:-1]), module[-1]
-        weight_decay = member.get_params_for("optimizer").get("weight_decay", 0.0)
-        with torch.no_grad():
-            grads = []
-            for X, y in ((X_train, y_train), (X_query, y_query)):
-                features = body(torch.as_tensor(X))
-                features = torch.cat([features, torch.ones(len(X), 1)], dim=1)
-                proba = torch.softmax(head(features[:, :-1]), dim=1)
-                residual = proba - torch.nn.functional.one_hot(torch.as_tensor(y),
-                                                               proba.shape[1])
-                # d loss / d (W, b) per sample, flattened as (class, feature)
-                grads.append((residual[:, :, None] * features[:, None, :]).flatten(1))
-                if len(grads) == 1:
-                    cov = torch.diag_embed(proba) - proba[:, :, None] * proba[:, None, :]
-                    hessian = torch.einsum("nab,ni,nj->aibj", cov, features, features)
-                    size = hessian.shape[0] * hessian.shape[1]
-                    hessian = hessian.reshape(size, size) / len(X)
-            g_train, g_query = grads
-            hessian += (damping + weight_decay) * torch.eye(len(hessian), dtype=hessian.dtype)
-            solved = torch.linalg.solve(hessian, g_train.T)
-            deltas.append((g_query @ solved / len(X_train)).numpy())
-    return np.stack(deltas).astype(np.float64)
-
-
 def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbose=1):
     """Fit a seed ensemble, measure test losses over seeds, rank training rows."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    from skdtda import SeedEnsembleClassifier
+    from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+    from skdtda.discrepancy import discrepancy
 
     X, y = _load(dataset)
     X_train, X_test, y_train, y_test = train_test_split(
@@ -113,23 +58,25 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     # The queries whose loss varies most over seeds: where the distribution matters.
     losses = ens.measure(X_test, y_test, "loss")
     queries = np.argsort(-losses.std(axis=0))[:n_queries]
-    delta = output_layer_influence(ens, X_train, y_train, X_test[queries], y_test[queries])
+    tic = time.perf_counter()
+    influence = InfluenceTransformer(ens, verbose=verbose).fit(X_train, y_train)
+    delta = influence.influence_samples(X_test[queries], y_test[queries])
+    print(f"per-seed influence ({influence.curvature}, damping {influence.damping}) of "
+          f"{len(X_train)} training rows on {n_queries} test losses in "
+          f"{time.perf_counter() - tic:.1f} s")
     for q, query in enumerate(queries):
         m = losses[:, query]
         print(f"\ntest row {query} (label {y_test[query]}): loss over {n_seeds} seeds "
               f"mean {m.mean():.3f}, std {m.std():.3f}, range [{m.min():.3f}, {m.max():.3f}]")
-        after = m[:, None] + delta[:, q, :]
-        scores = {
-            "mean": after.mean(axis=0) - m.mean(),
-            "variance": after.var(axis=0) - m.var(),
-        }
-        for name, score in scores.items():
+        before = np.repeat(m[:, None], delta.shape[2], axis=1)
+        for name in ("mean", "variance", "wasserstein"):
+            score = discrepancy(before, before + delta[:, q, :], name)
             order = np.argsort(-np.abs(score))[:top]
             rows = ", ".join(f"#{k} (label {y_train[k]}, {score[k]:+.2e})" for k in order)
-            print(f"  most influential on the {name:8s}: {rows}")
-    print("\nScores: predicted change of the statistic of the query loss when the training "
-          "row is removed\n(positive: removing it raises the loss statistic). Influence "
-          "here is per seed, output layer, exact Hessian.")
+            print(f"  most influential on the {name:11s}: {rows}")
+    print("\nmean/variance: predicted change of that statistic of the query loss over seeds "
+          "when the row is removed\n(positive: removing it raises it); wasserstein: W2 "
+          "distance between the loss distributions before and after.")
     return ens, delta
 
 

@@ -4,7 +4,7 @@ import torch
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
-from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.nets import MLP
 
 
@@ -24,7 +24,9 @@ def _regressor():
 
 
 ESTIMATORS = [_classifier(), _regressor(), SeedEnsembleClassifier(n_seeds=2),
-              SeedEnsembleRegressor(n_seeds=2)]
+              SeedEnsembleRegressor(n_seeds=2),
+              InfluenceTransformer(_classifier(), curvature="kfac"),
+              InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein")]
 
 # float32 nets: a row's output can differ at the 1e-7 level with the number of
 # rows in the batch (the BLAS picks other kernels for other sizes), which is as
@@ -37,6 +39,7 @@ _FLOAT32_SUBSET = {
 EXPECTED_FAILURES = {
     "SeedEnsembleClassifier": _FLOAT32_SUBSET,
     "SeedEnsembleRegressor": _FLOAT32_SUBSET,
+    "InfluenceTransformer": _FLOAT32_SUBSET,
 }
 
 
@@ -50,5 +53,5 @@ def test_sklearn_compatible(estimator, check):
 
 
 def test_param_validation():
-    for estimator in (_classifier(), _regressor()):
+    for estimator in (_classifier(), _regressor(), InfluenceTransformer(_classifier())):
         check_param_validation(type(estimator).__name__, estimator)
