@@ -99,10 +99,13 @@ def test_curvatures_agree_in_rank_on_a_tiny_mlp():
     ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
     scores = {c: InfluenceTransformer(ens, curvature=c, damping=0.1).fit(X, y)
               .influence_samples(X[:10], y[:10])
-              for c in ("ggn", "exact", "kfac", "ekfac", "identity")}
+              for c in ("ggn", "exact", "kfac", "ekfac", "cg", "identity")}
     reference = scores["ggn"].ravel()
     rho = {c: spearmanr(reference, s.ravel())[0] for c, s in scores.items()}
     assert rho["exact"] > 0.95, rho
+    # CG solves the same damped GGN system, matrix-free
+    np.testing.assert_allclose(scores["cg"], scores["ggn"], rtol=1e-3,
+                               atol=1e-4 * np.abs(scores["ggn"]).max())
     assert rho["kfac"] > 0.55 and rho["ekfac"] > 0.55, rho
     assert min(rho["kfac"], rho["ekfac"]) > rho["identity"], rho
 
@@ -213,6 +216,10 @@ def test_errors_and_feature_names(iris):
         InfluenceTransformer(curvature="hessian").fit(X, y)
     with pytest.raises(ValueError, match="statistic"):
         InfluenceTransformer(statistic="median").fit(X, y)
+    with pytest.raises(ValueError, match="damping > 0"):
+        InfluenceTransformer(curvature="cg", damping=0).fit(X, y)
+    with pytest.raises(ValueError, match="takes no curvature_options"):
+        InfluenceTransformer(curvature="ggn", curvature_options={"maxiter": 3}).fit(X, y)
     ens = SeedEnsembleClassifier(n_seeds=2, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="seed_index=5"):
         InfluenceTransformer(ens, seed_index=5).fit(X, y)

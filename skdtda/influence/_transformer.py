@@ -58,11 +58,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         passed to ``fit`` (the training rows being attributed). If it is not
         fitted, a clone is fitted on them. None gives a default ensemble, a
         classifier or a regressor depending on ``y``.
-    curvature : {{"ekfac", "kfac", "ggn", "exact", "identity"}}, default="ekfac"
+    curvature : {{"ekfac", "kfac", "ggn", "exact", "cg", "identity"}}, default="ekfac"
         Curvature of the mean training loss: EK-FAC or K-FAC of the
         Gauss-Newton (stacks of Linear layers), the exact Gauss-Newton or the
-        exact Hessian (dense, small models), or the identity (a gradient dot
-        product, no damping).
+        exact Hessian (dense, small models), conjugate gradients with exact
+        Gauss-Newton-vector products (matrix-free, any module), or the
+        identity (a gradient dot product, no damping).
     damping : float, default=1e-3
         Added to the curvature's eigenvalues. With ``curvature="exact"`` or
         ``"ggn"``, 0 gives the pseudo-inverse (null space dropped).
@@ -77,6 +78,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         ``(before, after) -> array``; see :func:`skdtda.discrepancy.discrepancy`.
     q : float, default=0.5
         Quantile for ``statistic="quantile"``.
+    curvature_options : dict, default=None
+        Options of the curvature backend: ``{{"maxiter": 100, "tol": 1e-6}}``
+        for ``"cg"``.
     seed_index : int, default=None
         Use only this member: the classical fixed-seed influence the paper
         compares against. None uses every member.
@@ -129,19 +133,22 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "statistic": [StrOptions(set(STATISTICS)), callable],
         "q": [Interval(Real, 0, 1, closed="both")],
+        "curvature_options": [dict, None],
         "seed_index": [Interval(Integral, 0, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
 
     def __init__(self, estimator=None, *, curvature="ekfac", damping=1e-3, measurement="loss",
-                 statistic="mean", q=0.5, seed_index=None, batch_size=256, verbose=0):
+                 statistic="mean", q=0.5, curvature_options=None, seed_index=None,
+                 batch_size=256, verbose=0):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
         self.measurement = measurement
         self.statistic = statistic
         self.q = q
+        self.curvature_options = curvature_options
         self.seed_index = seed_index
         self.batch_size = batch_size
         self.verbose = verbose
@@ -202,7 +209,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         for member in self._members:
             self.curvatures_.append(
                 fit_curvature(self.curvature, member, self._X_train, self._y_train,
-                              self.damping))
+                              self.damping, self.curvature_options))
             self._mean_grads.append(sum(
                 member.per_sample_grads("loss", self._X_train[rows], self._y_train[rows])
                 .double().sum(dim=0) for rows in self._chunks(self.n_train_)) / self.n_train_)
