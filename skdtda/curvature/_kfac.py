@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..ensemble._batched import _plain_stack
+from ._dense import output_hessian_root
 
 __all__ = ["KroneckerCurvature", "kfac_supported_reason"]
 
@@ -115,9 +116,7 @@ class KroneckerCurvature:
                 pre_acts.append(z)
                 h = spec["after"](z)
             outputs = member.outputs(member.theta, X)
-            h_out = member.output_hessians(outputs, y).double()
-            lam, vec = torch.linalg.eigh(h_out)
-            root = vec * lam.clamp_min(0).sqrt()[:, None, :]  # H = root root^T
+            root = output_hessian_root(member.output_hessians(outputs, y).double())
             g = root.transpose(1, 2)  # (n, C, K): column c of the root, per sample
             pseudo = [None] * len(self.linears)
             for i in range(len(self.linears) - 1, -1, -1):
