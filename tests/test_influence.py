@@ -240,3 +240,11 @@ def test_unfitted_estimator_is_cloned_and_fitted(iris):
     assert influence.estimator_ is not ens
     assert not hasattr(ens, "estimators_")
     assert influence.transform(X[:2]).shape == (2, len(X))
+
+
+def test_n_jobs_gives_the_same_scores(iris):
+    X, y = iris
+    ens = SeedEnsembleClassifier(n_seeds=3, random_state=0).fit(X, y)
+    one = InfluenceTransformer(ens, curvature="ekfac").fit(X, y).transform(X[:4])
+    two = InfluenceTransformer(ens, curvature="ekfac", n_jobs=2).fit(X, y).transform(X[:4])
+    np.testing.assert_allclose(one, two, rtol=1e-10, atol=1e-14)

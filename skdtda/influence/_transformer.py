@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..curvature import CURVATURES, fit_curvature
@@ -39,6 +40,14 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
     own units, already divided by the number of training rows N. Positive means
     removing the row makes the measurement larger (for a loss: the row was
     helping). Removing a set sums the per-row changes (first order)."""
+
+
+def _prepare_member(member, X, y, curvature, damping, options, chunk):
+    """One member's inverse curvature and mean training gradient (a joblib task)."""
+    solver = fit_curvature(curvature, member, X, y, damping, options)
+    mean_grad = sum(member.per_sample_grads("loss", X[start:start + chunk], y[start:start + chunk])
+                    .double().sum(dim=0) for start in range(0, len(X), chunk)) / len(X)
+    return solver, mean_grad
 
 
 class InfluenceTransformer(TransformerMixin, BaseEstimator):
@@ -87,6 +96,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     batch_size : int, default=256
         Query rows and training rows per chunk; bounds memory to about
         ``n_seeds * batch_size**2`` scores plus ``batch_size`` gradients.
+    n_jobs : int, default=None
+        Joblib jobs over seeds while preparing curvature in ``fit``. None
+        means 1; any joblib backend (e.g. Dask) applies.
     verbose : int, default=0
         Progress bar over seeds while preparing curvature.
 
@@ -136,12 +148,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "curvature_options": [dict, None],
         "seed_index": [Interval(Integral, 0, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
         "verbose": ["verbose"],
     }
 
     def __init__(self, estimator=None, *, curvature="ekfac", damping=1e-3, measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, seed_index=None,
-                 batch_size=256, verbose=0):
+                 batch_size=256, n_jobs=None, verbose=0):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -151,6 +164,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.curvature_options = curvature_options
         self.seed_index = seed_index
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -204,15 +218,14 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
             bar = tqdm(total=len(self._members), desc=f"curvature ({self.curvature})",
                        unit="seed", leave=self.verbose > 1)
-        self.curvatures_ = []
-        self._mean_grads = []
-        for member in self._members:
-            self.curvatures_.append(
-                fit_curvature(self.curvature, member, self._X_train, self._y_train,
-                              self.damping, self.curvature_options))
-            self._mean_grads.append(sum(
-                member.per_sample_grads("loss", self._X_train[rows], self._y_train[rows])
-                .double().sum(dim=0) for rows in self._chunks(self.n_train_)) / self.n_train_)
+        jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+            delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature,
+                                     self.damping, self.curvature_options, self.batch_size)
+            for member in self._members)
+        self.curvatures_, self._mean_grads = [], []
+        for curvature, mean_grad in jobs:
+            self.curvatures_.append(curvature)
+            self._mean_grads.append(mean_grad)
             if bar is not None:
                 bar.update()
         if bar is not None:
