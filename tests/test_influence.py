@@ -248,3 +248,15 @@ def test_n_jobs_gives_the_same_scores(iris):
     one = InfluenceTransformer(ens, curvature="ekfac").fit(X, y).transform(X[:4])
     two = InfluenceTransformer(ens, curvature="ekfac", n_jobs=2).fit(X, y).transform(X[:4])
     np.testing.assert_allclose(one, two, rtol=1e-10, atol=1e-14)
+
+
+def test_in_a_pipeline(iris):
+    from sklearn.pipeline import make_pipeline
+
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(),
+                         InfluenceTransformer(SeedEnsembleClassifier(n_seeds=2, random_state=0),
+                                              curvature="kfac", statistic="std"))
+    scores = pipe.fit(X, y).transform(X[:3])
+    assert scores.shape == (3, len(X)) and np.all(np.isfinite(scores))
+    np.testing.assert_array_equal(pipe.get_feature_names_out()[:2], ["train0", "train1"])
