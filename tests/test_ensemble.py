@@ -84,14 +84,6 @@ def _assert_same_params(a, b, rtol):
         assert (p - q).abs().max() <= rtol * scale, (p - q).abs().max() / scale
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 # -- seeding ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("vectorize", [False, True])

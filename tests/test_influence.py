@@ -22,18 +22,11 @@ def iris():
     return StandardScaler().fit_transform(X), y
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def _logistic(epochs=1500, weight_decay=0.1):
     """L2-regularised multinomial logistic regression, full-batch gradient descent."""
-    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(), criterion=torch.nn.CrossEntropyLoss,
-                              optimizer=torch.optim.SGD, optimizer__weight_decay=weight_decay,
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              optimizer__weight_decay=weight_decay,
                               optimizer__momentum=0.9, lr=0.5, batch_size=-1, max_epochs=epochs,
                               train_split=None, verbose=0)
     return SeedEnsembleClassifier(net, n_seeds=1, random_state=0)

@@ -16,7 +16,6 @@ import logging
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -295,7 +294,21 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         return out
 
     def measure(self, X, y=None):
-        """The measurement of each query under each attributed member, (n_seeds, n_query)."""
+        """The measurement of each query under each attributed member.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_query, n_features)
+            Query rows.
+        y : array-like of shape (n_query,), default=None
+            Query targets; None uses the ensemble's prediction.
+
+        Returns
+        -------
+        values : ndarray of shape (n_seeds, n_query)
+            ``m_s`` for each attributed member: the "before" sample that
+            ``influence_samples`` shifts.
+        """
         X, y = self._query(X, y)
         return np.stack([member.measure(X, y).double().cpu().numpy()
                          for member in self._members])
