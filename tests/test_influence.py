@@ -253,3 +253,14 @@ def test_in_a_pipeline(iris):
     scores = pipe.fit(X, y).transform(X[:3])
     assert scores.shape == (3, len(X)) and np.all(np.isfinite(scores))
     np.testing.assert_array_equal(pipe.get_feature_names_out()[:2], ["train0", "train1"])
+
+
+def test_cg_warns_when_it_stops_before_converging(iris):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = iris
+    ens = SeedEnsembleClassifier(n_seeds=1, random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, curvature="cg", damping=1e-4,
+                                     curvature_options={"maxiter": 2}).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="maxiter=2"):
+        influence.transform(X[:2])

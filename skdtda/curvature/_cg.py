@@ -7,7 +7,10 @@ pass over the training rows per product, batched over all right-hand sides).
 The GGN is positive semi-definite, so CG converges for any positive damping.
 """
 
+import warnings
+
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch.func import jvp, vjp, vmap
 
 __all__ = ["CGCurvature"]
@@ -69,6 +72,7 @@ class CGCurvature:
         r = b.clone()
         p = r.clone()
         rs = (r * r).sum(dim=1)
+        norm_b = rs.clamp_min(torch.finfo(torch.float64).tiny)
         target = (self.tol ** 2) * rs
         for iteration in range(self.maxiter):
             if bool((rs <= target).all()):
@@ -81,4 +85,11 @@ class CGCurvature:
             p = r + (rs_new / rs.clamp_min(torch.finfo(torch.float64).tiny))[:, None] * p
             rs = rs_new
         self.n_iter_ = iteration + 1 if self.maxiter else 0
+        if bool((rs > target).any()):
+            worst = float((rs / norm_b).max().sqrt())
+            warnings.warn(
+                f"curvature='cg' stopped after maxiter={self.maxiter} iterations with a "
+                f"relative residual up to {worst:.2g} (tol={self.tol}); raise "
+                "curvature_options={'maxiter': ...} or the damping",
+                ConvergenceWarning, stacklevel=3)
         return x

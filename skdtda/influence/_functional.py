@@ -99,6 +99,16 @@ class FunctionalMember:
     def mean_loss(self, theta, X, y):
         return self.loss_fn(self.net, self.outputs(theta, X), y).mean()
 
+    def mean_loss_grad(self, X, y, chunk=1024):
+        """Gradient of the mean training loss (no weight decay), float64, shape (P,)."""
+        X, y = self.tensors(X, y)
+        total = torch.zeros(self.n_params, dtype=torch.float64, device=self.device)
+        for start in range(0, len(X), chunk):
+            rows = slice(start, start + chunk)
+            part = grad(self.mean_loss)(self.theta, X[rows], y[rows])
+            total += part.double() * len(X[rows])
+        return total / len(X)
+
     def output_hessians(self, outputs, y):
         """Hessian of each sample's loss w.r.t. its own output, shape (n, K, K)."""
         def loss_of_output(z, target):

@@ -44,9 +44,7 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
 def _prepare_member(member, X, y, curvature, damping, options, chunk):
     """One member's inverse curvature and mean training gradient (a joblib task)."""
     solver = fit_curvature(curvature, member, X, y, damping, options)
-    mean_grad = sum(member.per_sample_grads("loss", X[start:start + chunk], y[start:start + chunk])
-                    .double().sum(dim=0) for start in range(0, len(X), chunk)) / len(X)
-    return solver, mean_grad
+    return solver, member.mean_loss_grad(X, y, chunk)
 
 
 class InfluenceTransformer(TransformerMixin, BaseEstimator):
@@ -253,15 +251,18 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             for member, curv, mean_grad in zip(self._members, self.curvatures_,
                                                self._mean_grads):
                 grads = member.per_sample_grads("measurement", X[q_rows], y[q_rows])
-                solved.append(curv.solve(grads))
-                offsets.append(solved[-1] @ mean_grad)
+                solution = curv.solve(grads)
+                offsets.append(solution @ mean_grad)
+                # The solve is float64; the products with training gradients run in
+                # the member's dtype (2x faster, half the memory for float32 nets).
+                solved.append(solution.to(member.dtype))
                 measured.append(member.measure(X[q_rows], y[q_rows]).double().cpu().numpy())
             measured = np.stack(measured)
             for t_rows in self._chunks(self.n_train_):
                 delta = np.stack([
                     (sol @ member.per_sample_grads(
-                        "loss", self._X_train[t_rows], self._y_train[t_rows]).double().T
-                     - offset[:, None]).cpu().numpy()
+                        "loss", self._X_train[t_rows], self._y_train[t_rows]).T
+                     ).double().sub_(offset[:, None]).cpu().numpy()
                     for member, sol, offset in zip(self._members, solved, offsets)
                 ]) / self.n_train_
                 yield q_rows, t_rows, measured, delta
