@@ -21,10 +21,11 @@ import importlib
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import warnings
+
+from _memory import peak_rss_mib  # benchmarks/ is the script's folder
 
 
 def _import_kronfluence():
@@ -40,23 +41,6 @@ def _import_kronfluence():
     import kronfluence
 
     return kronfluence
-
-
-def _rss_mib():
-    """This process's peak resident set, MiB.
-
-    ``ru_maxrss`` of a process started by fork + exec (multiprocessing's spawn,
-    subprocess) also counts the parent's resident set at the fork, so VmHWM, the
-    high-water mark of the process's own memory map, is read where Linux has it.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None):
@@ -152,14 +136,14 @@ def main(argv=None):
     # Warm-up on a few rows: one-off costs (lazy imports, first calls) are not attribution.
     small = torch.utils.data.Subset(train, range(256))
     scores_of(0, members[0], "warmup", small, torch.utils.data.Subset(query, range(8)))
-    base_mib = _rss_mib()
+    base_mib = peak_rss_mib()
 
     tic = time.perf_counter()
     out = np.empty((len(members), n_query, len(train)), dtype=np.float32)
     for seed, state_dict in enumerate(members):
         out[seed] = scores_of(seed, state_dict, f"seed{seed}{args.tag}", train, query)
     seconds = time.perf_counter() - tic
-    peak_mib = _rss_mib()
+    peak_mib = peak_rss_mib()
 
     np.save(os.path.join(folder, f"kronfluence{args.tag}_scores.npy"), out)
     with open(os.path.join(folder, f"kronfluence{args.tag}.json"), "w") as f:

@@ -20,9 +20,10 @@ full sizes.
 import argparse
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
+
+from _memory import peak_rss_mib  # benchmarks/ is the script's folder
 
 CASES = {
     "overhead-bound": dict(hidden=(64, 64), n_samples=4000, epochs=20, n_seeds=32),
@@ -67,24 +68,8 @@ def _run(case, vectorize, queue):
     ens.fit(X, y)
     seconds = time.perf_counter() - tic
     assert ens.vectorized_ == vectorize
-    peak_mib = _peak_mib()
+    peak_mib = peak_rss_mib()
     queue.put(dict(seconds=seconds, peak_mib=peak_mib, accuracy=ens.score(X, y)))
-
-
-def _peak_mib():
-    """This process's own peak resident memory.
-
-    ``ru_maxrss`` of a spawned child can include the parent's memory at the
-    fork; Linux's VmHWM restarts at exec.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _in_subprocess(case, vectorize):

@@ -66,13 +66,14 @@ import json
 import multiprocessing as mp
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from _memory import peak_rss_mib  # benchmarks/ is the script's folder
 
 SIZES = {
     "full": dict(n_train=4000, n_query=500, n_seeds=16),
@@ -132,23 +133,6 @@ def _prepare(folder, size):
                 train_accuracy=ens.score(X, y), query_accuracy=ens.score(X_q, y_q))
 
 
-def _rss_mib():
-    """This process's peak resident set, MiB.
-
-    ``ru_maxrss`` of a process started by fork + exec (multiprocessing's spawn,
-    subprocess) also counts the parent's resident set at the fork, so VmHWM, the
-    high-water mark of the process's own memory map, is read where Linux has it.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     """One curvature in a fresh process: time fit + influence_samples and fit + transform."""
     import torch
@@ -173,7 +157,7 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     warm.fit(X[:256], y[:256]).influence_samples(X_q[:8], y_q[:8])
     warm.transform(X_q[:8])
     del warm
-    base_mib = _rss_mib()
+    base_mib = peak_rss_mib()
 
     # All members in one transformer, as a user would; a subset (for "cg") one by one.
     seeds = [None] if all_members else list(range(n_members))
@@ -195,7 +179,7 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     # saved as computed (a float32 copy would add to this process's peak memory)
     np.save(os.path.join(folder, f"skdtda_{curvature}.npy"),
             samples[0] if len(samples) == 1 else np.concatenate(samples))
-    queue.put(dict(fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=_rss_mib(),
+    queue.put(dict(fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
                    base_mib=base_mib))
 
 
