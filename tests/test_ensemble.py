@@ -417,3 +417,24 @@ def test_members_are_usable_on_their_own(digits):
         np.testing.assert_array_equal(ens.classes_[member.predict(X)],
                                       ens.predict_members(X)[i])
         assert len(member.history) == member.max_epochs
+
+
+class SoftmaxNet(nn.Module):
+    """Outputs probabilities, for NLLLoss: the flattened per-sample loss path."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, X):
+        return torch.softmax(self.lin(X.to(self.lin.weight.dtype)), dim=-1)
+
+
+def test_batched_equals_loop_for_nll_on_probabilities(iris, float64):
+    X, y = iris
+    net = _net(module=SoftmaxNet, criterion=nn.NLLLoss, max_epochs=5)
+    loop = SeedEnsembleClassifier(net, n_seeds=2, random_state=0, vectorize=False).fit(X, y)
+    batched = SeedEnsembleClassifier(net, n_seeds=2, random_state=0, vectorize=True).fit(X, y)
+    assert batched.vectorized_
+    for a, b in zip(loop.estimators_, batched.estimators_):
+        _assert_same_params(a, b, rtol=1e-8)

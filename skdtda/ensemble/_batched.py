@@ -28,7 +28,10 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader
 
+from ..measurements import get_measurement
 from ..nets import MLP
+
+per_sample_loss = get_measurement("loss", "classifier")  # the same function for regressors
 
 __all__ = ["fit_batched", "unsupported_reason", "batch_order"]
 
@@ -182,11 +185,7 @@ class _Program:
         self.logit_ce = (type(criterion) is nn.CrossEntropyLoss and self.flat_loss
                          and criterion.label_smoothing == 0)
         self.mse = type(criterion) is nn.MSELoss and self.flat_loss
-        if self.flat_loss:
-            self.per_sample = copy.copy(criterion)
-            self.per_sample.reduction = "none"
-            self.log_input = isinstance(criterion, nn.NLLLoss)
-        else:
+        if not self.flat_loss:
             self._vloss = vmap(lambda yp, yt: lead.get_loss(yp, yt, X=None, training=True))
 
     def stack(self, members):
@@ -225,9 +224,10 @@ class _Program:
             z = y_pred - shift
             picked = z.gather(-1, y_true.long().unsqueeze(-1)).squeeze(-1)
             return (z.exp().sum(dim=-1).log() - picked).mean(dim=1)
-        if self.log_input:  # as skorch's NeuralNetClassifier.get_loss
-            y_pred = torch.log(y_pred + torch.finfo(y_pred.dtype).eps)
-        loss = self.per_sample(y_pred.reshape(n_members * batch, *y_pred.shape[2:]),
+        # The per-sample criterion of measure(..., "loss"), flattened over members:
+        # every member's batch has the same size, so the mean of its rows' losses
+        # is its mean-reduced loss.
+        loss = per_sample_loss(self.lead, y_pred.reshape(n_members * batch, *y_pred.shape[2:]),
                                y_true.reshape(n_members * batch, *y_true.shape[2:]))
         return loss.reshape(n_members, -1).mean(dim=1)
 
