@@ -4,7 +4,8 @@ The demo runs distributional training data attribution end to end on a dataset
 that ships with scikit-learn: it trains a seed ensemble (the distribution of
 trained nets), measures a few test losses under every member (the distribution
 of a measurement), and ranks training examples by their predicted effect on the
-mean and on the variance of that distribution when removed.
+mean, on the variance and on the whole (Wasserstein) of that distribution when
+removed. With matplotlib installed it writes a PNG figure and says where.
 
 The per-seed influence is :class:`skdtda.InfluenceTransformer` with its
 default EK-FAC curvature. Scores follow the convention of every skdtda score:
@@ -30,30 +31,113 @@ def _load(name):
     return X, y
 
 
-def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbose=1):
-    """Fit a seed ensemble, measure test losses over seeds, rank training rows."""
+def _rank_table(scores, y_train, top):
+    """Rows: rank; columns: one per statistic, ``#row (label) score``."""
+    cells = {}
+    for name, score in scores.items():
+        order = np.argsort(-np.abs(score), kind="stable")[:top]
+        cells[name] = [f"#{k} ({y_train[k]}) {score[k]:+.2e}" for k in order]
+    width = max(len(c) for column in cells.values() for c in column)
+    width = max(width, max(len(name) for name in cells))
+    lines = ["  rank | " + " | ".join(f"{name:<{width}}" for name in cells)]
+    lines.append("  -----+-" + "-+-".join("-" * width for _ in cells))
+    for r in range(top):
+        lines.append(f"  {r + 1:>4} | " + " | ".join(f"{cells[name][r]:<{width}}"
+                                                    for name in cells))
+    return "\n".join(lines)
+
+
+def _figure(path, dataset, query, y_query, before, scores, images, y_train, top):
+    """Before/after loss distributions of each statistic's top row, and what those rows are."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from skdtda.plotting import (plot_distribution_shift, plot_score_distribution,
+                                 plot_top_influential)
+
+    fig = plt.figure(figsize=(13, 6.5 if images is not None else 7.5), layout="constrained")
+    upper, lower = fig.subfigures(2, 1, height_ratios=[1.4, 1] if images is not None else [1, 1])
+    upper.suptitle(f"{dataset}: loss of test row {query} (label {y_query}) over seeds, "
+                   "before and after removing each statistic's most influential training row")
+    for ax, (name, (score, after)) in zip(upper.subplots(1, len(scores)), scores.items()):
+        k = int(np.argmax(np.abs(score)))
+        plot_distribution_shift(before, {f"without #{k}": after[:, k]}, xlabel="test loss",
+                                ax=ax)
+        ax.set_title(f"top row by {name} influence")
+    if images is not None:
+        for sub, (name, (score, _)) in zip(lower.subfigures(1, len(scores)), scores.items()):
+            plot_top_influential(images, score, k=min(top, 4), labels=y_train, absolute=True,
+                                 ncols=min(top, 4), fig=sub)
+            sub.suptitle(f"top {min(top, 4)} by |{name}| (label, score)")
+    else:
+        ax = lower.subplots()
+        plot_score_distribution({name: score for name, (score, _) in scores.items()},
+                                symlog=True, ax=ax)
+        ax.set_title(f"scores of all training rows for test row {query}")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbose=1,
+         output_dir=".", plot=True):
+    """Fit a seed ensemble, attribute a few test losses, print rankings, save a figure.
+
+    Parameters
+    ----------
+    dataset : {"digits", "iris", "breast_cancer", "wine"}, default="digits"
+        A classification dataset bundled with scikit-learn.
+    n_seeds : int, default=16
+        Members of the seed ensemble.
+    n_queries : int, default=3
+        Test rows attributed: those whose loss varies most over seeds.
+    top : int, default=5
+        Training rows listed per statistic.
+    random_state : int, default=0
+        Seed of the split and of the ensemble.
+    verbose : int, default=1
+        Progress bars for training and curvature.
+    output_dir : str or path, default="."
+        Folder of the PNG figure (created if missing).
+    plot : bool, default=True
+        Write the figure (needs matplotlib).
+
+    Returns
+    -------
+    ens : SeedEnsembleClassifier
+        The fitted ensemble.
+    delta : ndarray of shape (n_seeds, n_queries, n_train)
+        Per-seed predicted change of each query's loss when each training row
+        is removed (already divided by N; positive: removing it raises the loss).
+    figure : pathlib.Path or None
+        Where the figure was written.
+    """
+    from pathlib import Path
+
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
     from skdtda import InfluenceTransformer, SeedEnsembleClassifier
     from skdtda.discrepancy import discrepancy
 
-    X, y = _load(dataset)
+    X_raw, y = _load(dataset)
     X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.25, stratify=y, random_state=random_state)
+        X_raw, y, test_size=0.25, stratify=y, random_state=random_state)
+    images = X_train.reshape(-1, 8, 8) if dataset == "digits" else None
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     print(f"dataset {dataset}: {len(X_train)} training rows, {len(X_test)} test rows, "
-          f"{X.shape[1]} features, {len(np.unique(y))} classes")
+          f"{X_raw.shape[1]} features, {len(np.unique(y))} classes")
 
     tic = time.perf_counter()
     ens = SeedEnsembleClassifier(n_seeds=n_seeds, random_state=random_state, verbose=verbose)
     ens.fit(X_train, y_train)
     path = "batched" if ens.vectorized_ else "loop"
+    member_acc = np.mean(ens.predict_members(X_test) == y_test, axis=1)
     print(f"trained {n_seeds} seeds ({path} path) in {time.perf_counter() - tic:.1f} s; "
           f"ensemble test accuracy {ens.score(X_test, y_test):.3f}, members "
-          f"{np.mean(ens.predict_members(X_test) == y_test, axis=1).min():.3f}-"
-          f"{np.mean(ens.predict_members(X_test) == y_test, axis=1).max():.3f}")
+          f"{member_acc.min():.3f}-{member_acc.max():.3f}")
 
     # The queries whose loss varies most over seeds: where the distribution matters.
     losses = ens.measure(X_test, y_test, "loss")
@@ -64,36 +148,67 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     print(f"per-seed influence ({influence.curvature}, damping {influence.damping}) of "
           f"{len(X_train)} training rows on {n_queries} test losses in "
           f"{time.perf_counter() - tic:.1f} s")
+    first = None
     for q, query in enumerate(queries):
         m = losses[:, query]
         print(f"\ntest row {query} (label {y_test[query]}): loss over {n_seeds} seeds "
               f"mean {m.mean():.3f}, std {m.std():.3f}, range [{m.min():.3f}, {m.max():.3f}]")
         before = np.repeat(m[:, None], delta.shape[2], axis=1)
-        for name in ("mean", "variance", "wasserstein"):
-            score = discrepancy(before, before + delta[:, q, :], name)
-            order = np.argsort(-np.abs(score))[:top]
-            rows = ", ".join(f"#{k} (label {y_train[k]}, {score[k]:+.2e})" for k in order)
-            print(f"  most influential on the {name:11s}: {rows}")
-    print("\nmean/variance: predicted change of that statistic of the query loss over seeds "
-          "when the row is removed\n(positive: removing it raises it); wasserstein: W2 "
-          "distance between the loss distributions before and after.")
-    return ens, delta
+        after = before + delta[:, q, :]
+        scores = {name: discrepancy(before, after, name)
+                  for name in ("mean", "variance", "wasserstein")}
+        print(f"  most influential training rows by |score| under each statistic "
+              f"(#row (label) score):\n{_rank_table(scores, y_train, top)}")
+        if first is None:
+            first = (query, m, {name: (s, after) for name, s in scores.items()})
+    print("\nscores: mean / variance = predicted change of that statistic of the test loss "
+          "over seeds when the row is\nremoved (positive: removing it raises it); "
+          "wasserstein = W2 distance between the loss distributions\nbefore and after.")
+
+    figure = None
+    if plot and first is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print('\nno figure: matplotlib is not installed (pip install "skdtda[plot]")')
+        else:
+            folder = Path(output_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            figure = (folder / f"skdtda_demo_{dataset}.png").resolve()
+            query, m, scores = first
+            _figure(figure, dataset, query, y_test[query], m, scores, images, y_train, top)
+            print(f"\nfigure written to {figure}")
+    return ens, delta, figure
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="skdtda", description="skdtda command line")
+    """Entry point of ``python -m skdtda`` and of the ``skdtda`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="skdtda", description="skdtda: distributional training data attribution")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("demo", help="end-to-end distributional attribution demo")
+    run = sub.add_parser(
+        "demo", help="end-to-end distributional attribution demo",
+        description="Train a seed ensemble on a scikit-learn dataset, attribute the test "
+                    "losses that vary most over seeds, print the most influential training "
+                    "rows under mean, variance and Wasserstein influence, and write a PNG.")
     run.add_argument("--dataset", choices=DATASETS, default="digits")
-    run.add_argument("--n-seeds", type=int, default=16)
-    run.add_argument("--queries", type=int, default=3, help="number of test rows to attribute")
-    run.add_argument("--top", type=int, default=5, help="training rows listed per statistic")
+    run.add_argument("--n-seeds", type=int, default=16, help="seeds in the ensemble (16)")
+    run.add_argument("--queries", type=int, default=3, help="test rows to attribute (3)")
+    run.add_argument("--top", type=int, default=5, help="training rows listed per statistic (5)")
+    run.add_argument("--output-dir", default=".", help="folder of the PNG figure (current)")
+    run.add_argument("--no-plot", action="store_true", help="do not write the figure")
     run.add_argument("--random-state", type=int, default=0)
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if args.n_seeds < 1:
+        parser.error(f"--n-seeds={args.n_seeds} must be at least 1")
+    if args.queries < 1 or args.top < 1:
+        parser.error("--queries and --top must be at least 1")
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     demo(args.dataset, n_seeds=args.n_seeds, n_queries=args.queries, top=args.top,
-         random_state=args.random_state, verbose=0 if args.quiet else 1)
+         random_state=args.random_state, verbose=0 if args.quiet else 1,
+         output_dir=args.output_dir, plot=not args.no_plot)
     return 0
 
 

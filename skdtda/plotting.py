@@ -295,6 +295,14 @@ def plot_influential_points(X, scores, *, y=None, k=5, largest=True, absolute=Fa
     return ax
 
 
+def _symlog(x, linthresh):
+    return np.sign(x) * np.log1p(np.abs(x) / linthresh)
+
+
+def _symlog_inverse(t, linthresh):
+    return np.sign(t) * np.expm1(np.abs(t)) * linthresh
+
+
 def plot_score_distribution(scores, *, labels=None, bins=50, symlog=False, ax=None):
     """Histogram of influence scores over training rows, one per statistic.
 
@@ -327,13 +335,21 @@ def plot_score_distribution(scores, *, labels=None, bins=50, symlog=False, ax=No
     """
     named = _as_named(scores, labels, "scores")
     ax = _axes(ax)
+    everything = np.concatenate(list(named.values()))
+    if symlog:
+        nonzero = np.abs(everything[everything != 0])
+        linthresh = float(np.quantile(nonzero, 0.1)) if len(nonzero) else 1.0
+        # Bins even in the symlog coordinate, so each looks equally wide on the axis.
+        edges = _symlog_inverse(np.linspace(*_symlog(np.array([everything.min(),
+                                                                everything.max()]),
+                                                     linthresh), bins + 1), linthresh)
+    else:
+        edges = np.histogram_bin_edges(everything, bins=bins)
     for name, values in named.items():
-        ax.hist(values, bins=bins, histtype="step", linewidth=1.5, label=name)
+        ax.hist(values, bins=edges, histtype="step", linewidth=1.5, label=name)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
     if symlog:
-        spread = np.concatenate(list(named.values()))
-        nonzero = np.abs(spread[spread != 0])
-        ax.set_xscale("symlog", linthresh=np.quantile(nonzero, 0.1) if len(nonzero) else 1.0)
+        ax.set_xscale("symlog", linthresh=linthresh)
     ax.set_xlabel("score (change of the measurement when the row is removed)")
     ax.set_ylabel("training rows")
     ax.legend()

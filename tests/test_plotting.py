@@ -144,3 +144,13 @@ def test_lds_vs_seeds_with_ceiling_and_bands():
     assert len(ax.collections) == 1  # a band only for the curve that has one
     with pytest.raises(ValueError, match="ensemble sizes"):
         plot_lds_vs_seeds([1, 2], [0.1])
+
+
+def test_score_distribution_symlog_bins_cover_every_score_once():
+    scores = np.random.default_rng(5).standard_t(1, size=300) * 1e-3
+    ax = plot_score_distribution(scores, bins=30, symlog=True)
+    counts, edges = np.histogram(scores, bins=30)  # any binning: totals must agree
+    heights = ax.patches[0].get_path().vertices[:, 1]
+    assert ax.patches[0].get_path().vertices[:, 0].min() == pytest.approx(scores.min())
+    assert ax.patches[0].get_path().vertices[:, 0].max() == pytest.approx(scores.max())
+    assert heights.max() < counts.max()  # log-spaced bins split the central spike
