@@ -1,0 +1,23 @@
+"""Evaluation against retraining: ground truth, LDS, leave-one-out, noise ceilings, search.
+
+- :func:`retrain_distributions` retrains a seed ensemble without each removal
+  set and measures the queries (the ground truth), resumable through
+  ``cache_dir`` and spread over a cluster through joblib.
+- :func:`predict_distributions` gives the same samples from an influence.
+- :func:`lds` (the paper's Eq. 11, for any discrepancy: the distributional LDS),
+  :func:`loo_correlation`, :func:`noise_ceiling`, :func:`bootstrap_ci` and
+  :func:`score_report` compare the two.
+- :func:`make_lds_scorer` and :func:`query_folds` tune attribution settings
+  with ``GridSearchCV``, folding over query points with the ground truth fixed.
+"""
+
+from ._metrics import (bootstrap_ci, distribution_change, lds, loo_correlation, noise_ceiling,
+                       predict_distributions, score_report)
+from ._retrain import (Distributions, leave_one_out, random_subsets, removal_masks,
+                       retrain_distributions)
+from ._search import make_lds_scorer, query_folds
+
+__all__ = ["Distributions", "bootstrap_ci", "distribution_change", "lds", "leave_one_out",
+           "loo_correlation", "make_lds_scorer", "noise_ceiling", "predict_distributions",
+           "query_folds", "random_subsets", "removal_masks", "retrain_distributions",
+           "score_report"]

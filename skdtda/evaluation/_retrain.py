@@ -1,0 +1,413 @@
+"""Retraining ground truth: the measurement's distribution after removing training rows.
+
+Attribution is only as good as its agreement with retraining. For each removal
+set, a fresh seed ensemble is trained on the kept rows and measured on the
+query rows; its members sample the post-removal distribution that
+:class:`~skdtda.InfluenceTransformer` predicts.
+"""
+
+import json
+import logging
+import os
+import tempfile
+from numbers import Integral
+from pathlib import Path
+from typing import NamedTuple
+
+import joblib
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_array, check_X_y
+
+from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+
+__all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
+           "removal_masks"]
+
+logger = logging.getLogger("skdtda")
+
+_SEED_MAX = np.iinfo(np.int32).max
+
+
+class Distributions(NamedTuple):
+    """Samples of a measurement over seeds, before and after each removal.
+
+    Unpacks as ``before, after = distributions``.
+
+    Attributes
+    ----------
+    before : ndarray of shape (n_seeds, n_query)
+        The measurement under each seed with every training row.
+    after : ndarray of shape (n_sets, n_seeds, n_query)
+        The measurement under each seed after each removal set. For retraining
+        the seeds are the same as ``before``'s (paired by seed: the same
+        initialisation and the same minibatch-order generator); for
+        predictions ``after[j, s]`` is ``before[s]`` shifted by seed ``s``'s
+        predicted change.
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+
+    @property
+    def n_sets(self):
+        """Number of removal sets."""
+        return self.after.shape[0]
+
+    @property
+    def n_seeds(self):
+        """Number of seeds (samples) per distribution."""
+        return self.after.shape[1]
+
+    def subset(self, sets=None, seeds=None, queries=None):
+        """The same distributions restricted to some sets, seeds or queries.
+
+        Parameters
+        ----------
+        sets, seeds, queries : array-like of int, default=None
+            Indices to keep along each axis; None keeps all.
+
+        Returns
+        -------
+        distributions : Distributions
+        """
+        before, after = self.before, self.after
+        if sets is not None:
+            after = after[np.asarray(sets)]
+        if seeds is not None:
+            seeds = np.asarray(seeds)
+            before, after = before[seeds], after[:, seeds]
+        if queries is not None:
+            queries = np.asarray(queries)
+            before, after = before[:, queries], after[:, :, queries]
+        return Distributions(before, after)
+
+
+def random_subsets(n_train, n_sets, keep_fraction=0.7, random_state=None):
+    """Random removal sets for the linear datamodeling score (LDS).
+
+    Parameters
+    ----------
+    n_train : int
+        Number of training rows N.
+    n_sets : int
+        Number of removal sets.
+    keep_fraction : float, default=0.7
+        Share of the rows each set keeps; every set removes the same number,
+        ``n_train - round(keep_fraction * n_train)`` rows.
+    random_state : int, RandomState instance or None, default=None
+        Draws the sets.
+
+    Returns
+    -------
+    remove : ndarray of bool of shape (n_sets, n_train)
+        ``remove[j, k]`` is True when set ``j`` removes row ``k``: pass it as
+        ``remove=`` to :func:`retrain_distributions` and
+        :func:`~skdtda.evaluation.predict_distributions`.
+
+    Examples
+    --------
+    >>> from skdtda.evaluation import random_subsets
+    >>> remove = random_subsets(10, n_sets=3, keep_fraction=0.7, random_state=0)
+    >>> remove.shape, remove.sum(axis=1).tolist()
+    ((3, 10), [3, 3, 3])
+    """
+    if not isinstance(n_train, Integral) or n_train < 1:
+        raise ValueError(f"n_train={n_train!r} must be a positive integer")
+    if not isinstance(n_sets, Integral) or n_sets < 1:
+        raise ValueError(f"n_sets={n_sets!r} must be a positive integer")
+    if not 0 < keep_fraction < 1:
+        raise ValueError(f"keep_fraction={keep_fraction!r} must lie strictly between 0 and 1")
+    n_remove = n_train - int(round(keep_fraction * n_train))
+    if n_remove in (0, n_train):
+        raise ValueError(f"keep_fraction={keep_fraction} of n_train={n_train} rows removes "
+                         f"{'no' if n_remove == 0 else 'every'} row")
+    rng = check_random_state(random_state)
+    remove = np.zeros((n_sets, n_train), dtype=bool)
+    for j in range(n_sets):
+        remove[j, rng.choice(n_train, n_remove, replace=False)] = True
+    return remove
+
+
+def leave_one_out(n_train, rows):
+    """Removal sets that each remove one training row.
+
+    Parameters
+    ----------
+    n_train : int
+        Number of training rows N.
+    rows : array-like of int
+        The rows to leave out, one set each.
+
+    Returns
+    -------
+    remove : ndarray of bool of shape (len(rows), n_train)
+
+    Examples
+    --------
+    >>> from skdtda.evaluation import leave_one_out
+    >>> leave_one_out(4, [0, 2]).astype(int)
+    array([[1, 0, 0, 0],
+           [0, 0, 1, 0]])
+    """
+    return removal_masks([[int(k)] for k in np.asarray(rows).reshape(-1)], n_train)
+
+
+def removal_masks(remove, n_train):
+    """Removal sets as a boolean matrix.
+
+    Parameters
+    ----------
+    remove : array-like of bool of shape (n_sets, n_train), or list of array-like of int
+        A boolean matrix (True = removed) or one index array per set.
+    n_train : int
+        Number of training rows N.
+
+    Returns
+    -------
+    remove : ndarray of bool of shape (n_sets, n_train)
+    """
+    if remove is None:
+        raise ValueError("remove= is required: a boolean matrix of shape (n_sets, n_train) or a "
+                         "list of index arrays, one per removal set (see random_subsets and "
+                         "leave_one_out)")
+    if isinstance(remove, np.ndarray) and remove.dtype == bool:
+        if remove.ndim != 2 or remove.shape[1] != n_train:
+            raise ValueError(f"a boolean remove matrix must have shape (n_sets, {n_train}), got "
+                             f"{remove.shape}")
+        masks = remove.copy()
+    elif isinstance(remove, np.ndarray) and remove.ndim != 1 or not isinstance(
+            remove, (list, tuple, np.ndarray)):
+        raise ValueError("remove must be a boolean matrix of shape (n_sets, n_train) or a list "
+                         f"of index arrays, got {type(remove).__name__} "
+                         f"{getattr(remove, 'shape', '')}")
+    else:
+        if len(remove) and np.ndim(remove[0]) == 0:
+            raise ValueError("remove must list one index array per removal set, e.g. "
+                             "[[3], [7, 9]]; for one leave-one-out set per row use "
+                             "leave_one_out(n_train, rows)")
+        masks = np.zeros((len(remove), n_train), dtype=bool)
+        for j, rows in enumerate(remove):
+            rows = np.asarray(rows)
+            if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
+                              or rows.max() >= n_train):
+                raise ValueError(f"removal set {j} must hold row indices in [0, {n_train}), "
+                                 f"got {rows.reshape(-1)[:5].tolist()}")
+            masks[j, rows] = True
+    if len(masks) == 0:
+        raise ValueError("remove holds no removal set")
+    full = np.flatnonzero(masks.all(axis=1))
+    if len(full):
+        raise ValueError(f"removal set {full[0]} removes every training row")
+    return masks
+
+
+def _fit_and_measure(ensemble, X, y, keep, X_query, y_query, measurement, path):
+    """Retrain on the kept rows and measure; store the result when a path is given."""
+    fitted = clone(ensemble).fit(X[keep], y[keep])
+    values = fitted.measure(X_query, y_query, measurement=measurement)
+    if path is not None:
+        _save_atomic(path, values)
+    return values
+
+
+def _save_atomic(path, values):
+    # Written under a temporary name, then renamed: an interrupted write never
+    # leaves a truncated file that a resumed run would take for finished work.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, values)
+    os.replace(tmp, path)
+
+
+def _load(path):
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _query_labels(y_query, n_query):
+    if y_query is None:
+        return None
+    y_query = np.asarray(y_query).reshape(-1)
+    if len(y_query) != n_query:
+        raise ValueError(f"y_query has {len(y_query)} rows but X_query has {n_query}")
+    return y_query
+
+
+def _check_classes(masks, y):
+    classes = np.unique(y)
+    for j, mask in enumerate(masks):
+        left = np.unique(y[~mask])
+        if len(left) < len(classes):
+            missing = np.setdiff1d(classes, left)
+            raise ValueError(f"removal set {j} removes every row of class "
+                             f"{missing[0].item()!r}; the retrained ensemble could not measure "
+                             "queries of that class")
+
+
+def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_seeds=None,
+                          measurement="loss", random_state=0, n_jobs=None, cache_dir=None,
+                          verbose=0):
+    """Measure the query distribution after retraining without each removal set.
+
+    For each removal set, a clone of ``ensemble`` with ``n_seeds`` members is
+    trained on the kept rows and measured on the query rows. The full-data
+    ensemble and every removal set use the **same seeds** (same
+    initialisations, same minibatch-order generators), so the samples are
+    paired by seed, as the influence function's samples are; paired seeds
+    also make differences of means far less noisy than independent draws.
+
+    Parameters
+    ----------
+    ensemble : SeedEnsembleClassifier or SeedEnsembleRegressor
+        The ensemble to retrain (its settings; it is cloned, never modified).
+        Its batched path is used whenever its net allows it.
+    X : array-like of shape (n_train, n_features)
+        The full training rows.
+    y : array-like of shape (n_train,)
+        Their targets.
+    X_query : array-like of shape (n_query, n_features)
+        Query rows.
+    y_query : array-like of shape (n_query,), default=None
+        Query targets. None uses the full-data ensemble's predictions, for
+        every removal set (the measurement must stay the same function).
+    remove : array-like of bool of shape (n_sets, n_train), or list of array-like of int
+        The removal sets: a boolean matrix (True = removed, see
+        :func:`random_subsets` and :func:`leave_one_out`) or one index array per set.
+    n_seeds : int, default=None
+        Members per retrained ensemble; None keeps ``ensemble.n_seeds``. The
+        noise of the ground truth falls with it (see :func:`noise_ceiling`).
+    measurement : str or callable, default="loss"
+        As in :meth:`SeedEnsembleClassifier.measure`.
+    random_state : int, RandomState instance or None, default=0
+        Draws the seeds shared by all retrained ensembles. An integer is
+        needed with ``cache_dir`` (a resumed run must retrain the same seeds).
+    n_jobs : int, default=None
+        Joblib jobs over removal sets (each set trains its seeds in one
+        batched pass). None means 1. Under
+        ``joblib.parallel_config(backend="dask")`` the sets are spread over a
+        Dask cluster.
+    cache_dir : str or path-like, default=None
+        Folder that keeps each finished set (one ``.npy`` file per set, named
+        by a hash of everything that determines it). A run that is
+        interrupted and started again with the same arguments loads the
+        finished sets and retrains only the rest; adding sets later reuses
+        the old ones. With a Dask cluster the folder must be shared by the
+        workers.
+    verbose : int, default=0
+        Progress bar over removal sets.
+
+    Returns
+    -------
+    distributions : Distributions
+        ``before`` of shape (n_seeds, n_query): the full-data ensemble's
+        measurements; ``after`` of shape (n_sets, n_seeds, n_query): the
+        measurements after each removal set.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from skdtda import SeedEnsembleClassifier
+    >>> from skdtda.evaluation import leave_one_out, retrain_distributions
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = scale(X)
+    >>> truth = retrain_distributions(SeedEnsembleClassifier(n_seeds=4), X, y, X[:5], y[:5],
+    ...                               remove=leave_one_out(len(X), [0, 1, 2]))
+    >>> truth.before.shape, truth.after.shape
+    ((4, 5), (3, 4, 5))
+    """
+    if not isinstance(ensemble, (SeedEnsembleClassifier, SeedEnsembleRegressor)):
+        raise ValueError("ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, "
+                         f"got {type(ensemble).__name__}")
+    X, y = check_X_y(X, y, dtype=[np.float64, np.float32], y_numeric=False)
+    X_query = check_array(X_query, dtype=[np.float64, np.float32])
+    if X_query.shape[1] != X.shape[1]:
+        raise ValueError(f"X_query has {X_query.shape[1]} features but X has {X.shape[1]}")
+    y_query = _query_labels(y_query, len(X_query))
+    masks = removal_masks(remove, len(X))
+    if isinstance(ensemble, SeedEnsembleClassifier):
+        _check_classes(masks, y)
+    if n_seeds is not None and (not isinstance(n_seeds, Integral) or n_seeds < 1):
+        raise ValueError(f"n_seeds={n_seeds!r} must be a positive integer")
+    if cache_dir is not None and not isinstance(random_state, Integral):
+        raise ValueError(f"cache_dir needs an integer random_state (got {random_state!r}): a "
+                         "resumed run must retrain with the same seeds")
+    seed = int(check_random_state(random_state).randint(_SEED_MAX))
+    template = clone(ensemble).set_params(random_state=seed, verbose=0,
+                                          **({} if n_seeds is None else {"n_seeds": n_seeds}))
+
+    folder = _cache_folder(cache_dir, template, X, y, X_query, y_query, measurement)
+    before = _load(folder / "full.npy") if folder is not None else None
+    if before is not None and y_query is None:
+        y_query = _load(folder / "y_query.npy")
+        before = None if y_query is None else before
+    if before is None:
+        full = clone(template).fit(X, y)
+        if y_query is None:
+            y_query = full.predict(X_query)
+        before = full.measure(X_query, y_query, measurement=measurement)
+        if folder is not None:
+            _save_atomic(folder / "y_query.npy", np.asarray(y_query))
+            _save_atomic(folder / "full.npy", before)
+    set_paths = ([None] * len(masks) if folder is None
+                 else [folder / f"set-{joblib.hash(np.packbits(m))[:16]}.npy" for m in masks])
+
+    after = np.empty((len(masks),) + before.shape)
+    todo = []
+    for j, path in enumerate(set_paths):
+        values = _load(path) if path is not None else None
+        if values is not None and values.shape == before.shape:
+            after[j] = values
+        else:
+            todo.append(j)
+    if cache_dir is not None and len(todo) < len(masks):
+        logger.info("retrain_distributions: %d of %d removal sets loaded from %s",
+                    len(masks) - len(todo), len(masks), cache_dir)
+    bar = None
+    if verbose and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="retraining removal sets", unit="set",
+                   leave=verbose > 1)
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_and_measure)(template, X, y, ~masks[j], X_query, y_query, measurement,
+                                  set_paths[j])
+        for j in todo)
+    try:
+        for j, values in zip(todo, jobs):
+            after[j] = values
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return Distributions(before, after)
+
+
+def _cache_folder(cache_dir, template, X, y, X_query, y_query, measurement):
+    """The cache's sub-folder for everything that determines the measurements but the set."""
+    if cache_dir is None:
+        return None
+    key = joblib.hash((_settings_key(template), X, y, X_query, y_query, measurement))
+    folder = Path(cache_dir) / key[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "settings.json"
+    if not manifest.exists():
+        manifest.write_text(json.dumps({
+            "ensemble": repr(template), "n_train": int(len(X)), "n_query": int(len(X_query)),
+            "y_query": "given" if y_query is not None else "predicted by the full-data ensemble",
+            "measurement": repr(measurement)}, indent=1))
+    return folder
+
+
+def _settings_key(template):
+    """A stable description of the ensemble's settings (its repr is not complete)."""
+    params = template.get_params(deep=True)
+    return sorted((name, joblib.hash(value) if not isinstance(value, (int, float, str, bool,
+                                                                      type(None)))
+                   else value) for name, value in params.items())

@@ -1,0 +1,308 @@
+"""skdtda.evaluation: retraining ground truth, LDS, leave-one-out, noise ceilings, search."""
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.base import clone
+from sklearn.datasets import load_iris
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
+from skorch import NeuralNetClassifier
+
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+from skdtda.evaluation import (Distributions, bootstrap_ci, distribution_change, lds,
+                               leave_one_out, loo_correlation, make_lds_scorer, noise_ceiling,
+                               predict_distributions, query_folds, random_subsets,
+                               removal_masks, retrain_distributions, score_report)
+from skdtda.evaluation import _retrain
+from skdtda.nets import MLP
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _ensemble(n_seeds=3, epochs=8):
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(8,),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              optimizer__momentum=0.9, lr=0.05, max_epochs=epochs, batch_size=32,
+                              train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=n_seeds, random_state=0)
+
+
+def _logistic():
+    """L2-regularised logistic regression, full batch: strongly convex, first order ~ exact."""
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              optimizer__weight_decay=0.1, optimizer__momentum=0.9, lr=0.5,
+                              batch_size=-1, max_epochs=1500, train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=1, random_state=0)
+
+
+# -- removal sets -------------------------------------------------------------------------
+def test_random_subsets_remove_the_same_number_of_rows():
+    remove = random_subsets(50, n_sets=6, keep_fraction=0.7, random_state=0)
+    assert remove.shape == (6, 50) and remove.dtype == bool
+    assert (remove.sum(axis=1) == 15).all()
+    assert len({r.tobytes() for r in remove}) == 6
+    np.testing.assert_array_equal(remove, random_subsets(50, 6, 0.7, random_state=0))
+    with pytest.raises(ValueError, match="keep_fraction"):
+        random_subsets(50, 3, keep_fraction=1.0)
+    with pytest.raises(ValueError, match="removes no row"):
+        random_subsets(3, 3, keep_fraction=0.9)
+
+
+def test_removal_masks_accept_index_lists_and_reject_ambiguity():
+    np.testing.assert_array_equal(removal_masks([[0], [1, 3]], 4),
+                                  [[1, 0, 0, 0], [0, 1, 0, 1]])
+    np.testing.assert_array_equal(leave_one_out(3, [2]), [[False, False, True]])
+    with pytest.raises(ValueError, match="one index array per removal set"):
+        removal_masks([0, 1, 2], 4)
+    with pytest.raises(ValueError, match=r"indices in \[0, 4\)"):
+        removal_masks([[4]], 4)
+    with pytest.raises(ValueError, match="removes every training row"):
+        removal_masks(np.ones((1, 4), dtype=bool), 4)
+    with pytest.raises(ValueError, match="shape"):
+        removal_masks(np.zeros((2, 5), dtype=bool), 4)
+    with pytest.raises(ValueError, match="required"):
+        removal_masks(None, 4)
+
+
+# -- retraining ---------------------------------------------------------------------------
+def test_retrain_distributions_is_retraining_with_shared_seeds(iris):
+    X, y = iris
+    ens = _ensemble()
+    remove = [[0, 1, 2], [50, 51], [149]]
+    truth = retrain_distributions(ens, X, y, X[::30], y[::30], remove=remove, n_seeds=2,
+                                  random_state=0)
+    assert truth.before.shape == (2, 5) and truth.after.shape == (3, 2, 5)
+    # the same seeds for the full data and every set: a clone with one seed, refitted by hand
+    full = clone(ens).set_params(n_seeds=2, random_state=truth_seed(0)).fit(X, y)
+    np.testing.assert_array_equal(truth.before, full.measure(X[::30], y[::30]))
+    keep = np.setdiff1d(np.arange(len(X)), remove[1])
+    refit = clone(full).fit(X[keep], y[keep])
+    np.testing.assert_array_equal(refit.seeds_, full.seeds_)
+    np.testing.assert_array_equal(truth.after[1], refit.measure(X[::30], y[::30]))
+
+
+def truth_seed(random_state):
+    return int(np.random.RandomState(random_state).randint(np.iinfo(np.int32).max))
+
+
+def test_y_query_none_uses_the_full_ensembles_prediction(iris):
+    X, y = iris
+    truth = retrain_distributions(_ensemble(n_seeds=2), X, y, X[:4], remove=[[10], [20], [30]])
+    full = clone(_ensemble(n_seeds=2)).set_params(random_state=truth_seed(0)).fit(X, y)
+    np.testing.assert_array_equal(truth.before, full.measure(X[:4], full.predict(X[:4])))
+
+
+def test_bad_input_gets_clear_errors(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="every row of class 0"):
+        retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[np.arange(50)])
+    with pytest.raises(ValueError, match="SeedEnsembleClassifier or SeedEnsembleRegressor"):
+        retrain_distributions("net", X, y, X[:2], y[:2], remove=[[0]])
+    with pytest.raises(ValueError, match="integer random_state"):
+        retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[[0]], random_state=None,
+                              cache_dir="somewhere")
+    with pytest.raises(ValueError, match="features"):
+        retrain_distributions(_ensemble(), X, y, X[:2, :3], y[:2], remove=[[0]])
+    with pytest.raises(ValueError, match="NaN"):
+        retrain_distributions(_ensemble(), np.where(X == X[0, 0], np.nan, X), y, X[:2], y[:2],
+                              remove=[[0]])
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_sets(iris, tmp_path, monkeypatch):
+    X, y = iris
+    remove = random_subsets(len(X), n_sets=5, keep_fraction=0.9, random_state=0)
+    args = (_ensemble(n_seeds=2), X, y, X[:6], y[:6])
+    original = _retrain._fit_and_measure
+    calls = []
+
+    def interrupted(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(_retrain, "_fit_and_measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
+    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+                        or original(*a, **k))
+    calls.clear()
+    resumed = retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
+    assert len(calls) == 3  # the two finished sets were loaded, not retrained
+    fresh = retrain_distributions(*args, remove=remove)
+    np.testing.assert_array_equal(resumed.after, fresh.after)
+    np.testing.assert_array_equal(resumed.before, fresh.before)
+    # new sets reuse the old ones; other settings do not
+    calls.clear()
+    retrain_distributions(*args, remove=np.vstack([remove, remove[:1] ^ True]),
+                          cache_dir=tmp_path)
+    assert len(calls) == 1
+    calls.clear()
+    retrain_distributions(*args, remove=remove, cache_dir=tmp_path, n_seeds=3)
+    assert len(calls) == 5
+
+
+def test_retraining_spreads_over_a_dask_cluster(iris):
+    distributed = pytest.importorskip("dask.distributed")
+    X, y = iris
+    remove = [[0], [60], [120]]
+    local = retrain_distributions(_ensemble(n_seeds=2), X, y, X[:4], y[:4], remove=remove)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        with joblib.parallel_config(backend="dask"):
+            remote = retrain_distributions(_ensemble(n_seeds=2), X, y, X[:4], y[:4],
+                                           remove=remove, n_jobs=-1)
+    np.testing.assert_array_equal(local.after, remote.after)
+
+
+# -- predicted distributions and scores ---------------------------------------------------
+def test_predict_distributions_sums_the_per_seed_changes(iris):
+    X, y = iris
+    influence = InfluenceTransformer(_ensemble(), curvature="ggn", batch_size=40).fit(X, y)
+    remove = random_subsets(len(X), 4, 0.8, random_state=1)
+    pred = predict_distributions(influence, X[:7], y[:7], remove=remove)
+    delta = influence.influence_samples(X[:7], y[:7])
+    before = influence.measure(X[:7], y[:7])
+    np.testing.assert_allclose(pred.before, before)
+    np.testing.assert_allclose(pred.after, before + np.einsum("sqn,mn->msq", delta, remove))
+    np.testing.assert_allclose(pred.after[2], influence.predict_removal(X[:7], y[:7],
+                                                                        remove=remove[2]))
+
+
+def test_distribution_change_applies_the_discrepancy_per_set():
+    before = np.array([[0.0, 1.0], [2.0, 3.0]])
+    after = np.stack([before + 1, before * 2])
+    change = distribution_change(Distributions(before, after), "variance")
+    np.testing.assert_allclose(change, [[0, 0], [3, 3]])  # var([0, 2]) = 1 -> var([0, 4]) = 4
+    np.testing.assert_allclose(distribution_change((before, after), "mean"), [[1, 1], [1, 2]])
+    with pytest.raises(ValueError, match="before of shape"):
+        distribution_change((before, after[0]))
+
+
+def test_lds_and_loo_correlation_match_scipy_per_query_means():
+    rng = np.random.RandomState(0)
+    actual = rng.normal(size=(12, 5))
+    predicted = actual + rng.normal(scale=0.7, size=actual.shape)
+    expected_s = np.mean([spearmanr(predicted[:, q], actual[:, q])[0] for q in range(5)])
+    expected_p = np.mean([pearsonr(predicted[:, q], actual[:, q])[0] for q in range(5)])
+    assert lds(predicted, actual) == pytest.approx(expected_s)
+    assert loo_correlation(predicted, actual) == pytest.approx(expected_p)
+    assert lds(np.exp(actual), actual) == pytest.approx(1.0)
+    assert lds(-actual, actual) == pytest.approx(-1.0)
+    # Distributions: the discrepancy is applied first
+    before = rng.normal(size=(6, 5))
+    after = before[None] + actual[:, None, :] + 0 * rng.normal(size=(12, 6, 5))
+    assert lds(Distributions(before, after), actual, "mean") == pytest.approx(1.0)
+
+
+def test_constant_queries_are_left_out_with_a_warning():
+    actual = np.array([[1.0, 0.5], [2.0, 0.5], [3.0, 0.5]])
+    with pytest.warns(RuntimeWarning, match="1 of 2 queries"):
+        assert lds(actual, actual) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no correlation"):
+        lds(np.ones((3, 2)), actual)
+    with pytest.raises(ValueError, match="at least 3 sets"):
+        lds(actual[:2], actual[:2])
+    with pytest.raises(ValueError, match="same removal sets"):
+        lds(actual, actual[:, :1])
+    with pytest.raises(ValueError, match="NaN"):
+        lds(actual * np.nan, actual)
+
+
+def _noisy_truth(n_seeds, noise, rng, n_sets=30, n_query=40):
+    """Retrained-like samples: after = before + true change + per-seed noise."""
+    true = rng.normal(size=(n_sets, n_query))
+    before = rng.normal(size=(n_seeds, n_query))
+    after = before[None] + true[:, None, :] + noise * rng.normal(size=(n_sets, n_seeds, n_query))
+    return true, Distributions(before, after)
+
+
+def test_noise_ceiling_is_the_correlation_a_perfect_method_reaches():
+    rng = np.random.RandomState(0)
+    for n_seeds, noise in ((8, 3.0), (32, 3.0), (32, 1.0)):
+        true, truth = _noisy_truth(n_seeds, noise, rng)
+        perfect = lds(true, truth, method="pearson")  # the truth scored against its estimate
+        ceiling = noise_ceiling(truth, method="pearson", random_state=0)
+        assert ceiling.ceiling == pytest.approx(perfect, abs=0.05)
+        assert ceiling.n_seeds == n_seeds
+    # more seeds, higher ceiling; a subset of seeds gives the lower one
+    _, truth = _noisy_truth(64, 3.0, rng)
+    small = noise_ceiling(truth, n_seeds=8, random_state=0).ceiling
+    assert small < noise_ceiling(truth, random_state=0).ceiling - 0.1
+    with pytest.raises(ValueError, match="at least 4 seeds"):
+        noise_ceiling(Distributions(truth.before[:3], truth.after[:, :3]))
+
+
+def test_bootstrap_intervals_cover_the_score_and_shrink_with_queries():
+    rng = np.random.RandomState(1)
+    true, truth = _noisy_truth(16, 1.0, rng, n_query=200)
+    predicted = true + rng.normal(size=true.shape)
+    score = lds(predicted, truth)
+    low, high = bootstrap_ci(predicted, truth, random_state=0)
+    assert low < score < high
+    low_few, high_few = bootstrap_ci(predicted[:, :20], truth.subset(queries=np.arange(20)),
+                                     random_state=0)
+    assert high_few - low_few > 1.5 * (high - low)
+    low_s, high_s = bootstrap_ci(predicted, truth, over="seeds", n_resamples=100,
+                                 random_state=0)
+    assert low_s < high_s
+    report = score_report(predicted, truth, "mean", n_resamples=200, random_state=0)
+    assert report.score == pytest.approx(score)
+    assert report.ci[0] < report.score < report.ci[1] and 0 < report.ceiling <= 1
+    assert (report.n_sets, report.n_query, report.n_seeds) == (30, 200, 16)
+
+
+# -- against retraining, end to end ---------------------------------------------------------
+def test_exact_influence_scores_near_one_on_logistic_regression(iris, float64):
+    X, y = iris
+    ens = _logistic()
+    rows = [3, 50, 70, 77, 106, 133, 20, 90]
+    queries = np.array([0, 60, 120, 75, 30])
+    truth = retrain_distributions(ens, X, y, X[queries], y[queries],
+                                  remove=leave_one_out(len(X), rows))
+    influence = InfluenceTransformer(ens, curvature="exact", damping=0)
+    influence.fit(X, y)
+    pred = predict_distributions(influence, X[queries], y[queries],
+                                 remove=leave_one_out(len(X), rows))
+    assert loo_correlation(pred, truth) > 0.99
+    assert lds(pred, truth) > 0.95
+    sets = random_subsets(len(X), 8, keep_fraction=0.95, random_state=0)
+    truth = retrain_distributions(ens, X, y, X[queries], y[queries], remove=sets)
+    pred = predict_distributions(influence, X[queries], y[queries], remove=sets)
+    assert lds(pred, truth) > 0.9
+
+
+def test_grid_search_selects_settings_on_query_folds(iris):
+    X, y = iris
+    ens = _ensemble(n_seeds=4, epochs=15).fit(X, y)
+    queries = np.arange(0, 150, 6)
+    remove = random_subsets(len(X), 10, keep_fraction=0.8, random_state=0)
+    truth = retrain_distributions(ens, X, y, X[queries], y[queries], remove=remove, n_seeds=8)
+    scorer = make_lds_scorer(truth, remove=remove, X_query=X[queries], y_query=y[queries])
+    X_cv, y_cv, cv = query_folds(X, y, X[queries], y[queries], n_splits=3, random_state=0)
+    search = GridSearchCV(InfluenceTransformer(ens), {"curvature": ["ggn", "identity"]},
+                          scoring=scorer, cv=cv, refit=False, error_score="raise")
+    search.fit(X_cv, y_cv)
+    # each fold's score is the LDS on that fold's queries, with the influence fitted on X
+    fitted = InfluenceTransformer(ens, curvature="ggn").fit(X, y)
+    fold_queries = cv[1][1] - len(X)
+    expected = lds(predict_distributions(fitted, X[queries][fold_queries],
+                                         y[queries][fold_queries], remove=remove),
+                   truth.subset(queries=fold_queries))
+    assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
+    assert len(set(search.cv_results_["mean_test_score"])) == 2
+    # an influence fitted on the queries too (refit=True's mistake) is refused
+    wrong = InfluenceTransformer(ens, curvature="ggn").fit(X_cv, y_cv)
+    with pytest.raises(ValueError, match="exactly the retrained training rows"):
+        scorer(wrong, X[queries], y[queries])
+    with pytest.raises(ValueError, match="not among the ground truth's query points"):
+        scorer(fitted, X[:3] + 1, y[:3])
