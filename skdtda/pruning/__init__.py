@@ -1,0 +1,6 @@
+"""Influence-based data pruning: a sampler and a meta-estimator."""
+
+from ._estimator import PrunedEstimator
+from ._pruner import DataPruner
+
+__all__ = ["DataPruner", "PrunedEstimator"]
