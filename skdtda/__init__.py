@@ -6,11 +6,14 @@ See ``docs/`` and the README. Public estimators are re-exported here.
 from .ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from .exceptions import TrainingDivergedError
 from .influence import InfluenceTransformer
+from .pruning import DataPruner, PrunedEstimator
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DataPruner",
     "InfluenceTransformer",
+    "PrunedEstimator",
     "SeedEnsembleClassifier",
     "SeedEnsembleRegressor",
     "TrainingDivergedError",
