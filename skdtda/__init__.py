@@ -5,7 +5,7 @@ See ``docs/`` and the README. Public estimators are re-exported here.
 
 from .ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from .exceptions import TrainingDivergedError
-from .influence import InfluenceTransformer
+from .influence import InfluenceTransformer, UnrolledInfluence
 from .pruning import DataPruner, PrunedEstimator
 
 __version__ = "0.1.0.dev0"
@@ -17,5 +17,6 @@ __all__ = [
     "SeedEnsembleClassifier",
     "SeedEnsembleRegressor",
     "TrainingDivergedError",
+    "UnrolledInfluence",
     "__version__",
 ]

@@ -1,0 +1,589 @@
+"""UnrolledInfluence: differentiate through each seed's actual training run.
+
+For member ``s`` of a seed ensemble, training is replayed from the member's own
+initialisation over the member's own minibatches, with the loss of training
+row ``n`` in each minibatch mean weighted by ``1 + eps * w_n``. Forward-mode
+differentiation carries ``d theta_t / d eps`` (a *tangent*) through every
+optimizer step, next to the parameters themselves, so memory does not grow with
+the number of steps. Many removal directions ``w`` travel together as a batch of
+tangents (``torch.func.vmap`` over ``torch.func.jvp``): each step costs one
+gradient plus one Hessian-vector product per tangent.
+
+Removing row ``k`` from the mean over the remaining rows is the direction
+``w = -e_k + 1/N`` at ``eps = 1`` (to first order in ``1/N``), which makes the
+response, in the long-training limit of small-step SGD, the influence function
+of :class:`InfluenceTransformer`:
+
+    delta_sk = (1/N) grad m(theta_s)^T (H_s + wd I)^{-1} (grad l_k(theta_s) - gbar_s)
+
+(Theorem 2 of Mlodozeniec et al., 2025). See ``docs/unrolled.md`` for the
+derivation.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet, NeuralNetClassifier
+from torch.func import grad, jvp, vmap
+
+from ..discrepancy import STATISTICS, check_statistic
+from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ..ensemble import _batched
+from ..ensemble._seed_ensemble import _initialize_member
+from ..measurements import MEASUREMENTS
+from ._functional import FunctionalMember
+from ._transformer import _CONVENTION, InfluenceTransformer
+
+__all__ = ["UnrolledInfluence", "unrolled_response"]
+
+_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+
+# Criteria whose mean reduction is the mean of the per-row losses, so that a
+# weight per row reproduces the batch loss skorch differentiates.
+_MEAN_CRITERIA = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss, torch.nn.MSELoss,
+                  torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch.nn.HuberLoss,
+                  torch.nn.BCEWithLogitsLoss)
+
+
+def _optimizer_settings(net):
+    """The optimizer's hyper-parameters as the instantiated optimizer holds them.
+
+    Reading ``net.optimizer_`` rather than the skorch parameters picks up the
+    optimizer's own defaults (AdamW's ``weight_decay=0.01``).
+    """
+    optimizer = net.optimizer_
+    if type(optimizer) not in _OPTIMIZERS:
+        names = ", ".join(o.__name__ for o in _OPTIMIZERS)
+        raise ValueError(f"UnrolledInfluence differentiates through {names}; the net's "
+                         f"optimizer is {type(optimizer).__name__}")
+    if len(optimizer.param_groups) != 1:
+        raise ValueError("UnrolledInfluence needs a single optimizer parameter group, got "
+                         f"{len(optimizer.param_groups)} (optimizer__param_groups)")
+    group = dict(optimizer.param_groups[0])
+    if group.get("maximize"):
+        raise ValueError("optimizer__maximize=True is not supported by UnrolledInfluence")
+    if group.get("amsgrad"):
+        raise ValueError("optimizer__amsgrad=True is not supported by UnrolledInfluence: "
+                         "the running maximum has no derivative where it switches")
+    if torch.is_tensor(group["lr"]):
+        group["lr"] = float(group["lr"])
+    group["kind"] = type(optimizer).__name__
+    return group
+
+
+def _unsupported_reason(net):
+    """Why the replay cannot reproduce ``net``'s training, or None."""
+    if not isinstance(net.optimizer_, _OPTIMIZERS):
+        names = ", ".join(o.__name__ for o in _OPTIMIZERS)
+        return f"optimizer {type(net.optimizer_).__name__} is not one of {names}"
+    reason = _batched.unsupported_reason(net)
+    if reason is not None:
+        return reason
+    criterion = net.criterion_
+    if type(criterion) not in _MEAN_CRITERIA or getattr(criterion, "weight", None) is not None \
+            or getattr(criterion, "reduction", "mean") != "mean":
+        return (f"criterion {type(criterion).__name__} is not a mean of per-row losses "
+                f"(supported: {', '.join(c.__name__ for c in _MEAN_CRITERIA)}, unweighted, "
+                "reduction='mean')")
+    if type(net).get_loss not in (NeuralNet.get_loss, NeuralNetClassifier.get_loss):
+        return "the net overrides get_loss"
+    return None
+
+
+class _Replay:
+    """One member's training, replayed in flat parameters with tangents.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        The fitted member.
+    init_seed, order_seed : int
+        The member's initialisation and minibatch-order seeds.
+    X, y : ndarray
+        The training rows in the form the member trained on.
+    kind : {"classifier", "regressor"}
+    """
+
+    def __init__(self, net, init_seed, order_seed, X, y, kind):
+        reason = _unsupported_reason(net)
+        if reason is not None:
+            raise ValueError(f"UnrolledInfluence cannot replay this net's training: {reason}")
+        self.member = FunctionalMember(net, "loss", kind)
+        self.opt = _optimizer_settings(net)
+        start = _initialize_member(clone(net), init_seed)
+        self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
+        self.order_seed = int(order_seed)
+        self.X, self.y = self.member.tensors(X, y)
+        shuffle, _, batch_size, drop_last = _batched._iterator_settings(net, len(X))
+        self.shuffle, self.batch_size, self.drop_last = shuffle, batch_size, drop_last
+        self.max_epochs = net.max_epochs
+        self.per_row = self._per_row_loss()
+
+    def _per_row_loss(self):
+        criterion = self.member.net.criterion_
+        # cross_entropy and mse_loss with reduction="none" reach forward-mode AD
+        # through Python decompositions (about 3 ms a step); the same losses from
+        # log_softmax and a square run as plain kernels.
+        if type(criterion) is torch.nn.CrossEntropyLoss and criterion.label_smoothing == 0 \
+                and self.y.ndim == 1:
+            def cross_entropy(z, target):
+                return -torch.log_softmax(z, dim=-1).gather(1, target[:, None])[:, 0]
+            return cross_entropy
+        if type(criterion) is torch.nn.MSELoss:
+            def squared_error(z, target):
+                diff = z - target.reshape(z.shape)
+                return (diff * diff).reshape(len(z), -1).mean(dim=1)
+            return squared_error
+        member = self.member
+        return lambda z, target: member.loss_fn(member.net, z, target)
+
+    def _loss(self, theta, w, xb, yb):
+        losses = self.per_row(self.member.outputs(theta, xb), yb)
+        return (losses * (1 + w)).mean()
+
+    def run(self, directions):
+        """Replay training, carrying ``d theta / d eps`` for each direction.
+
+        Parameters
+        ----------
+        directions : tensor of shape (n_tangents, n_samples)
+            Row weights ``w``: the minibatch loss weights row ``n`` by
+            ``1 + eps * w_n``.
+
+        Returns
+        -------
+        theta : tensor of shape (n_params,)
+            The replayed final parameters.
+        tangents : tensor of shape (n_tangents, n_params)
+            ``d theta_T / d eps`` for each direction.
+        """
+        opt = self.opt
+        theta = self.theta0.clone()
+        n_tangents, n = len(directions), len(self.X)
+        directions = directions.to(device=theta.device, dtype=theta.dtype)
+        tangent = torch.zeros(n_tangents, len(theta), dtype=theta.dtype, device=theta.device)
+        kind = opt["kind"]
+        state, state_dot = {}, {}
+        generator = torch.Generator().manual_seed(self.order_seed)
+        stop = n - n % self.batch_size if self.drop_last else n
+        step = 0
+
+        for _ in range(self.max_epochs):
+            order = _batched.batch_order(generator, n, self.shuffle).to(theta.device)
+            for start in range(0, stop, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                xb, yb = self.X[idx], self.y[idx]
+                w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
+                grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
+
+                def push(t, wdot, grad_fn=grad_fn, theta=theta, w0=w0):
+                    return jvp(grad_fn, (theta, w0), (t, wdot))
+
+                # The gradient does not depend on the tangent: out_dims=None keeps it
+                # computed once for the whole batch of tangents.
+                g, g_dot = vmap(push, out_dims=(None, 0))(tangent, directions[:, idx])
+                step += 1
+                if kind == "SGD":
+                    theta, tangent = _sgd(theta, tangent, g, g_dot, state, state_dot, opt,
+                                          step)
+                else:
+                    theta, tangent = _adam(theta, tangent, g, g_dot, state, state_dot, opt,
+                                           step, decoupled=kind == "AdamW")
+        return theta, tangent
+
+
+def _sgd(theta, tangent, g, g_dot, state, state_dot, opt, step):
+    """torch.optim.SGD's update and its derivative (momentum, dampening, nesterov)."""
+    lr, wd, mu = opt["lr"], opt["weight_decay"], opt["momentum"]
+    d, d_dot = g, g_dot
+    if wd:
+        d, d_dot = d + wd * theta, d_dot + wd * tangent
+    if mu:
+        if step == 1:
+            buf, buf_dot = d.clone(), d_dot.clone()
+        else:
+            damp = 1 - opt["dampening"]
+            buf = mu * state["buf"] + damp * d
+            buf_dot = mu * state_dot["buf"] + damp * d_dot
+        state["buf"], state_dot["buf"] = buf, buf_dot
+        if opt["nesterov"]:
+            d, d_dot = d + mu * buf, d_dot + mu * buf_dot
+        else:
+            d, d_dot = buf, buf_dot
+    return theta - lr * d, tangent - lr * d_dot
+
+
+def _adam(theta, tangent, g, g_dot, state, state_dot, opt, step, decoupled):
+    """torch.optim.Adam/AdamW's update and its derivative through m and sqrt(v)."""
+    lr, wd, eps = opt["lr"], opt["weight_decay"], opt["eps"]
+    beta1, beta2 = opt["betas"]
+    if wd and decoupled:
+        theta, tangent = theta * (1 - lr * wd), tangent * (1 - lr * wd)
+    elif wd:
+        g, g_dot = g + wd * theta, g_dot + wd * tangent
+    if step == 1:
+        state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
+        state_dot["m"], state_dot["v"] = torch.zeros_like(g_dot), torch.zeros_like(g_dot)
+    m = beta1 * state["m"] + (1 - beta1) * g
+    m_dot = beta1 * state_dot["m"] + (1 - beta1) * g_dot
+    v = beta2 * state["v"] + (1 - beta2) * g * g
+    v_dot = beta2 * state_dot["v"] + (2 * (1 - beta2)) * g * g_dot
+    state["m"], state["v"], state_dot["m"], state_dot["v"] = m, v, m_dot, v_dot
+    correction1 = 1 - beta1 ** step
+    root2 = (1 - beta2 ** step) ** 0.5
+    root = v.sqrt()
+    # v == 0 only where every gradient so far was exactly 0 (a dead unit); its
+    # tangent is 0 there too, and 0/0 must not spread NaN.
+    root_dot = torch.where(root > 0, v_dot / (2 * root.clamp_min(torch.finfo(v.dtype).tiny)),
+                           torch.zeros_like(v_dot))
+    denom = root / root2 + eps
+    denom_dot = root_dot / root2
+    step_size = lr / correction1
+    update = m / denom
+    update_dot = m_dot / denom - update * denom_dot / denom
+    return theta - step_size * update, tangent - step_size * update_dot
+
+
+def _removal_directions(rows, n_samples, dtype):
+    """Directions of removing each row from the mean, without the shared 1/N part."""
+    directions = torch.zeros(len(rows), n_samples, dtype=dtype)
+    directions[torch.arange(len(rows)), torch.as_tensor(rows)] = -1
+    return directions
+
+
+def _replay_chunk(replay, directions):
+    """One joblib task: replay a member with one batch of tangents."""
+    theta, tangents = replay.run(directions)
+    return theta, tangents
+
+
+def unrolled_response(net, init_seed, order_seed, X, y, remove, *, kind=None, n_tangents=64,
+                      renormalize=True):
+    """Response of one trained net's parameters to removing rows or sets of rows.
+
+    Replays ``net``'s training (initialised under ``torch.manual_seed(init_seed)``,
+    minibatches drawn from ``torch.Generator().manual_seed(order_seed)``, as
+    :class:`SeedEnsembleClassifier` trains its members) and differentiates the
+    final parameters through every optimizer step in forward mode.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        A fitted net, trained on ``X, y`` under the two seeds.
+    init_seed, order_seed : int
+        The seeds of its initialisation and minibatch order.
+    X : ndarray of shape (n_samples, n_features)
+        Training inputs, in the net's dtype.
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        Training targets in the form the net trained on.
+    remove : list of array-like of int, or ndarray of bool of shape (n_sets, n_samples)
+        The removal sets, each a list of row indices (one row each for
+        leave-one-out).
+    kind : {"classifier", "regressor"}, default=None
+        None reads it from the net's class.
+    n_tangents : int, default=64
+        Directions carried through one replay.
+    renormalize : bool, default=True
+        Remove each set from the mean over the remaining rows (as retraining
+        on fewer rows does). False keeps the other rows' weights at ``1/B``
+        per minibatch (the paper's Eq. 4 with ``eps = 1``).
+
+    Returns
+    -------
+    theta : ndarray of shape (n_params,)
+        The replayed final parameters (compare with the net's own).
+    response : ndarray of shape (n_sets, n_params)
+        First-order change of the final parameters when each set is removed.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from skdtda import SeedEnsembleClassifier
+    >>> from skdtda.influence import unrolled_response
+    >>> X, y = load_iris(return_X_y=True)
+    >>> ens = SeedEnsembleClassifier(n_seeds=1, random_state=0).fit(scale(X), y)
+    >>> theta, response = unrolled_response(
+    ...     ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0],
+    ...     scale(X).astype(np.float32), y, remove=[[0], [1, 2]])
+    >>> response.shape
+    (2, 259)
+    """
+    if kind is None:
+        kind = "classifier" if isinstance(net, NeuralNetClassifier) else "regressor"
+    replay = _Replay(net, init_seed, order_seed, X, y, kind)
+    n = len(replay.X)
+    mask = np.asarray(remove, dtype=object) if not isinstance(remove, np.ndarray) else remove
+    if isinstance(mask, np.ndarray) and mask.dtype == bool:
+        sets = [np.flatnonzero(row) for row in np.atleast_2d(mask)]
+    else:
+        sets = [np.atleast_1d(np.asarray(s, dtype=int)) for s in remove]
+    dtype = replay.theta0.dtype
+    directions = torch.zeros(len(sets) + int(renormalize), n, dtype=dtype)
+    for i, rows in enumerate(sets):
+        directions[i, torch.as_tensor(rows)] = -1
+    if renormalize:
+        directions[-1] = 1
+    theta, tangents = None, []
+    for start in range(0, len(directions), n_tangents):
+        theta, part = replay.run(directions[start:start + n_tangents])
+        tangents.append(part)
+    tangents = torch.cat(tangents)
+    if renormalize:
+        sizes = torch.tensor([len(s) for s in sets], dtype=dtype)
+        tangents = tangents[:-1] + sizes[:, None] * tangents[-1] / n
+    return theta.detach().cpu().numpy(), tangents.detach().cpu().numpy()
+
+
+class UnrolledInfluence(InfluenceTransformer):
+    __doc__ = f"""Distributional influence of training rows by differentiating through training.
+
+    ``fit(X_train, y_train)`` fits the seed ensemble (a clone) unless it is
+    already fitted, then replays each member's training (its initialisation,
+    its minibatches, its optimizer) and carries the derivative of the
+    parameters with respect to each training row's weight through every step
+    (forward mode: the paper's Algorithm 1). ``transform(X)`` returns, for each
+    query row and each training row, a discrepancy between the measurement's
+    distribution over seeds before and after removing that training row, as
+    :class:`InfluenceTransformer` does, whose long-training limit this is.
+
+    Parameters
+    ----------
+    estimator : SeedEnsembleClassifier or SeedEnsembleRegressor, default=None
+        The seed ensemble whose members are attributed. If it is already
+        fitted, it is used as is and must have been fitted on the ``X, y``
+        passed to ``fit``, in the same row order (``replay_error_`` checks
+        it). If it is not fitted, a clone is fitted on them. None gives a
+        default ensemble, a classifier or a regressor depending on ``y``.
+        Members must train with SGD (momentum, dampening, nesterov, weight
+        decay), Adam or AdamW, on a module of pure layers with a mean-reduced
+        criterion and no callbacks.
+    measurement : str or callable, default="loss"
+        ``"loss"``, ``"margin"``, ``"log_proba"``, ``"proba"`` or
+        ``"prediction"`` (see :meth:`SeedEnsembleClassifier.measure`), or a
+        differentiable torch callable ``(net, y_pred, y_true) -> tensor of
+        shape (n,)`` of the module's output.
+    statistic : str or callable, default="mean"
+        Discrepancy reducing the paired samples over seeds in ``transform``:
+        {", ".join(repr(s) for s in STATISTICS)}, or a callable
+        ``(before, after) -> array``; see :func:`skdtda.discrepancy.discrepancy`.
+    q : float, default=0.5
+        Quantile for ``statistic="quantile"``.
+    seed_index : int, default=None
+        Use only this member (fixed-seed unrolled differentiation). None uses
+        every member.
+    n_tangents : int, default=64
+        Removal directions carried through one replay of a member's training.
+        Memory is about ``n_tangents * n_params * (1 + optimizer states)``
+        numbers, independent of the number of steps; time per replay grows
+        sub-linearly with it.
+    batch_size : int, default=256
+        Query rows and training rows per chunk when scoring.
+    n_jobs : int, default=None
+        Joblib jobs over (member, batch of tangents) replays in ``fit``. None
+        means 1.
+    verbose : int, default=0
+        Progress bar over replays.
+
+    Attributes
+    ----------
+    estimator_ : SeedEnsembleClassifier or SeedEnsembleRegressor
+        The fitted ensemble.
+    responses_ : list of ndarray of shape (n_train, n_params)
+        Per attributed member, the first-order change of its final parameters
+        when each training row is removed (from the mean over the remaining
+        rows), in the member's dtype.
+    replay_error_ : ndarray of shape (n_seeds,)
+        Per attributed member, the largest absolute difference between the
+        replayed final parameters and the member's own, relative to the
+        largest parameter. About 1e-12 in float64 and 1e-6 in float32; a
+        large value means the replay did not follow the member's training
+        (a warning says so).
+    members_ : ndarray of int
+        Indices into ``estimator_.estimators_`` of the attributed members.
+    n_train_ : int
+        Number of training rows N.
+    n_features_in_ : int
+        Number of features.
+
+    See Also
+    --------
+    InfluenceTransformer : Influence functions, the long-training limit.
+    unrolled_response : The parameter response of one net to removal sets.
+
+    Notes
+    -----
+    {_CONVENTION}
+
+    Row ``n``'s loss in each minibatch mean is weighted by ``1 + eps w_n``.
+    Removing row ``k`` from the mean over the other rows is, to first order in
+    ``1/N``, ``w = -e_k + 1/N`` at ``eps = 1``, so the parameter response is
+    ``-J e_k + (1/N) J 1`` with ``J = d theta_T / d w`` carried forward. For
+    small-step SGD run to convergence it tends to
+    ``(1/N) (H + wd I)^{{-1}} (grad l_k - gbar)``, the response of
+    :class:`InfluenceTransformer` with ``curvature="exact", damping=0``.
+
+    Cost: ``ceil((n_train + 1) / n_tangents)`` replays of each member's
+    training, each a gradient plus ``n_tangents`` Hessian-vector products per
+    step; ``fit`` stores ``n_train * n_params`` numbers per member.
+
+    References
+    ----------
+    Mlodozeniec et al., "Distributional Training Data Attribution: What do
+    Influence Functions Sample?", arXiv:2506.12965, Algorithm 1 and Theorem 2.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.preprocessing import scale
+    >>> from skdtda import SeedEnsembleClassifier, UnrolledInfluence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = scale(X)
+    >>> ens = SeedEnsembleClassifier(n_seeds=2, random_state=0)
+    >>> influence = UnrolledInfluence(ens).fit(X, y)
+    >>> influence.transform(X[:3]).shape
+    (3, 150)
+    >>> influence.influence_samples(X[:3], y[:3]).shape
+    (2, 3, 150)
+    >>> bool(influence.replay_error_.max() < 1e-4)
+    True
+    """
+
+    _parameter_constraints = {
+        "estimator": [SeedEnsembleClassifier, SeedEnsembleRegressor, None],
+        "measurement": [StrOptions(set(MEASUREMENTS)), callable],
+        "statistic": [StrOptions(set(STATISTICS)), callable],
+        "q": [Interval(Real, 0, 1, closed="both")],
+        "seed_index": [Interval(Integral, 0, None, closed="left"), None],
+        "n_tangents": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, estimator=None, *, measurement="loss", statistic="mean", q=0.5,
+                 seed_index=None, n_tangents=64, batch_size=256, n_jobs=None, verbose=0):
+        self.estimator = estimator
+        self.measurement = measurement
+        self.statistic = statistic
+        self.q = q
+        self.seed_index = seed_index
+        self.n_tangents = n_tangents
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit (or adopt) the ensemble and differentiate through each member's training.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The training rows to attribute, in the order the ensemble saw them.
+        y : array-like of shape (n_samples,)
+            Their targets.
+
+        Returns
+        -------
+        self : UnrolledInfluence
+            The fitted transformer.
+        """
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
+                             y_numeric=False)
+        estimator = self.estimator
+        if estimator is None:
+            kind = type_of_target(y)
+            estimator = (SeedEnsembleClassifier() if kind in ("binary", "multiclass")
+                         else SeedEnsembleRegressor())
+        try:
+            check_is_fitted(estimator)
+            self.estimator_ = estimator
+            if estimator.n_features_in_ != X.shape[1]:
+                raise ValueError(
+                    f"the fitted estimator has {estimator.n_features_in_} features but X has "
+                    f"{X.shape[1]}; it must be fitted on the training rows being attributed")
+        except NotFittedError:
+            self.estimator_ = clone(estimator).fit(X, y)
+        ens = self.estimator_
+        n_seeds = len(ens.estimators_)
+        if self.seed_index is not None and self.seed_index >= n_seeds:
+            raise ValueError(f"seed_index={self.seed_index} but the ensemble has only "
+                             f"{n_seeds} members")
+        check_statistic(self.statistic)
+        self.members_ = (np.arange(n_seeds) if self.seed_index is None
+                         else np.array([self.seed_index]))
+        self._X_train = self._as_net_input(X)
+        self._y_train = ens._net_targets(y)
+        n = self.n_train_ = len(X)
+        self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
+                         for i in self.members_]
+        replays = [_Replay(ens.estimators_[i], ens.init_seeds_[i], ens.order_seeds_[i],
+                           self._X_train, self._y_train, ens._kind) for i in self.members_]
+
+        # One extra direction, all ones, is the shared "renormalise the mean" part.
+        dtype = self._members[0].dtype
+        rows = np.arange(n)
+        directions = torch.cat([_removal_directions(rows, n, dtype), torch.ones(1, n,
+                                                                                dtype=dtype)])
+        chunks = [directions[s:s + self.n_tangents]
+                  for s in range(0, len(directions), self.n_tangents)]
+        tasks = [(s, c) for s in range(len(replays)) for c in range(len(chunks))]
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(tasks), desc="unrolled replays", unit="replay",
+                       leave=self.verbose > 1)
+        jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+            delayed(_replay_chunk)(replays[s], chunks[c]) for s, c in tasks)
+        parts = [[None] * len(chunks) for _ in replays]
+        finals = [None] * len(replays)
+        for (s, c), (theta, tangents) in zip(tasks, jobs):
+            parts[s][c] = tangents
+            finals[s] = theta
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+
+        self.responses_, errors = [], []
+        for member, part, theta in zip(self._members, parts, finals):
+            tangents = torch.cat(part)
+            self.responses_.append((tangents[:-1] + tangents[-1] / n).to(member.dtype))
+            scale = member.theta.abs().max().clamp_min(torch.finfo(member.dtype).tiny)
+            errors.append(float((theta - member.theta).abs().max() / scale))
+        self.replay_error_ = np.asarray(errors)
+        tolerance = 1e-3 if dtype == torch.float32 else 1e-6
+        if self.replay_error_.max() > tolerance:
+            worst = int(np.argmax(self.replay_error_))
+            warnings.warn(
+                f"the replay of member {self.members_[worst]} ends {self.replay_error_[worst]:.2g} "
+                "(relative) away from its trained parameters: the ensemble was not trained on "
+                "these rows in this order, or its training is chaotic at this precision; the "
+                "responses describe the replayed run", UserWarning)
+        return self
+
+    def _blocks(self, X, y):
+        """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
+        for q_rows in self._chunks(len(X)):
+            grads, measured = [], []
+            for member in self._members:
+                grads.append(member.per_sample_grads("measurement", X[q_rows], y[q_rows]))
+                measured.append(member.measure(X[q_rows], y[q_rows]).double().cpu().numpy())
+            measured = np.stack(measured)
+            for t_rows in self._chunks(self.n_train_):
+                delta = np.stack([
+                    (g @ response[t_rows].T).double().cpu().numpy()
+                    for g, response in zip(grads, self.responses_)
+                ])
+                yield q_rows, t_rows, measured, delta
