@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+import sklearn
 import torch
 from joblib import Memory
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.datasets import load_diabetes, make_blobs
+from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
@@ -229,6 +231,22 @@ def test_pruned_estimator_fits_on_kept_rows_with_subset_weights(noisy_blobs):
     np.testing.assert_array_equal(model.classes_, [0, 1, 2])
     assert is_classifier(model) and model.decision_function(X_val).shape == (100, 3)
     assert model.score(X_val, y_val) == reference.score(X_val, y_val)
+
+
+def test_metadata_routing_subsets_requested_weights():
+    X, y = make_blobs(150, centers=3, random_state=0)
+    weights = np.random.RandomState(0).uniform(0.5, 2, 150)
+    with sklearn.config_context(enable_metadata_routing=True):
+        requested = LogisticRegression().set_fit_request(sample_weight=True)
+        model = PrunedEstimator(DataPruner(mode="random", random_state=0), requested)
+        model.fit(X, y, sample_weight=weights)
+        kept = model.pruner_.sample_indices_
+        reference = LogisticRegression().fit(X[kept], y[kept], sample_weight=weights[kept])
+        np.testing.assert_allclose(model.estimator_.coef_, reference.coef_)
+        cross_validate(model, X, y, params={"sample_weight": weights}, cv=3)
+        unrequested = PrunedEstimator(DataPruner(mode="random"), LogisticRegression())
+        with pytest.raises(UnsetMetadataPassedError):
+            unrequested.fit(X, y, sample_weight=weights)
 
 
 def test_pruned_estimator_default_retrains_the_pruners_ensemble(noisy_blobs):
