@@ -220,15 +220,15 @@ def loo_correlation(predicted, actual, *, method="pearson"):
     return _mean_over_queries(r)
 
 
-def _split_half(actual, discrepancy, q, method, n_splits, rng):
-    """Per-query correlation between two disjoint halves of the seeds, averaged over splits."""
+def _split_half(actual, discrepancy, q, method, n_splits, rng, n_seeds):
+    """Per-query correlation between two disjoint halves of n_seeds seeds, over splits.
+
+    Each split draws its own n_seeds of the available seeds, then halves them.
+    """
     before, after = actual
-    n_seeds = before.shape[0]
-    if n_seeds < 4:
-        raise ValueError(f"a split-half noise ceiling needs at least 4 seeds, got {n_seeds}")
     rs = []
     for _ in range(n_splits):
-        perm = rng.permutation(n_seeds)
+        perm = rng.choice(before.shape[0], n_seeds, replace=False)
         a, b = perm[: n_seeds // 2], perm[n_seeds // 2: 2 * (n_seeds // 2)]
         half_a = distribution_change((before[a], after[:, a]), discrepancy, q=q)
         half_b = distribution_change((before[b], after[:, b]), discrepancy, q=q)
@@ -245,11 +245,13 @@ def noise_ceiling(actual, discrepancy="mean", *, q=0.5, method="spearman", n_see
     The retrained changes are estimates from a finite number of seeds. Split
     the seeds into two random halves, compute the changes from each, and
     correlate them query by query (``split_half``); averaged over
-    ``n_splits`` splits. The Spearman-Brown formula turns that into the
-    reliability of the estimate from all seeds, ``rho = 2 r / (1 + r)``, and a
-    method that predicted the true (infinite-seed) changes exactly would
-    correlate with the estimate at about ``sqrt(rho)``: the ceiling, averaged
-    over queries (classical test theory; a per-query ``r <= 0`` counts as 0).
+    ``n_splits`` splits and over queries. The Spearman-Brown formula turns
+    that into the reliability of the estimate from all seeds,
+    ``rho = 2 r / (1 + r)``, and a method that predicted the true
+    (infinite-seed) changes exactly would correlate with the estimate at
+    about ``sqrt(rho)``: the ceiling (classical test theory; ``r <= 0`` gives
+    0). The queries' correlations are averaged *before* the formula, since the
+    square root of a noisy per-query value is biased upwards.
 
     Parameters
     ----------
@@ -263,8 +265,9 @@ def noise_ceiling(actual, discrepancy="mean", *, q=0.5, method="spearman", n_see
         The score's correlation: "spearman" for :func:`lds`, "pearson" for
         :func:`loo_correlation`.
     n_seeds : int, default=None
-        Use a random subset of this many seeds (the ceiling as a function of
-        the number of retrained seeds); None uses all.
+        The ceiling of a ground truth retrained with this many seeds (each
+        split draws a fresh random subset of the seeds): the ceiling as a
+        function of the number of seeds. None uses all.
     n_splits : int, default=20
         Random half splits averaged.
     random_state : int, RandomState instance or None, default=None
@@ -274,24 +277,30 @@ def noise_ceiling(actual, discrepancy="mean", *, q=0.5, method="spearman", n_see
     -------
     result : Bunch
         ``ceiling`` (float), ``split_half`` (float, the mean half-vs-half
-        correlation), ``per_query`` (ndarray of per-query ceilings) and
-        ``n_seeds``.
+        correlation), ``per_query`` (ndarray, the formula applied to each
+        query's own split-half correlation; noisy) and ``n_seeds``.
     """
     before, after = _check_distributions(actual)
     rng = check_random_state(random_state)
-    if n_seeds is not None:
-        if not 4 <= n_seeds <= before.shape[0]:
-            raise ValueError(f"n_seeds={n_seeds} must lie between 4 and the {before.shape[0]} "
-                             "seeds retrained")
-        keep = rng.choice(before.shape[0], n_seeds, replace=False)
-        before, after = before[keep], after[:, keep]
-    r = _split_half((before, after), discrepancy, q, method, n_splits, rng)
-    clipped = np.clip(r, 0, None)
-    ceiling = np.sqrt(2 * clipped / (1 + clipped))
+    if before.shape[0] < 4:
+        raise ValueError("a split-half noise ceiling needs at least 4 seeds, got "
+                         f"{before.shape[0]}")
+    n_seeds = before.shape[0] if n_seeds is None else n_seeds
+    if not 4 <= n_seeds <= before.shape[0]:
+        raise ValueError(f"n_seeds={n_seeds} must lie between 4 and the {before.shape[0]} "
+                         "seeds retrained")
+    r = _split_half((before, after), discrepancy, q, method, n_splits, rng, n_seeds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return Bunch(ceiling=float(np.nanmean(ceiling)), split_half=float(np.nanmean(r)),
-                     per_query=ceiling, n_seeds=before.shape[0])
+        split_half = float(np.nanmean(r))
+    return Bunch(ceiling=_spearman_brown_ceiling(split_half), split_half=split_half,
+                 per_query=_spearman_brown_ceiling(r), n_seeds=n_seeds)
+
+
+def _spearman_brown_ceiling(r):
+    """sqrt of the full-sample reliability 2r / (1 + r); r <= 0 gives 0."""
+    r = np.clip(r, 0, None)
+    return np.sqrt(2 * r / (1 + r))
 
 
 def bootstrap_ci(predicted, actual, discrepancy="mean", *, q=0.5, method="spearman",
