@@ -57,6 +57,38 @@ def test_replay_reproduces_each_members_training(iris, float64, name, vectorize)
     assert influence.replay_error_.max() < 1e-12, influence.replay_error_
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_hand_written_step_equals_torch_func(iris, float64, activation, kind):
+    """Plain MLPs take a hand-written forward-over-reverse step; it must give the
+    tangents that vmap(jvp(grad)) gives."""
+    from skdtda.influence._unrolled import _Replay, _removal_directions
+
+    X, y = iris
+    if kind == "classifier":
+        ens = SeedEnsembleClassifier(_net(torch.optim.Adam, hidden=(6, 5), lr=0.02, epochs=2,
+                                          module__activation=activation), n_seeds=1,
+                                     random_state=0).fit(X, y)
+    else:
+        y = X[:, 0] - X[:, 1] ** 2
+        X = X[:, 1:]
+        net = NeuralNetRegressor(MLP, module__hidden_layer_sizes=(6, 5),
+                                 module__activation=activation, criterion=torch.nn.MSELoss,
+                                 optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.02,
+                                 max_epochs=2, batch_size=32, train_split=None, verbose=0)
+        ens = SeedEnsembleRegressor(net, n_seeds=1, random_state=0).fit(X, y)
+    replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
+                     ens._net_targets(y), kind)
+    assert replay.fast is not None
+    directions = torch.cat([_removal_directions(np.arange(10), len(X), torch.float64),
+                            torch.ones(1, len(X))])
+    theta_fast, fast = replay.run(directions)
+    replay.fast = None
+    theta_func, func = replay.run(directions)
+    np.testing.assert_allclose(theta_fast, theta_func, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(fast, func, rtol=0, atol=1e-12 * func.abs().max().item())
+
+
 def _perturbed_run(net, init_seed, order_seed, X, y, weights):
     """Train a copy of ``net`` with torch's own optimizer, rows weighted in each batch mean.
 

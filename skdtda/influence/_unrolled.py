@@ -98,6 +98,147 @@ def _unsupported_reason(net):
     return None
 
 
+# sigma'(z) and sigma''(z) of the activations the hand-written step knows, from
+# the activation's output h.
+_ACTIVATION_DERIVATIVES = {
+    torch.nn.Identity: None,
+    torch.nn.ReLU: "relu",
+    torch.nn.Tanh: (lambda h: 1 - h * h, lambda h: -2 * h * (1 - h * h)),
+    torch.nn.Sigmoid: (lambda h: h * (1 - h), lambda h: h * (1 - h) * (1 - 2 * h)),
+}
+
+
+class _PlainStackStep:
+    """Gradient and batched Hessian-vector products of a plain MLP, by hand.
+
+    For ``Linear -> activation -> ... -> Linear`` with Identity/ReLU/Tanh/Sigmoid
+    and a cross-entropy or squared-error loss, the forward-over-reverse
+    products that ``vmap(jvp(grad))`` forms are written out as batched matrix
+    products over the tangents. ``torch.func`` spends several milliseconds of
+    Python per step re-tracing the transforms; on small nets that is most of
+    the replay.
+
+    Forward tangent: ``z' = h'_{l-1} W^T + h_{l-1} W'^T + b'``, ``h' = s'(z) z'``.
+    Output: ``e = c * dl/dz`` with ``c_n = (1 + w_n) / B``,
+    ``e' = c' * dl/dz + c * (d2l/dz2) z'``. Backward tangent:
+    ``gW' = e'^T h + e^T h'``, ``gb' = sum e'``, ``d' = e' W + e W'``,
+    ``e'_{l-1} = d' s'(z) + d s''(z) z'``.
+    """
+
+    @staticmethod
+    def layers_of(net, y):
+        layers = _batched._plain_stack(net.module_)
+        criterion = net.criterion_
+        if layers is None:
+            return None
+        if type(criterion) is torch.nn.CrossEntropyLoss:
+            if criterion.label_smoothing != 0 or y.ndim != 1:
+                return None
+        elif type(criterion) is not torch.nn.MSELoss:
+            return None
+        linears = []
+        for layer in layers:
+            if type(layer) is torch.nn.Linear:
+                linears.append([layer, None])
+            elif type(layer) is torch.nn.Dropout:  # p == 0, an identity
+                continue
+            elif type(layer) in _ACTIVATION_DERIVATIVES and linears and linears[-1][1] is None:
+                linears[-1][1] = type(layer)
+            else:
+                return None
+        if not linears or linears[-1][1] is not None:
+            return None
+        return linears
+
+    def __init__(self, member, linears):
+        ids = {id(p): i for i, (_, p) in enumerate(member.module.named_parameters())}
+        offsets = np.concatenate([[0], np.cumsum(member.sizes)])
+        self.layers = []
+        for layer, act in linears:
+            w = ids[id(layer.weight)]
+            b = None if layer.bias is None else ids[id(layer.bias)]
+            self.layers.append((w, b, act, layer.weight.shape))
+        self.slices = [slice(int(offsets[i]), int(offsets[i + 1]))
+                       for i in range(len(member.sizes))]
+        self.n_params = member.n_params
+        self.cross_entropy = type(member.net.criterion_) is torch.nn.CrossEntropyLoss
+
+    def __call__(self, theta, tangent, x, y, w_dot):
+        """Gradient (P,) of the batch loss and its tangents (K, P)."""
+        K, B = len(tangent), len(x)
+        h, hs, hs_dot, zs_dot = x, [x], [None], []
+        h_dot = None
+        for i, (w, b, act, shape) in enumerate(self.layers):
+            W = theta[self.slices[w]].view(shape)
+            W_dot = tangent[:, self.slices[w]].view(K, *shape)
+            z = h @ W.T
+            # Every product over the K tangents is folded into one 2-D matrix
+            # product: 4x the FLOP rate of the batched (bmm) form at 64 x 64 x 64.
+            z_dot = (W_dot.reshape(-1, shape[1]) @ h.T).view(K, shape[0], B).transpose(1, 2)
+            if h_dot is not None:
+                z_dot = (h_dot @ W.T).add_(z_dot)
+            if b is not None:
+                z = z + theta[self.slices[b]]
+                z_dot = z_dot + tangent[:, self.slices[b]][:, None, :]
+            zs_dot.append(z_dot)
+            if act is None or act is torch.nn.Identity:
+                h, h_dot = z, z_dot
+            elif act is torch.nn.ReLU:
+                h = z.clamp_min(0)
+                h_dot = z_dot * (z > 0)
+            else:
+                h = act()(z)
+                h_dot = z_dot * _ACTIVATION_DERIVATIVES[act][0](h)
+            hs.append(h)
+            hs_dot.append(h_dot)
+        out, out_dot = hs[-1], hs_dot[-1]
+        if self.cross_entropy:
+            p = torch.softmax(out, dim=-1)
+            dl = p.clone()
+            dl[torch.arange(B), y] -= 1
+            hess_dot = p * out_dot - p * (p * out_dot).sum(-1, keepdim=True)
+        else:
+            scale = 2 / out.shape[1]
+            dl = scale * (out - y.reshape(out.shape))
+            hess_dot = scale * out_dot
+        e = dl / B
+        e_dot = w_dot[:, :, None] * dl / B + hess_dot / B
+        grad = torch.empty(self.n_params, dtype=theta.dtype, device=theta.device)
+        grad_dot = torch.empty(K, self.n_params, dtype=theta.dtype, device=theta.device)
+        for i in range(len(self.layers) - 1, -1, -1):
+            w, b, _, shape = self.layers[i]
+            h_in, h_in_dot = hs[i], hs_dot[i]
+            grad[self.slices[w]] = (e.T @ h_in).reshape(-1)
+            g_dot = (e_dot.transpose(1, 2).reshape(-1, B) @ h_in).view(K, *shape)
+            if h_in_dot is not None:
+                g_dot += (h_in_dot.transpose(1, 2).reshape(-1, B) @ e).view(
+                    K, shape[1], shape[0]).transpose(1, 2)
+            grad_dot[:, self.slices[w]] = g_dot.reshape(K, -1)
+            if b is not None:
+                grad[self.slices[b]] = e.sum(0)
+                grad_dot[:, self.slices[b]] = e_dot.sum(1)
+            if i == 0:
+                break
+            W = theta[self.slices[w]].view(shape)
+            W_dot = tangent[:, self.slices[w]].view(K, *shape)
+            d = e @ W
+            d_dot = (e_dot @ W).add_((W_dot.transpose(1, 2).reshape(-1, shape[0]) @ e.T)
+                                     .view(K, shape[1], B).transpose(1, 2))
+            act = self.layers[i - 1][2]
+            h_prev = hs[i]
+            if act is None or act is torch.nn.Identity:
+                e, e_dot = d, d_dot
+            elif act is torch.nn.ReLU:
+                mask = h_prev > 0
+                e, e_dot = d * mask, d_dot * mask
+            else:
+                first, second = _ACTIVATION_DERIVATIVES[act]
+                s1 = first(h_prev)
+                e = d * s1
+                e_dot = d_dot * s1 + d * second(h_prev) * zs_dot[i - 1]
+        return grad, grad_dot
+
+
 class _Replay:
     """One member's training, replayed in flat parameters with tangents.
 
@@ -126,6 +267,8 @@ class _Replay:
         self.shuffle, self.batch_size, self.drop_last = shuffle, batch_size, drop_last
         self.max_epochs = net.max_epochs
         self.per_row = self._per_row_loss()
+        linears = _PlainStackStep.layers_of(net, self.y)
+        self.fast = None if linears is None else _PlainStackStep(self.member, linears)
 
     def _per_row_loss(self):
         criterion = self.member.net.criterion_
@@ -165,12 +308,10 @@ class _Replay:
         tangents : tensor of shape (n_tangents, n_params)
             ``d theta_T / d eps`` for each direction.
         """
-        opt = self.opt
         theta = self.theta0.clone()
         n_tangents, n = len(directions), len(self.X)
         directions = directions.to(device=theta.device, dtype=theta.dtype)
         tangent = torch.zeros(n_tangents, len(theta), dtype=theta.dtype, device=theta.device)
-        kind = opt["kind"]
         state, state_dot = {}, {}
         generator = torch.Generator().manual_seed(self.order_seed)
         stop = n - n % self.batch_size if self.drop_last else n
@@ -181,6 +322,12 @@ class _Replay:
             for start in range(0, stop, self.batch_size):
                 idx = order[start:start + self.batch_size]
                 xb, yb = self.X[idx], self.y[idx]
+                step += 1
+                if self.fast is not None:
+                    g, g_dot = self.fast(theta, tangent, xb, yb, directions[:, idx])
+                    theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot,
+                                                  step)
+                    continue
                 w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
                 grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
 
@@ -190,14 +337,15 @@ class _Replay:
                 # The gradient does not depend on the tangent: out_dims=None keeps it
                 # computed once for the whole batch of tangents.
                 g, g_dot = vmap(push, out_dims=(None, 0))(tangent, directions[:, idx])
-                step += 1
-                if kind == "SGD":
-                    theta, tangent = _sgd(theta, tangent, g, g_dot, state, state_dot, opt,
-                                          step)
-                else:
-                    theta, tangent = _adam(theta, tangent, g, g_dot, state, state_dot, opt,
-                                           step, decoupled=kind == "AdamW")
+                theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot, step)
         return theta, tangent
+
+    def _update(self, theta, tangent, g, g_dot, state, state_dot, step):
+        kind = self.opt["kind"]
+        if kind == "SGD":
+            return _sgd(theta, tangent, g, g_dot, state, state_dot, self.opt, step)
+        return _adam(theta, tangent, g, g_dot, state, state_dot, self.opt, step,
+                     decoupled=kind == "AdamW")
 
 
 def _sgd(theta, tangent, g, g_dot, state, state_dot, opt, step):

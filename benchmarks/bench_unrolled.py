@@ -1,0 +1,153 @@
+"""Cost of UnrolledInfluence relative to one training run.
+
+Run with one intra-op thread, as all figures in docs/unrolled.md are::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_unrolled.py
+
+The net is the ensemble benchmark's overhead-bound MLP (64-64-64-10, float32,
+SGD with momentum, batch 64, 4000 samples, 20 epochs = 1260 steps). Each
+measurement runs in a fresh subprocess so that its peak resident memory is its
+own:
+
+* ``skorch fit``: one member trained by ``net.fit`` (the ensemble's loop path).
+* ``torch loop``: the same steps as a bare torch loop (no skorch), the cheapest
+  training run this arithmetic can have on one CPU thread.
+* ``replay K``: one replay of the member's training carrying K removal tangents
+  (``UnrolledInfluence`` runs ``ceil((N + 1) / n_tangents)`` of them per member).
+
+Target (issue #6): under 3x a training run per batch of 64 tangents. The
+replay at a quarter of the epochs shows that memory does not grow with the
+number of steps. ``--quick`` runs 2 epochs (a smoke run; the figures refer to
+the full size).
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+
+from _memory import peak_rss_mib  # benchmarks/ is the script's folder
+
+N_SAMPLES, N_FEATURES, N_CLASSES, HIDDEN, BATCH = 4000, 64, 10, (64, 64), 64
+
+
+def _data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=N_SAMPLES, n_features=N_FEATURES, n_informative=32,
+                               n_classes=N_CLASSES, random_state=0)
+    return X.astype("float32"), y
+
+
+def _ensemble(epochs):
+    import torch
+    from skorch import NeuralNetClassifier
+
+    from skdtda import SeedEnsembleClassifier
+    from skdtda.nets import MLP
+
+    net = NeuralNetClassifier(
+        MLP, module__hidden_layer_sizes=HIDDEN, criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.01, batch_size=BATCH,
+        max_epochs=epochs, train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=1, vectorize=False, random_state=0)
+
+
+def _run(what, epochs, n_tangents, queue):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    X, y = _data()
+    if what == "skorch fit":
+        _ensemble(1).fit(X[:256], y[:256])  # warm-up: first-call costs are not training
+        tic = time.perf_counter()
+        _ensemble(epochs).fit(X, y)
+        seconds = time.perf_counter() - tic
+    elif what == "torch loop":
+        from skdtda.nets import MLP
+
+        torch.manual_seed(0)
+        module = MLP(N_FEATURES, N_CLASSES, HIDDEN)
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
+        X_t, y_t = torch.as_tensor(X), torch.as_tensor(y)
+        generator = torch.Generator().manual_seed(0)
+        tic = time.perf_counter()
+        for _ in range(epochs):
+            order = torch.randperm(len(X), generator=generator)
+            for start in range(0, len(X), BATCH):
+                idx = order[start:start + BATCH]
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(module(X_t[idx]), y_t[idx]).backward()
+                optimizer.step()
+        seconds = time.perf_counter() - tic
+    else:
+        from skdtda.influence._unrolled import _Replay, _removal_directions
+
+        ens = _ensemble(epochs).fit(X, y)
+        replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
+                         ens._net_targets(y), "classifier")
+        directions = _removal_directions(np.arange(n_tangents), len(X), torch.float32)
+        replay.run(directions[:1])  # warm-up
+        tic = time.perf_counter()
+        theta, _ = replay.run(directions)
+        seconds = time.perf_counter() - tic
+        error = float((theta - replay.member.theta).abs().max())
+        queue.put({"replay_max_abs_error": error})
+    queue.put({"what": what, "epochs": epochs, "n_tangents": n_tangents, "seconds": seconds,
+               "peak_rss_mib": peak_rss_mib()})
+
+
+def _measure(what, epochs, n_tangents=0):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run, args=(what, epochs, n_tangents, queue))
+    proc.start()
+    result = {}
+    while True:
+        item = queue.get()
+        result.update(item)
+        if "seconds" in item:
+            break
+    proc.join()
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    epochs = 2 if args.quick else 20
+    steps = epochs * -(-N_SAMPLES // BATCH)
+    print(f"MLP {N_FEATURES}-{'-'.join(map(str, HIDDEN))}-{N_CLASSES}, float32, {N_SAMPLES} rows, "
+          f"batch {BATCH}, {epochs} epochs = {steps} steps", flush=True)
+    fit = _measure("skorch fit", epochs)
+    loop = _measure("torch loop", epochs)
+    one = _measure("replay", epochs, 1)
+    many = _measure("replay", epochs, 64)
+    short = _measure("replay", max(1, epochs // 4), 64)
+    print()
+    print(f"{'run':<28}{'seconds':>9}{'ms/step':>9}{'x skorch fit':>14}{'x torch loop':>14}"
+          f"{'peak MiB':>10}")
+    for label, r in (("skorch fit (1 member)", fit), ("torch loop (1 member)", loop),
+                     ("replay, 1 tangent", one), ("replay, 64 tangents", many),
+                     (f"replay, 64 tangents, {short['epochs']} ep", short)):
+        n_steps = r["epochs"] * -(-N_SAMPLES // BATCH)
+        print(f"{label:<28}{r['seconds']:>9.2f}{1e3 * r['seconds'] / n_steps:>9.2f}"
+              f"{r['seconds'] / fit['seconds'] * r['epochs'] / epochs:>14.2f}"
+              f"{r['seconds'] / loop['seconds'] * r['epochs'] / epochs:>14.2f}"
+              f"{r['peak_rss_mib']:>10.0f}")
+    ratio = many["seconds"] / fit["seconds"]
+    print(f"\n64 tangents cost {ratio:.2f}x one skorch training run "
+          f"(target < 3x: {'met' if ratio < 3 else 'NOT met'}); "
+          f"{many['seconds'] / loop['seconds']:.1f}x a bare torch loop")
+    print(f"replay max |theta - member theta| = {many['replay_max_abs_error']:.2g} (float32)")
+    print(f"peak memory {short['peak_rss_mib']:.0f} MiB at {short['epochs']} epochs, "
+          f"{many['peak_rss_mib']:.0f} MiB at {epochs} epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
