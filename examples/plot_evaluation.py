@@ -1,6 +1,6 @@
 """
 Checking attribution against retraining: leave-one-out, seeds, distributional LDS
-================================================================================
+=================================================================================
 
 Attribution is only as good as its agreement with retraining, and retraining
 a neural net is itself random. This example reproduces, at CPU scale on
