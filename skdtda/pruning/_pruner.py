@@ -154,8 +154,11 @@ class DataPruner(BaseEstimator):
         after the removal: {", ".join(repr(s) for s in STATISTICS)}, or a
         callable ``(before, after) -> array`` (see
         :func:`skdtda.discrepancy.discrepancy`). ``"mean"`` is the paper's
-        mean influence. Ignored by the ``"fixed_seed"`` and ``"random"``
-        modes.
+        mean influence. With ``objective="validation"`` the lowest values
+        go first, so use a signed statistic there (``"mean"``,
+        ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"`` and
+        ``"ks"`` are never negative. Ignored by the ``"fixed_seed"`` and
+        ``"random"`` modes.
     mode : {{"distributional", "fixed_seed", "random"}}, default="distributional"
         ``"distributional"``: ``statistic`` over all seeds of the ensemble,
         one common pruned set. ``"fixed_seed"``: the classical baseline, the
