@@ -96,7 +96,7 @@ if plt is not None:
         axes[0].hist(loss[:, i], bins=12, alpha=0.6, label=f"test row {i}")
     axes[0].set(xlabel="test loss", ylabel="seeds", title="Loss over 32 seeds")
     axes[0].legend()
-    axes[1].boxplot([margins[v].std(axis=0) for v in margins], labels=list(margins))
+    axes[1].boxplot([margins[v].std(axis=0) for v in margins], tick_labels=list(margins))
     axes[1].set(ylabel="std of margin over seeds", title="Which randomness matters")
     fig.tight_layout()
     fig.savefig("seed_ensemble.png", dpi=100)
