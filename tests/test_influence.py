@@ -264,3 +264,41 @@ def test_cg_warns_when_it_stops_before_converging(iris):
                                      curvature_options={"maxiter": 2}).fit(X, y)
     with pytest.warns(ConvergenceWarning, match="maxiter=2"):
         influence.transform(X[:2])
+
+
+@pytest.mark.parametrize("measurement", ["loss", "margin", "log_proba"])
+def test_layerwise_per_sample_grads_equal_vmap_grads(iris, float64, measurement):
+    from torch.func import grad, vmap
+
+    from skdtda.influence._functional import FunctionalMember
+
+    X, y = iris
+    module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(),
+                                 torch.nn.Linear(6, 5, bias=False), torch.nn.ReLU(),
+                                 torch.nn.Linear(5, 3))
+    net = NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2,
+                              train_split=None, verbose=0).fit(X.astype(np.float64), y)
+    member = FunctionalMember(net, measurement, "classifier")
+    assert member._stack is not None
+    fn = member.loss_fn if measurement == "loss" else member.measure_fn
+    which = "loss" if measurement == "loss" else "measurement"
+    fast = member.per_sample_grads(which, X[:20], y[:20])
+    Xt, yt = member.tensors(X[:20], y[:20])
+    slow = vmap(grad(member._per_sample(fn)), in_dims=(None, 0, 0))(member.theta, Xt, yt)
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+def test_closed_form_cross_entropy_root_is_a_root_of_the_output_hessian(float64):
+    from skdtda.influence._functional import FunctionalMember
+
+    X, y = load_iris(return_X_y=True)
+    net = NeuralNetClassifier(MLP, module__n_features=4, module__n_outputs=3,
+                              criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+                              train_split=None, verbose=0).fit(X, y)
+    member = FunctionalMember(net, "loss", "classifier")
+    outputs = torch.randn(7, 3, dtype=torch.float64) * 3
+    targets = torch.as_tensor(y[:7])
+    root = member.output_hessian_roots(outputs, targets)
+    torch.testing.assert_close(root @ root.transpose(1, 2),
+                               member.output_hessians(outputs, targets), rtol=1e-10,
+                               atol=1e-12)

@@ -9,8 +9,7 @@ Meant for small models (P up to a few thousand).
 import torch
 from torch.func import hessian, jacrev, vmap
 
-__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn",
-           "output_hessian_root"]
+__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn"]
 
 
 def _chunks(n, size):
@@ -46,18 +45,11 @@ def dense_ggn(member, X, y, chunk=256):
         jac = vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X[rows]).double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
-        root = output_hessian_root(member.output_hessians(outputs, y[rows]).double())
+        root = member.output_hessian_roots(outputs, y[rows])
         # J^T H J = (R^T J)^T (R^T J): one large product instead of a 3-way contraction
         rotated = torch.einsum("nkc,nkp->ncp", root, jac).reshape(-1, member.n_params)
         total += rotated.T @ rotated
     return total / len(X)
-
-
-def output_hessian_root(h_out):
-    """``R`` with ``R R^T = H`` for each sample's output Hessian (n, K, K); negative
-    eigenvalues (none for convex losses) are clipped to 0."""
-    lam, vec = torch.linalg.eigh(h_out)
-    return vec * lam.clamp_min(0).sqrt()[:, None, :]
 
 
 class EigenCurvature:

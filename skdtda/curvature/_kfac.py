@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ..ensemble._batched import _plain_stack
-from ._dense import output_hessian_root
 
 __all__ = ["KroneckerCurvature", "kfac_supported_reason"]
 
@@ -79,7 +78,8 @@ class KroneckerCurvature:
         for rows in range(0, n, chunk):
             inputs, pseudo = self._pass(X[rows:rows + chunk], y[rows:rows + chunk])
             for i, (a, g) in enumerate(zip(inputs, pseudo)):
-                a_t, g_t = a.T @ a, torch.einsum("nci,ncj->ij", g, g)
+                g2 = g.reshape(-1, g.shape[-1])
+                a_t, g_t = a.T @ a, g2.T @ g2
                 A[i] = a_t if A[i] is None else A[i] + a_t
                 G[i] = g_t if G[i] is None else G[i] + g_t
         self.factors = []
@@ -116,7 +116,7 @@ class KroneckerCurvature:
                 pre_acts.append(z)
                 h = spec["after"](z)
             outputs = member.outputs(member.theta, X)
-            root = output_hessian_root(member.output_hessians(outputs, y).double())
+            root = member.output_hessian_roots(outputs, y)
             g = root.transpose(1, 2)  # (n, C, K): column c of the root, per sample
             pseudo = [None] * len(self.linears)
             for i in range(len(self.linears) - 1, -1, -1):
@@ -139,18 +139,28 @@ class KroneckerCurvature:
             if spec["bias"] is not None:
                 b0, b1 = spec["bias"]
                 block = torch.cat([block, vectors[:, b0:b1, None]], dim=2)
-            rotated = f["q_g"].T @ block @ f["q_a"]
+            rotated = _sandwich(f["q_g"].T, block, f["q_a"])
             denom = f["eig"] + shift
             if shift == 0:
                 safe = denom > denom.max() * 1e-12
                 rotated = torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
             else:
                 rotated = rotated / denom
-            block = f["q_g"] @ rotated @ f["q_a"].T
+            block = _sandwich(f["q_g"], rotated, f["q_a"].T)
             out[:, w0:w1] = block[:, :, :in_dim].reshape(len(vectors), -1)
             if spec["bias"] is not None:
                 out[:, b0:b1] = block[:, :, in_dim]
         return out
+
+
+def _sandwich(left, blocks, right):
+    """``left @ B @ right`` for every matrix B of ``blocks`` (n, o, i), as two 2-D
+    products (a broadcast batched product of small float64 matrices is ~10x slower)."""
+    n, o, i = blocks.shape
+    out = (blocks.reshape(n * o, i) @ right).reshape(n, o, -1)
+    k = out.shape[2]
+    out = left @ out.transpose(0, 1).reshape(o, n * k)
+    return out.reshape(-1, n, k).transpose(0, 1)
 
 
 def _derivative(act, z):

@@ -9,8 +9,10 @@ chunks of rows so memory stays bounded.
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from ..ensemble._batched import _plain_stack
 from ..measurements import get_measurement
 
 __all__ = ["FunctionalMember", "optimizer_weight_decay"]
@@ -60,6 +62,23 @@ class FunctionalMember:
         self.measure_fn = (measurement if callable(measurement)
                            else get_measurement(measurement, kind))
         self.weight_decay = optimizer_weight_decay(net)
+        self._measurement_is_named = not callable(measurement)
+        self._stack = self._linear_stack()
+
+    def _linear_stack(self):
+        """For a plain Linear/activation stack: its layers, and where each parameter
+        sits in them, so per-sample gradients come from layer-wise outer products."""
+        layers = _plain_stack(self.module)
+        if not layers:
+            return None
+        where = {}
+        for i, layer in enumerate(layers):
+            if type(layer) is nn.Linear:
+                where[id(layer.weight)] = (i, "weight")
+                if layer.bias is not None:
+                    where[id(layer.bias)] = (i, "bias")
+        slots = [where.get(id(p)) for p in self.module.parameters()]
+        return None if None in slots else (layers, slots)
 
     @property
     def n_params(self):
@@ -88,8 +107,44 @@ class FunctionalMember:
         """Gradients of the per-sample loss (``"loss"``) or measurement, shape (n, P)."""
         fn = self.loss_fn if fn_name == "loss" else self.measure_fn
         X, y = self.tensors(X, y)
+        if self._stack is not None and (fn_name == "loss" or self._measurement_is_named):
+            return self._stack_grads(fn, X, y)
         g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
         return g.detach()
+
+    def _stack_grads(self, fn, X, y):
+        """Per-sample gradients of a plain stack without vmap.
+
+        Row n's value depends only on row n's pre-activations ``z_n`` (the
+        layers are Linear or elementwise), so one backward pass of the summed
+        values gives every ``d value_n / d z_n``; a Linear layer's per-sample
+        weight gradient is then the outer product of that with its input.
+        """
+        layers, slots = self._stack
+        params = self.unflatten(self.theta)
+        names = dict(zip((id(p) for p in self.module.parameters()), self.names))
+        inputs, pre = {}, {}
+        with torch.enable_grad():
+            h = X
+            for i, layer in enumerate(layers):
+                if type(layer) is nn.Linear:
+                    inputs[i] = h
+                    bias = None if layer.bias is None else params[names[id(layer.bias)]]
+                    h = torch.nn.functional.linear(h, params[names[id(layer.weight)]], bias)
+                    if not h.requires_grad:  # the first layer: theta is a constant here
+                        h.requires_grad_()
+                    pre[i] = h
+                else:
+                    h = layer(h)
+            values = fn(self.net, h, y)
+            order = sorted(pre)
+            grads = dict(zip(order, torch.autograd.grad(values.sum(), [pre[i] for i in order])))
+        parts = []
+        for i, kind in slots:
+            g = grads[i]
+            parts.append(g if kind == "bias"
+                         else (g[:, :, None] * inputs[i][:, None, :]).reshape(len(g), -1))
+        return torch.cat(parts, dim=1).detach()
 
     def measure(self, X, y):
         X, y = self.tensors(X, y)
@@ -108,6 +163,23 @@ class FunctionalMember:
             part = grad(self.mean_loss)(self.theta, X[rows], y[rows])
             total += part.double() * len(X[rows])
         return total / len(X)
+
+    def output_hessian_roots(self, outputs, y):
+        """``R`` with ``R R^T`` the Hessian of each sample's loss w.r.t. its output,
+        float64, shape (n, K, K).
+
+        Softmax cross-entropy has the closed form ``R = diag(sqrt p) - p sqrt(p)^T``
+        (``R R^T = diag(p) - p p^T`` because ``sum p = 1``); other losses go through
+        the Hessian and its eigendecomposition.
+        """
+        criterion = self.net.criterion_
+        if (type(criterion) is nn.CrossEntropyLoss and criterion.weight is None
+                and criterion.label_smoothing == 0 and outputs.ndim == 2):
+            p = torch.softmax(outputs.double(), dim=1)
+            root_p = p.sqrt()
+            return torch.diag_embed(root_p) - p[:, :, None] * root_p[:, None, :]
+        lam, vec = torch.linalg.eigh(self.output_hessians(outputs, y).double())
+        return vec * lam.clamp_min(0).sqrt()[:, None, :]
 
     def output_hessians(self, outputs, y):
         """Hessian of each sample's loss w.r.t. its own output, shape (n, K, K)."""
