@@ -34,6 +34,9 @@ __all__ = ["InfluenceTransformer"]
 
 logger = logging.getLogger("skdtda")
 
+# Bytes of solved query gradients (all members) held at once while scoring.
+_SOLUTION_BUDGET = 256 * 2**20
+
 _CONVENTION = """The sign and scale convention of every skdtda score: the predicted change
     of the measurement when the training row is removed, in the measurement's
     own units, already divided by the number of training rows N. Positive means
@@ -91,8 +94,10 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Use only this member: the classical fixed-seed influence the paper
         compares against. None uses every member.
     batch_size : int, default=256
-        Query rows and training rows per chunk; bounds memory to about
-        ``n_seeds * batch_size**2`` scores plus ``batch_size`` gradients.
+        Training rows per chunk, and the least number of query rows per
+        chunk; a query chunk holds as many rows as keep its solved gradients
+        (``n_seeds * n_params`` numbers each) within 256 MiB. Memory stays
+        bounded in the number of training rows and of queries.
     n_jobs : int, default=None
         Joblib jobs over seeds while preparing curvature in ``fit``. None
         means 1; any joblib backend (e.g. Dask) applies.
@@ -240,13 +245,24 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                                              dtype=[np.float64, np.float32]))
         return X, self.estimator_._query_targets(X, y)
 
-    def _chunks(self, n):
-        for start in range(0, n, self.batch_size):
-            yield slice(start, min(start + self.batch_size, n))
+    def _chunks(self, n, size=None):
+        size = size or self.batch_size
+        for start in range(0, n, size):
+            yield slice(start, min(start + size, n))
+
+    def _query_chunk(self):
+        """Query rows per chunk: as many solved query gradients as fit a fixed budget.
+
+        Every training chunk's per-sample gradients are computed once per query
+        chunk, so fewer, larger query chunks save that work.
+        """
+        member = self._members[0]
+        per_query = len(self._members) * member.n_params * member.theta.element_size()
+        return max(self.batch_size, _SOLUTION_BUDGET // per_query)
 
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
-        for q_rows in self._chunks(len(X)):
+        for q_rows in self._chunks(len(X), self._query_chunk()):
             solved, offsets, measured = [], [], []
             for member, curv, mean_grad in zip(self._members, self.curvatures_,
                                                self._mean_grads):
