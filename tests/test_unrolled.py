@@ -3,6 +3,7 @@ perturbed training runs, and the exact-Hessian influence function."""
 
 import numpy as np
 import pytest
+from joblib import parallel_config
 import torch
 from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
@@ -257,6 +258,17 @@ def test_seed_index_and_unfitted_estimator(iris):
                                both.influence_samples(X[:3], y[:3])[1], rtol=1e-5)
     with pytest.raises(ValueError, match="seed_index=5"):
         UnrolledInfluence(ens, seed_index=5).fit(X, y)
+
+
+def test_n_jobs_gives_the_same_scores(iris):
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(), n_seeds=2, random_state=0).fit(X, y)
+    one = UnrolledInfluence(ens, n_tangents=50).fit(X, y).influence_samples(X[:3], y[:3])
+    # threads: worker processes would spend ~30 s importing torch on a 2-core machine
+    with parallel_config(backend="threading"):
+        two = UnrolledInfluence(ens, n_tangents=50, n_jobs=2).fit(X, y).influence_samples(
+            X[:3], y[:3])
+    np.testing.assert_array_equal(one, two)
 
 
 def _tiny_classifier():
