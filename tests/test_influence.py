@@ -302,3 +302,46 @@ def test_closed_form_cross_entropy_root_is_a_root_of_the_output_hessian(float64)
     torch.testing.assert_close(root @ root.transpose(1, 2),
                                member.output_hessians(outputs, targets), rtol=1e-10,
                                atol=1e-12)
+
+
+def test_auto_curvature_takes_the_exact_ggn_only_where_it_is_cheap(iris):
+    X, y = iris
+    small = InfluenceTransformer(_ensemble_with((8,))).fit(X, y)
+    assert small.curvature_ == "ggn"
+    # 4 -> 70 -> 70 -> 3: 5.5k parameters, over the dense limit
+    wide = InfluenceTransformer(_ensemble_with((70, 70))).fit(X, y)
+    assert wide.curvature_ == "ekfac"
+    np.testing.assert_allclose(
+        wide.transform(X[:3]),
+        InfluenceTransformer(wide.estimator_, curvature="ekfac").fit(X, y).transform(X[:3]))
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self, width=300):
+        super().__init__()
+        self.inner = torch.nn.Linear(4, width)
+        self.skip = torch.nn.Linear(4, width)
+        self.out = torch.nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.inner(x)) + self.skip(x))
+
+
+def test_auto_curvature_falls_back_to_cg_for_other_modules(iris):
+    from skdtda.curvature import resolve_curvature
+    from skdtda.influence._functional import FunctionalMember
+
+    X, y = iris
+    net = NeuralNetClassifier(_Residual, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+                              train_split=None, verbose=0).fit(X.astype(np.float32), y)
+    member = FunctionalMember(net, "loss", "classifier")
+    assert resolve_curvature("auto", member, np.repeat(X, 20, axis=0)) == "cg"
+    assert resolve_curvature("auto", member, X[:10]) == "ggn"
+    assert resolve_curvature("kfac", member, X) == "kfac"
+
+
+def _ensemble_with(hidden):
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=hidden,
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              lr=0.05, max_epochs=3, batch_size=32, train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=2, random_state=0)

@@ -1,5 +1,7 @@
 """Inverse-curvature backends: solve (H + damping I)^{-1} g per ensemble member.
 
+- ``"auto"``: the exact GGN where it is cheap, else EK-FAC, else CG (see
+  :func:`resolve_curvature`);
 - ``"exact"``: the Hessian of the mean training loss (dense, small models);
 - ``"ggn"``: the exact generalised Gauss-Newton (dense, positive semi-definite);
 - ``"kfac"`` / ``"ekfac"``: Kronecker-factored GGN and its eigenvalue-corrected form
@@ -13,9 +15,49 @@ from ._dense import EigenCurvature, IdentityCurvature, dense_ggn, dense_hessian
 from ._kfac import KroneckerCurvature, kfac_supported_reason
 
 __all__ = ["CGCurvature", "CURVATURES", "EigenCurvature", "IdentityCurvature", "KroneckerCurvature",
-           "dense_ggn", "dense_hessian", "fit_curvature", "kfac_supported_reason"]
+           "dense_ggn", "dense_hessian", "fit_curvature", "kfac_supported_reason",
+           "resolve_curvature"]
 
-CURVATURES = ("exact", "ggn", "kfac", "ekfac", "cg", "identity")
+CURVATURES = ("auto", "exact", "ggn", "kfac", "ekfac", "cg", "identity")
+
+# "auto" takes the dense GGN up to this many parameters and this many multiply-adds
+# (N * K * P^2, the product that builds it): about a second per seed on one core.
+_AUTO_MAX_PARAMS = 4096
+_AUTO_MAX_MACS = 2.5e10
+
+
+def resolve_curvature(kind, member, X):
+    """The backend ``kind`` stands for: itself, or the choice ``"auto"`` makes.
+
+    ``"auto"`` takes the exact GGN (``"ggn"``) when building it costs at most
+    2.5e10 multiply-adds (``n_train * n_outputs * n_params**2``, about a
+    second per seed on one core) and ``n_params <= 4096``; otherwise EK-FAC
+    for plain Linear/activation stacks and CG for any other module. On
+    digits (docs/influence.md) the exact GGN predicts leave-one-out
+    retraining far better than EK-FAC (correlation 0.86 against 0.60): worth
+    its cost where the cost is small.
+
+    Parameters
+    ----------
+    kind : str
+    member : FunctionalMember
+    X : ndarray of shape (n_train, ...)
+        The training rows (their number and the output size set the cost).
+
+    Returns
+    -------
+    kind : str
+    """
+    if kind != "auto":
+        return kind
+    import torch
+
+    with torch.no_grad():
+        n_outputs = member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
+    n_params = member.n_params
+    if n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS:
+        return "ggn"
+    return "ekfac" if kfac_supported_reason(member) is None else "cg"
 
 
 def fit_curvature(kind, member, X, y, damping, options=None):

@@ -23,7 +23,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..curvature import CURVATURES, fit_curvature
+from ..curvature import CURVATURES, fit_curvature, resolve_curvature
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from ..ensemble._seed_ensemble import _numpy_dtype
@@ -67,8 +67,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         passed to ``fit`` (the training rows being attributed). If it is not
         fitted, a clone is fitted on them. None gives a default ensemble, a
         classifier or a regressor depending on ``y``.
-    curvature : {{"ekfac", "kfac", "ggn", "exact", "cg", "identity"}}, default="ekfac"
-        Curvature of the mean training loss: EK-FAC or K-FAC of the
+    curvature : {{"auto", "ekfac", "kfac", "ggn", "exact", "cg", "identity"}}, default="auto"
+        Curvature of the mean training loss. ``"auto"`` (recorded in
+        ``curvature_``) takes the exact Gauss-Newton where building it is cheap
+        (``n_train * n_outputs * n_params**2 <= 2.5e10`` and
+        ``n_params <= 4096``), else EK-FAC for stacks of Linear layers, else
+        conjugate gradients: on small models the exact Gauss-Newton predicts
+        leave-one-out retraining much better (docs/influence.md). EK-FAC or K-FAC of the
         Gauss-Newton (stacks of Linear layers), the exact Gauss-Newton or the
         exact Hessian (dense, small models), conjugate gradients with exact
         Gauss-Newton-vector products (matrix-free, any module), or the
@@ -108,6 +113,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     ----------
     estimator_ : SeedEnsembleClassifier or SeedEnsembleRegressor
         The fitted ensemble.
+    curvature_ : str
+        The curvature used: ``curvature``, or what ``"auto"`` chose.
     curvatures_ : list
         Per attributed member, its inverse-curvature solver.
     members_ : ndarray of int
@@ -154,7 +161,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, *, curvature="ekfac", damping=1e-3, measurement="loss",
+    def __init__(self, estimator=None, *, curvature="auto", damping=1e-3, measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, seed_index=None,
                  batch_size=256, n_jobs=None, verbose=0):
         self.estimator = estimator
@@ -214,14 +221,17 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.n_train_ = len(X)
         self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
                          for i in self.members_]
+        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
+        if self.curvature == "auto":
+            logger.info("curvature='auto' chose %r", self.curvature_)
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(self._members), desc=f"curvature ({self.curvature})",
+            bar = tqdm(total=len(self._members), desc=f"curvature ({self.curvature_})",
                        unit="seed", leave=self.verbose > 1)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-            delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature,
+            delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
                                      self.damping, self.curvature_options, self.batch_size)
             for member in self._members)
         self.curvatures_, self._mean_grads = [], []
