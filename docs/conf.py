@@ -161,25 +161,39 @@ _TYPE_LINE = re.compile(r"^(\s*\*{0,2}\w+ : )(.*)$")
 _TRAILING_UNDERSCORE = re.compile(r"(?<![`\w])([A-Za-z]\w*_)(?![`\w])")
 
 
+def _reindent_shallow_lines(doc):
+    """Indent lines that sit left of the docstring's section headers up to them.
+
+    A docstring assembled from a shared paragraph (the score convention) can
+    carry that paragraph with a shallower indent than the rest, which hides
+    every numpydoc section; returns None when nothing needs fixing.
+    """
+    lines = doc.expandtabs().split("\n")
+    headers = [len(line) - len(line.lstrip()) for line, below in zip(lines[1:], lines[2:])
+               if line.strip() and set(below.strip()) == {"-"}
+               and len(below.strip()) == len(line.strip())]
+    if not headers:
+        return None
+    base = min(headers)
+    fixed = [lines[0]] + [" " * base + line.lstrip()
+                          if line.strip() and len(line) - len(line.lstrip()) < base else line
+                          for line in lines[1:]]
+    return "\n".join(fixed) if fixed != lines else None
+
+
 def _fix_docstring(app, what, name, obj, options, lines):
     """Make two harmless docstring habits valid reStructuredText.
 
     * ``ndarray of shape (n_features_in_,)`` in a type: ``name_`` is a
       reference in reST, so such names are set as literals.
-    * A docstring assembled from a shared paragraph with a shallower indent
-      (the score convention): re-read it with the paragraph indented alike.
+    * A shared paragraph inserted with a shallower indent than the rest.
     """
     from sphinx.util.docstrings import prepare_docstring
 
     doc = getattr(obj, "__doc__", None)
-    try:
-        from skdtda.influence._transformer import _CONVENTION
-    except ImportError:
-        _CONVENTION = None
-    if (_CONVENTION and isinstance(doc, str) and _CONVENTION in doc
-            and lines and "Notes" not in [line.strip() for line in lines[:1]]):
-        fixed = doc.replace(_CONVENTION, _CONVENTION.replace("\n    ", "\n        "))
-        if fixed != doc and what in ("method", "function"):
+    if isinstance(doc, str) and what in ("method", "function"):
+        fixed = _reindent_shallow_lines(doc)
+        if fixed is not None:
             lines[:] = prepare_docstring(fixed)
     for i, line in enumerate(lines):
         match = _TYPE_LINE.match(line)
