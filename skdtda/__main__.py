@@ -191,13 +191,15 @@ def main(argv=None):
         description="Train a seed ensemble on a scikit-learn dataset, attribute the test "
                     "losses that vary most over seeds, print the most influential training "
                     "rows under mean, variance and Wasserstein influence, and write a PNG.")
-    run.add_argument("--dataset", choices=DATASETS, default="digits")
+    run.add_argument("--dataset", choices=DATASETS, default="digits",
+                     help="a dataset bundled with scikit-learn (digits)")
     run.add_argument("--n-seeds", type=int, default=16, help="seeds in the ensemble (16)")
     run.add_argument("--queries", type=int, default=3, help="test rows to attribute (3)")
     run.add_argument("--top", type=int, default=5, help="training rows listed per statistic (5)")
     run.add_argument("--output-dir", default=".", help="folder of the PNG figure (current)")
     run.add_argument("--no-plot", action="store_true", help="do not write the figure")
-    run.add_argument("--random-state", type=int, default=0)
+    run.add_argument("--random-state", type=int, default=0,
+                     help="seed of the split and of the ensemble (0)")
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     args = parser.parse_args(argv)
     if args.n_seeds < 1:
