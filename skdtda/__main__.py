@@ -8,7 +8,7 @@ mean, on the variance and on the whole (Wasserstein) of that distribution when
 removed. With matplotlib installed it writes a PNG figure and says where.
 
 The per-seed influence is :class:`skdtda.InfluenceTransformer` with its
-default EK-FAC curvature. Scores follow the convention of every skdtda score:
+default curvature. Scores follow the convention of every skdtda score:
 the predicted change of the measurement when the example is removed, already
 divided by the number of training rows.
 """
@@ -145,7 +145,9 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     tic = time.perf_counter()
     influence = InfluenceTransformer(ens, verbose=verbose).fit(X_train, y_train)
     delta = influence.influence_samples(X_test[queries], y_test[queries])
-    print(f"per-seed influence ({influence.curvature}, damping {influence.damping}) of "
+    # "auto" curvature records its choice in curvature_ (older versions had no "auto").
+    curvature = getattr(influence, "curvature_", influence.curvature)
+    print(f"per-seed influence ({curvature} curvature, damping {influence.damping}) of "
           f"{len(X_train)} training rows on {n_queries} test losses in "
           f"{time.perf_counter() - tic:.1f} s")
     first = None
