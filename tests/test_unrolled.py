@@ -224,6 +224,18 @@ def test_regressor_and_measurements(float64):
     assert delta.shape == (2, 5, 80) and np.all(np.isfinite(delta))
 
 
+def test_module_instance_replays_from_the_untrained_weights(iris, float64):
+    """A module passed as an instance: the start is the ensemble's template, not a
+    clone of the trained member (which would carry the trained weights)."""
+    X, y = iris
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    net = NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=3, lr=0.1,
+                              train_split=None, verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    influence = UnrolledInfluence(ens).fit(X, y)
+    assert influence.replay_error_.max() < 1e-12, influence.replay_error_
+
+
 def test_unsupported_nets_raise_naming_the_reason(iris):
     X, y = iris
     cases = {

@@ -251,15 +251,20 @@ class _Replay:
     X, y : ndarray
         The training rows in the form the member trained on.
     kind : {"classifier", "regressor"}
+    start : skorch.NeuralNet, default=None
+        The member as it was before training (initialized). None rebuilds it
+        as ``clone(net)`` initialized under ``init_seed``, which needs the
+        module given as a class: a module instance keeps its trained weights.
     """
 
-    def __init__(self, net, init_seed, order_seed, X, y, kind):
+    def __init__(self, net, init_seed, order_seed, X, y, kind, start=None):
         reason = _unsupported_reason(net)
         if reason is not None:
             raise ValueError(f"UnrolledInfluence cannot replay this net's training: {reason}")
         self.member = FunctionalMember(net, "loss", kind)
         self.opt = _optimizer_settings(net)
-        start = _initialize_member(clone(net), init_seed)
+        if start is None:
+            start = _initialize_member(clone(net), init_seed)
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
         self.order_seed = int(order_seed)
         self.X, self.y = self.member.tensors(X, y)
@@ -425,7 +430,11 @@ def unrolled_response(net, init_seed, order_seed, X, y, remove, *, kind=None, n_
     Parameters
     ----------
     net : skorch.NeuralNet
-        A fitted net, trained on ``X, y`` under the two seeds.
+        A fitted net, trained on ``X, y`` under the two seeds. Its initial
+        weights are rebuilt as ``clone(net)`` initialized under ``init_seed``,
+        so its module must be given as a class (an instance keeps its trained
+        weights through the clone); compare the returned ``theta`` with the
+        net's own parameters.
     init_seed, order_seed : int
         The seeds of its initialisation and minibatch order.
     X : ndarray of shape (n_samples, n_features)
@@ -675,8 +684,14 @@ class UnrolledInfluence(InfluenceTransformer):
         n = self.n_train_ = len(X)
         self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
                          for i in self.members_]
+        # Each member's starting point is rebuilt the way the ensemble built it
+        # (from its template, not from the trained member: a module passed as an
+        # instance would carry the trained weights into a clone).
+        template = ens._make_template(ens._n_net_outputs)
         replays = [_Replay(ens.estimators_[i], ens.init_seeds_[i], ens.order_seeds_[i],
-                           self._X_train, self._y_train, ens._kind) for i in self.members_]
+                           self._X_train, self._y_train, ens._kind,
+                           start=_initialize_member(ens._member(template, i), ens.init_seeds_[i]))
+                   for i in self.members_]
 
         # One extra direction, all ones, is the shared "renormalise the mean" part.
         dtype = self._members[0].dtype
