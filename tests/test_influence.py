@@ -345,3 +345,12 @@ def _ensemble_with(hidden):
                               criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
                               lr=0.05, max_epochs=3, batch_size=32, train_split=None, verbose=0)
     return SeedEnsembleClassifier(net, n_seeds=2, random_state=0)
+
+
+def test_verbose_shows_curvature_and_scoring_progress(iris, capsys):
+    X, y = iris
+    influence = InfluenceTransformer(_ensemble_with((8,)), batch_size=50, verbose=2)
+    influence.fit(X, y).transform(X[:5])
+    err = capsys.readouterr().err
+    assert "curvature (ggn)" in err and "scoring 5 queries x 150 rows" in err
+    assert "3/3" in err  # one query chunk x three training chunks

@@ -107,7 +107,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Joblib jobs over seeds while preparing curvature in ``fit``. None
         means 1; any joblib backend (e.g. Dask) applies.
     verbose : int, default=0
-        Progress bar over seeds while preparing curvature.
+        Progress bars over seeds while preparing curvature, and over blocks of
+        queries x training rows while scoring.
 
     Attributes
     ----------
@@ -272,7 +273,22 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
-        for q_rows in self._chunks(len(X), self._query_chunk()):
+        q_size = self._query_chunk()
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            n_blocks = -(-len(X) // q_size) * -(-self.n_train_ // self.batch_size)
+            bar = tqdm(total=n_blocks, desc=f"scoring {len(X)} queries x {self.n_train_} rows",
+                       unit="block", leave=self.verbose > 1)
+        try:
+            yield from self._scored_blocks(X, y, q_size, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _scored_blocks(self, X, y, q_size, bar):
+        for q_rows in self._chunks(len(X), q_size):
             solved, offsets, measured = [], [], []
             for member, curv, mean_grad in zip(self._members, self.curvatures_,
                                                self._mean_grads):
@@ -291,6 +307,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                      ).double().sub_(offset[:, None]).cpu().numpy()
                     for member, sol, offset in zip(self._members, solved, offsets)
                 ]) / self.n_train_
+                if bar is not None:
+                    bar.update()
                 yield q_rows, t_rows, measured, delta
 
     def influence_samples(self, X, y=None):
@@ -432,4 +450,6 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
 
 for _method in (InfluenceTransformer.influence_samples, InfluenceTransformer.transform):
-    _method.__doc__ = _method.__doc__.replace("{convention}", _CONVENTION)
+    # method docstrings sit one level deeper than the class docstring
+    _method.__doc__ = _method.__doc__.replace("{convention}",
+                                              _CONVENTION.replace("\n    ", "\n        "))
