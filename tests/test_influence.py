@@ -354,3 +354,17 @@ def test_verbose_shows_curvature_and_scoring_progress(iris, capsys):
     err = capsys.readouterr().err
     assert "curvature (ggn)" in err and "scoring 5 queries x 150 rows" in err
     assert "3/3" in err  # one query chunk x three training chunks
+
+
+def test_weight_decay_is_read_from_the_optimizer_itself(iris):
+    from skdtda.influence._functional import optimizer_weight_decay
+
+    X, y = iris
+    for optimizer, kwargs, expected in ((torch.optim.AdamW, {}, 0.01),
+                                        (torch.optim.AdamW, {"optimizer__weight_decay": 0.1},
+                                         0.1),
+                                        (torch.optim.SGD, {}, 0.0)):
+        net = NeuralNetClassifier(MLP, module__n_features=4, module__n_outputs=3,
+                                  criterion=torch.nn.CrossEntropyLoss, optimizer=optimizer,
+                                  max_epochs=1, train_split=None, verbose=0, **kwargs)
+        assert optimizer_weight_decay(net.fit(X.astype(np.float32), y)) == expected

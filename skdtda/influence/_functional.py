@@ -29,6 +29,10 @@ def optimizer_weight_decay(net):
     params = net.get_params_for("optimizer")
     if "param_groups" in params:
         raise ValueError("influence with optimizer__param_groups is not supported")
+    optimizer = getattr(net, "optimizer_", None)
+    if optimizer is not None:
+        # the optimizer's own value: AdamW decays by 0.01 unless told otherwise
+        return float(optimizer.param_groups[0].get("weight_decay", 0.0))
     return float(params.get("weight_decay", 0.0))
 
 
