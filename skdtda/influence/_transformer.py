@@ -193,6 +193,32 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self : InfluenceTransformer
             The fitted transformer.
         """
+        self._adopt_ensemble(X, y)
+        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
+        if self.curvature == "auto":
+            logger.info("curvature='auto' chose %r", self.curvature_)
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self._members), desc=f"curvature ({self.curvature_})",
+                       unit="seed", leave=self.verbose > 1)
+        jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+            delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
+                                     self.damping, self.curvature_options, self.batch_size)
+            for member in self._members)
+        self.curvatures_, self._mean_grads = [], []
+        for curvature, mean_grad in jobs:
+            self.curvatures_.append(curvature)
+            self._mean_grads.append(mean_grad)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        return self
+
+    def _adopt_ensemble(self, X, y):
+        """Validate, fit or adopt the ensemble, and wrap the attributed members."""
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=False)
         estimator = self.estimator
@@ -222,28 +248,6 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.n_train_ = len(X)
         self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
                          for i in self.members_]
-        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
-        if self.curvature == "auto":
-            logger.info("curvature='auto' chose %r", self.curvature_)
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(self._members), desc=f"curvature ({self.curvature_})",
-                       unit="seed", leave=self.verbose > 1)
-        jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-            delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
-                                     self.damping, self.curvature_options, self.batch_size)
-            for member in self._members)
-        self.curvatures_, self._mean_grads = [], []
-        for curvature, mean_grad in jobs:
-            self.curvatures_.append(curvature)
-            self._mean_grads.append(mean_grad)
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
-        return self
 
     # -- scoring ------------------------------------------------------------------------
     def _as_net_input(self, X):
@@ -294,9 +298,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                                                self._mean_grads):
                 grads = member.per_sample_grads("measurement", X[q_rows], y[q_rows])
                 solution = curv.solve(grads)
-                offsets.append(solution @ mean_grad)
-                # The solve is float64; the products with training gradients run in
-                # the member's dtype (2x faster, half the memory for float32 nets).
+                offsets.append(solution.double() @ mean_grad)
+                # The products with training gradients run in the member's dtype (2x
+                # faster, half the memory for float32 nets), whatever the solve's.
                 solved.append(solution.to(member.dtype))
                 measured.append(member.measure(X[q_rows], y[q_rows]).double().cpu().numpy())
             measured = np.stack(measured)

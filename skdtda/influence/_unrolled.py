@@ -26,15 +26,12 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import _fit_context, clone
-from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
-from ..discrepancy import STATISTICS, check_statistic
+from ..discrepancy import STATISTICS
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from ..ensemble import _batched
 from ..ensemble._seed_ensemble import _initialize_member
@@ -655,35 +652,9 @@ class UnrolledInfluence(InfluenceTransformer):
         self : UnrolledInfluence
             The fitted transformer.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
-                             y_numeric=False)
-        estimator = self.estimator
-        if estimator is None:
-            kind = type_of_target(y)
-            estimator = (SeedEnsembleClassifier() if kind in ("binary", "multiclass")
-                         else SeedEnsembleRegressor())
-        try:
-            check_is_fitted(estimator)
-            self.estimator_ = estimator
-            if estimator.n_features_in_ != X.shape[1]:
-                raise ValueError(
-                    f"the fitted estimator has {estimator.n_features_in_} features but X has "
-                    f"{X.shape[1]}; it must be fitted on the training rows being attributed")
-        except NotFittedError:
-            self.estimator_ = clone(estimator).fit(X, y)
+        self._adopt_ensemble(X, y)
         ens = self.estimator_
-        n_seeds = len(ens.estimators_)
-        if self.seed_index is not None and self.seed_index >= n_seeds:
-            raise ValueError(f"seed_index={self.seed_index} but the ensemble has only "
-                             f"{n_seeds} members")
-        check_statistic(self.statistic)
-        self.members_ = (np.arange(n_seeds) if self.seed_index is None
-                         else np.array([self.seed_index]))
-        self._X_train = self._as_net_input(X)
-        self._y_train = ens._net_targets(y)
-        n = self.n_train_ = len(X)
-        self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
-                         for i in self.members_]
+        n = self.n_train_
         # Each member's starting point is rebuilt the way the ensemble built it
         # (from its template, not from the trained member: a module passed as an
         # instance would carry the trained weights into a clone).
