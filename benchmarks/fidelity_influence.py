@@ -33,8 +33,8 @@ from sklearn.datasets import load_digits
 from skorch import NeuralNetClassifier
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
-from skdtda.evaluation import (leave_one_out, predict_distributions, random_subsets,
-                               retrain_distributions, score_report)
+from skdtda.evaluation import (leave_one_out, noise_ceiling, predict_distributions,
+                               random_subsets, retrain_distributions, score_report)
 from skdtda.nets import MLP
 
 STATISTICS = ("mean", "variance", "wasserstein")
@@ -90,10 +90,8 @@ def main(argv=None):
                                                              for s in STATISTICS)
               + f" {'seconds':>8s}")
     print(header)
-    ceilings = [score_report(truth_loo, truth_loo, "mean", method="pearson",
-                             random_state=0).ceiling]
-    ceilings += [score_report(truth_lds, truth_lds, s, random_state=0).ceiling
-                 for s in STATISTICS]
+    ceilings = [noise_ceiling(truth_loo, "mean", method="pearson", random_state=0).ceiling]
+    ceilings += [noise_ceiling(truth_lds, s, random_state=0).ceiling for s in STATISTICS]
     print(f"{'noise ceiling':20s} " + " ".join(f"{c:17.2f}" for c in ceilings))
     for spec in args.curvatures.split(","):
         curvature, _, damping = spec.partition("@")

@@ -333,12 +333,8 @@ def bootstrap_ci(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
     pred = _as_change(predicted, discrepancy, q)
     if over == "queries":
         r = _per_query(pred, _as_change(actual, discrepancy, q), method)
-        r = r[~np.isnan(r)]
-        if len(r) == 0:
-            raise ValueError("no query has a defined correlation")
-        draws = rng.randint(len(r), size=(n_resamples, len(r)))
-        stats = r[draws].mean(axis=1)
-    elif over == "seeds":
+        return _query_interval(r, n_resamples, confidence, rng)
+    if over == "seeds":
         if not isinstance(actual, tuple):
             raise ValueError("over='seeds' needs the retrained Distributions, not changes")
         before, after = _check_distributions(actual)
@@ -349,9 +345,20 @@ def bootstrap_ci(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
                 s = rng.randint(before.shape[0], size=before.shape[0])
                 change = distribution_change((before[s], after[:, s]), discrepancy, q=q)
                 stats[i] = np.nanmean(_per_query(pred, change, method))
-        stats = stats[~np.isnan(stats)]
-    else:
-        raise ValueError(f"over={over!r} must be 'queries' or 'seeds'")
+        return _percentiles(stats[~np.isnan(stats)], confidence)
+    raise ValueError(f"over={over!r} must be 'queries' or 'seeds'")
+
+
+def _query_interval(r, n_resamples, confidence, rng):
+    """Percentile interval of the mean of per-query correlations, queries resampled."""
+    r = r[~np.isnan(r)]
+    if len(r) == 0:
+        raise ValueError("no query has a defined correlation")
+    draws = rng.randint(len(r), size=(n_resamples, len(r)))
+    return _percentiles(r[draws].mean(axis=1), confidence)
+
+
+def _percentiles(stats, confidence):
     alpha = (1 - confidence) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -382,11 +389,13 @@ def score_report(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
         ``split_half`` (see :func:`noise_ceiling`), ``n_sets``, ``n_query``,
         ``n_seeds`` (retrained) and ``discrepancy``.
     """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must lie strictly between 0 and 1")
     rng = check_random_state(random_state)
-    pred, true = _as_change(predicted, discrepancy, q), _as_change(actual, discrepancy, q)
-    score = _mean_over_queries(_per_query(pred, true, method))
-    ci = bootstrap_ci(pred, true, discrepancy, q=q, method=method, n_resamples=n_resamples,
-                      confidence=confidence, random_state=rng)
+    true = _as_change(actual, discrepancy, q)
+    r = _per_query(_as_change(predicted, discrepancy, q), true, method)
+    score = _mean_over_queries(r)
+    ci = _query_interval(r, n_resamples, confidence, rng)
     ceiling = noise_ceiling(actual, discrepancy, q=q, method=method, random_state=rng)
     name = discrepancy if isinstance(discrepancy, str) else getattr(discrepancy, "__name__",
                                                                      "callable")

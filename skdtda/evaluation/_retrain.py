@@ -178,8 +178,8 @@ def removal_masks(remove, n_train):
             raise ValueError(f"a boolean remove matrix must have shape (n_sets, {n_train}), got "
                              f"{remove.shape}")
         masks = remove.copy()
-    elif isinstance(remove, np.ndarray) and remove.ndim != 1 or not isinstance(
-            remove, (list, tuple, np.ndarray)):
+    elif (not isinstance(remove, (list, tuple, np.ndarray))
+          or isinstance(remove, np.ndarray) and remove.ndim != 1):
         raise ValueError("remove must be a boolean matrix of shape (n_sets, n_train) or a list "
                          f"of index arrays, got {type(remove).__name__} "
                          f"{getattr(remove, 'shape', '')}")

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_array
 
-from ._metrics import _mean_over_queries, _per_query, distribution_change, predict_distributions
+from ._metrics import distribution_change, lds, predict_distributions
 from ._retrain import removal_masks
 
 __all__ = ["make_lds_scorer", "query_folds"]
@@ -64,11 +64,10 @@ class _LDSScorer:
                 "rows (with query_folds, every training fold is those rows; refit=True would "
                 "fit on training rows and queries together)")
         rows = self.queries.lookup(X, y)
-        predicted = distribution_change(
-            predict_distributions(influence, self.queries.X[rows], self.queries.y[rows],
-                                  remove=self.remove), self.discrepancy, q=self.q)
-        r = _per_query(predicted, self.actual_change[:, rows], self.method)
-        return _mean_over_queries(r)
+        predicted = predict_distributions(influence, self.queries.X[rows], self.queries.y[rows],
+                                          remove=self.remove)
+        return lds(predicted, self.actual_change[:, rows], self.discrepancy, q=self.q,
+                   method=self.method)
 
     def __repr__(self):
         return (f"make_lds_scorer(discrepancy={self.discrepancy!r}, method={self.method!r}, "
