@@ -110,16 +110,24 @@ class _PlainStackStep:
 
     For ``Linear -> activation -> ... -> Linear`` with Identity/ReLU/Tanh/Sigmoid
     and a cross-entropy or squared-error loss, the forward-over-reverse
-    products that ``vmap(jvp(grad))`` forms are written out as batched matrix
-    products over the tangents. ``torch.func`` spends several milliseconds of
-    Python per step re-tracing the transforms; on small nets that is most of
-    the replay.
+    products that ``vmap(jvp(grad))`` forms are written out as matrix products
+    over the tangents. ``torch.func`` spends several milliseconds of Python per
+    step re-tracing the transforms; on small nets that is most of the replay.
 
     Forward tangent: ``z' = h'_{l-1} W^T + h_{l-1} W'^T + b'``, ``h' = s'(z) z'``.
     Output: ``e = c * dl/dz`` with ``c_n = (1 + w_n) / B``,
     ``e' = c' * dl/dz + c * (d2l/dz2) z'``. Backward tangent:
     ``gW' = e'^T h + e^T h'``, ``gb' = sum e'``, ``d' = e' W + e W'``,
     ``e'_{l-1} = d' s'(z) + d s''(z) z'``.
+
+    The parameters travel as one block per parameter tensor, and the tangents
+    in layouts that make every product over the ``K`` tangents one 2-D matrix
+    product without a copy: a weight's tangent is ``(out, K, in)``, a bias's
+    ``(out, K)``, an activation's ``(features, K, batch)``. Only ``e^T h'`` and
+    ``e W'`` need a copy, one that swaps the two outer axes (a full transpose
+    costs 20x more at 64 x 64 x 64). A weight's own block is
+    ``(out, 1, in)`` (a bias's ``(out, 1)``) so that it broadcasts against its
+    tangents in the optimizer's arithmetic.
     """
 
     @staticmethod
@@ -154,38 +162,75 @@ class _PlainStackStep:
         for layer, act in linears:
             w = ids[id(layer.weight)]
             b = None if layer.bias is None else ids[id(layer.bias)]
-            self.layers.append((w, b, act, layer.weight.shape))
+            self.layers.append((w, b, act, tuple(layer.weight.shape)))
         self.slices = [slice(int(offsets[i]), int(offsets[i + 1]))
                        for i in range(len(member.sizes))]
-        self.n_params = member.n_params
+        # The block shape of each parameter: (out, in) for a weight, (out,) for a bias.
+        self.shapes = [None] * len(self.slices)
+        for w, b, _, shape in self.layers:
+            self.shapes[w] = shape
+            if b is not None:
+                self.shapes[b] = shape[:1]
         self.cross_entropy = type(member.net.criterion_) is torch.nn.CrossEntropyLoss
 
-    def __call__(self, theta, tangent, x, y, w_dot):
-        """Gradient (P,) of the batch loss and its tangents (K, P)."""
-        K, B = len(tangent), len(x)
-        h, hs, hs_dot, zs_dot = x, [x], [None], []
-        h_dot = None
-        for i, (w, b, act, shape) in enumerate(self.layers):
-            W = theta[self.slices[w]].view(shape)
-            W_dot = tangent[:, self.slices[w]].view(K, *shape)
+    def split(self, theta):
+        """Flat parameters (P,) -> blocks of shape (out, 1, in) and (out, 1)."""
+        return [theta[s].reshape(shape[0], 1, *shape[1:]).clone()
+                for s, shape in zip(self.slices, self.shapes)]
+
+    def split_tangent(self, tangent):
+        """Flat tangents (K, P) -> blocks of shape (out, K, in) and (out, K)."""
+        K = len(tangent)
+        return [tangent[:, s].reshape(K, *shape).transpose(0, 1).contiguous()
+                for s, shape in zip(self.slices, self.shapes)]
+
+    @staticmethod
+    def join(blocks):
+        return torch.cat([block.reshape(-1) for block in blocks])
+
+    @staticmethod
+    def join_tangent(blocks):
+        K = blocks[0].shape[1]
+        return torch.cat([block.transpose(0, 1).reshape(K, -1) for block in blocks], dim=1)
+
+    def __call__(self, theta, tangent, x, y, w_dot, row_derivatives=False):
+        """Gradient blocks and their tangent blocks (and, if asked, dl_n along each tangent).
+
+        ``theta`` and ``tangent`` are block lists (see :meth:`split`); ``w_dot``
+        of shape (K, B) is the tangent of the rows' loss weights. With
+        ``row_derivatives`` a third output (K, B) holds each row's loss
+        derivative along each tangent (the per-row dot products
+        ``grad l_n^T t_k``).
+        """
+        K, B = w_dot.shape
+        # Per-row factors (B, features) broadcast over the tangents as contiguous
+        # (features, 1, B) blocks: a transposed view would make the inner stride
+        # of the elementwise products non-unit, 8x slower.
+        h, h_dot = x, None
+        hs, hs_dot, zs_dot = [x], [None], [None]
+        for w, b, act, (o, i) in self.layers:
+            W, W_dot = theta[w].view(o, i), tangent[w]
             z = h @ W.T
-            # Every product over the K tangents is folded into one 2-D matrix
-            # product: 4x the FLOP rate of the batched (bmm) form at 64 x 64 x 64.
-            z_dot = (W_dot.reshape(-1, shape[1]) @ h.T).view(K, shape[0], B).transpose(1, 2)
-            if h_dot is not None:
-                z_dot = (h_dot @ W.T).add_(z_dot)
+            z_dot = torch.empty(o, K, B, dtype=x.dtype, device=x.device)
+            if h_dot is None:
+                torch.mm(W_dot.view(o * K, i), h.T, out=z_dot.view(o * K, B))
+            else:
+                torch.mm(W, h_dot.view(i, K * B), out=z_dot.view(o, K * B))
+                z_dot.view(o * K, B).addmm_(W_dot.view(o * K, i), h.T)
             if b is not None:
-                z = z + theta[self.slices[b]]
-                z_dot = z_dot + tangent[:, self.slices[b]][:, None, :]
-            zs_dot.append(z_dot)
+                z = z + theta[b].view(o)
+                z_dot.add_(tangent[b].unsqueeze(-1))
             if act is None or act is torch.nn.Identity:
                 h, h_dot = z, z_dot
+                zs_dot.append(None)
             elif act is torch.nn.ReLU:
                 h = z.clamp_min(0)
-                h_dot = z_dot * (z > 0)
+                h_dot = z_dot.mul_((z > 0).to(z.dtype).T.unsqueeze(1).contiguous())
+                zs_dot.append(None)
             else:
                 h = act()(z)
-                h_dot = z_dot * _ACTIVATION_DERIVATIVES[act][0](h)
+                h_dot = z_dot * _ACTIVATION_DERIVATIVES[act][0](h).T.unsqueeze(1).contiguous()
+                zs_dot.append(z_dot)
             hs.append(h)
             hs_dot.append(h_dot)
         out, out_dot = hs[-1], hs_dot[-1]
@@ -193,47 +238,48 @@ class _PlainStackStep:
             p = torch.softmax(out, dim=-1)
             dl = p.clone()
             dl[torch.arange(B), y] -= 1
-            hess_dot = p * out_dot - p * (p * out_dot).sum(-1, keepdim=True)
+            p_t = p.T.unsqueeze(1).contiguous()
+            hess_dot = (out_dot - (p_t * out_dot).sum(0, keepdim=True)).mul_(p_t)
         else:
             scale = 2 / out.shape[1]
             dl = scale * (out - y.reshape(out.shape))
             hess_dot = scale * out_dot
+        dl_t = dl.T.unsqueeze(1).contiguous()
+        rows = (dl_t * out_dot).sum(0) if row_derivatives else None
         e = dl / B
-        e_dot = w_dot[:, :, None] * dl / B + hess_dot / B
-        grad = torch.empty(self.n_params, dtype=theta.dtype, device=theta.device)
-        grad_dot = torch.empty(K, self.n_params, dtype=theta.dtype, device=theta.device)
-        for i in range(len(self.layers) - 1, -1, -1):
-            w, b, _, shape = self.layers[i]
-            h_in, h_in_dot = hs[i], hs_dot[i]
-            grad[self.slices[w]] = (e.T @ h_in).reshape(-1)
-            g_dot = (e_dot.transpose(1, 2).reshape(-1, B) @ h_in).view(K, *shape)
+        e_dot = hess_dot.addcmul_(dl_t, w_dot.unsqueeze(0)).div_(B)
+        grad, grad_dot = [None] * len(theta), [None] * len(theta)
+        for layer in range(len(self.layers) - 1, -1, -1):
+            w, b, _, (o, i) = self.layers[layer]
+            h_in, h_in_dot = hs[layer], hs_dot[layer]
+            grad[w] = (e.T @ h_in).view(o, 1, i)
+            g_dot = torch.mm(e_dot.view(o * K, B), h_in).view(o, K, i)
             if h_in_dot is not None:
-                g_dot += (h_in_dot.transpose(1, 2).reshape(-1, B) @ e).view(
-                    K, shape[1], shape[0]).transpose(1, 2)
-            grad_dot[:, self.slices[w]] = g_dot.reshape(K, -1)
+                # h' (in, K, B) -> (K, in, B) swaps the outer axes only (a cheap copy)
+                g_dot.view(o, K * i).addmm_(e.T, h_in_dot.transpose(0, 1).reshape(K * i, B).T)
+            grad_dot[w] = g_dot
             if b is not None:
-                grad[self.slices[b]] = e.sum(0)
-                grad_dot[:, self.slices[b]] = e_dot.sum(1)
-            if i == 0:
+                grad[b] = e.sum(0).view(o, 1)
+                grad_dot[b] = e_dot.sum(-1)
+            if layer == 0:
                 break
-            W = theta[self.slices[w]].view(shape)
-            W_dot = tangent[:, self.slices[w]].view(K, *shape)
+            W, W_dot = theta[w].view(o, i), tangent[w]
             d = e @ W
-            d_dot = (e_dot @ W).add_((W_dot.transpose(1, 2).reshape(-1, shape[0]) @ e.T)
-                                     .view(K, shape[1], B).transpose(1, 2))
-            act = self.layers[i - 1][2]
-            h_prev = hs[i]
+            d_dot = torch.mm(W.T, e_dot.view(o, K * B)).view(i, K, B)
+            # W'^T e^T comes out (K, in, B); adding it swaps the outer axes only
+            d_dot.add_(torch.mm(W_dot.view(o, K * i).T, e.T).view(K, i, B).transpose(0, 1))
+            act, h_prev = self.layers[layer - 1][2], hs[layer]
             if act is None or act is torch.nn.Identity:
                 e, e_dot = d, d_dot
             elif act is torch.nn.ReLU:
-                mask = h_prev > 0
-                e, e_dot = d * mask, d_dot * mask
+                mask = (h_prev > 0).to(d.dtype)
+                e, e_dot = d * mask, d_dot.mul_(mask.T.unsqueeze(1).contiguous())
             else:
                 first, second = _ACTIVATION_DERIVATIVES[act]
-                s1 = first(h_prev)
-                e = d * s1
-                e_dot = d_dot * s1 + d * second(h_prev) * zs_dot[i - 1]
-        return grad, grad_dot
+                e = d * first(h_prev)
+                e_dot = d_dot.mul_(first(h_prev).T.unsqueeze(1).contiguous()).addcmul_(
+                    (d * second(h_prev)).T.unsqueeze(1).contiguous(), zs_dot[layer])
+        return (grad, grad_dot, rows) if row_derivatives else (grad, grad_dot)
 
 
 class _Replay:
@@ -311,36 +357,50 @@ class _Replay:
             ``d theta_T / d eps`` for each direction.
         """
         theta = self.theta0.clone()
-        n_tangents, n = len(directions), len(self.X)
         directions = directions.to(device=theta.device, dtype=theta.dtype)
-        tangent = torch.zeros(n_tangents, len(theta), dtype=theta.dtype, device=theta.device)
+        tangent = torch.zeros(len(directions), len(theta), dtype=theta.dtype,
+                              device=theta.device)
+        if self.fast is not None:
+            return self._run_fast(theta, tangent, directions)
         state, state_dot = {}, {}
+        for step, idx in self._batches():
+            xb, yb = self.X[idx], self.y[idx]
+            w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
+            grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
+
+            def push(t, wdot, grad_fn=grad_fn, theta=theta, w0=w0):
+                return jvp(grad_fn, (theta, w0), (t, wdot))
+
+            # The gradient does not depend on the tangent: out_dims=None keeps it
+            # computed once for the whole batch of tangents.
+            g, g_dot = vmap(push, out_dims=(None, 0))(tangent, directions[:, idx])
+            theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot, step)
+        return theta, tangent
+
+    def _batches(self):
+        """Yield (step, row indices) of every minibatch the member trained on, in order."""
+        n = len(self.X)
         generator = torch.Generator().manual_seed(self.order_seed)
         stop = n - n % self.batch_size if self.drop_last else n
         step = 0
-
         for _ in range(self.max_epochs):
-            order = _batched.batch_order(generator, n, self.shuffle).to(theta.device)
+            order = _batched.batch_order(generator, n, self.shuffle).to(self.X.device)
             for start in range(0, stop, self.batch_size):
-                idx = order[start:start + self.batch_size]
-                xb, yb = self.X[idx], self.y[idx]
                 step += 1
-                if self.fast is not None:
-                    g, g_dot = self.fast(theta, tangent, xb, yb, directions[:, idx])
-                    theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot,
-                                                  step)
-                    continue
-                w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
-                grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
+                yield step, order[start:start + self.batch_size]
 
-                def push(t, wdot, grad_fn=grad_fn, theta=theta, w0=w0):
-                    return jvp(grad_fn, (theta, w0), (t, wdot))
-
-                # The gradient does not depend on the tangent: out_dims=None keeps it
-                # computed once for the whole batch of tangents.
-                g, g_dot = vmap(push, out_dims=(None, 0))(tangent, directions[:, idx])
-                theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot, step)
-        return theta, tangent
+    def _run_fast(self, theta, tangent, directions):
+        """``run`` through the hand-written step, on per-parameter blocks."""
+        fast = self.fast
+        theta, tangent = fast.split(theta), fast.split_tangent(tangent)
+        states, states_dot = [{} for _ in theta], [{} for _ in theta]
+        directions = directions.T.contiguous()  # rows of a minibatch gathered in one block
+        for step, idx in self._batches():
+            g, g_dot = fast(theta, tangent, self.X[idx], self.y[idx], directions[idx].T)
+            for j in range(len(theta)):
+                theta[j], tangent[j] = self._update(theta[j], tangent[j], g[j], g_dot[j],
+                                                    states[j], states_dot[j], step)
+        return fast.join(theta), fast.join_tangent(tangent)
 
     def _update(self, theta, tangent, g, g_dot, state, state_dot, step):
         kind = self.opt["kind"]
@@ -351,55 +411,72 @@ class _Replay:
 
 
 def _sgd(theta, tangent, g, g_dot, state, state_dot, opt, step):
-    """torch.optim.SGD's update and its derivative (momentum, dampening, nesterov)."""
+    """torch.optim.SGD's update and its derivative (momentum, dampening, nesterov).
+
+    The parameters follow torch.optim's arithmetic out of place; the tangents,
+    ``K`` times bigger, are updated in place (``g_dot`` is consumed). ``theta``
+    broadcasts against ``tangent`` (shapes ``(P,)`` and ``(K, P)``, or blocks).
+    """
     lr, wd, mu = opt["lr"], opt["weight_decay"], opt["momentum"]
     d, d_dot = g, g_dot
     if wd:
-        d, d_dot = d + wd * theta, d_dot + wd * tangent
+        d = d + wd * theta
+        d_dot.add_(tangent, alpha=wd)
     if mu:
         if step == 1:
-            buf, buf_dot = d.clone(), d_dot.clone()
+            buf, buf_dot = d.clone(), d_dot.clone() if opt["nesterov"] else d_dot
         else:
             damp = 1 - opt["dampening"]
             buf = mu * state["buf"] + damp * d
-            buf_dot = mu * state_dot["buf"] + damp * d_dot
+            buf_dot = state_dot["buf"]
+            if damp == 1:  # one pass: buf' = d' + mu buf'
+                torch.add(d_dot, buf_dot, alpha=mu, out=buf_dot)
+            else:
+                buf_dot.mul_(mu).add_(d_dot, alpha=damp)
         state["buf"], state_dot["buf"] = buf, buf_dot
         if opt["nesterov"]:
-            d, d_dot = d + mu * buf, d_dot + mu * buf_dot
+            d = d + mu * buf
+            d_dot.add_(buf_dot, alpha=mu)
         else:
             d, d_dot = buf, buf_dot
-    return theta - lr * d, tangent - lr * d_dot
+    return theta - lr * d, tangent.add_(d_dot, alpha=-lr)
 
 
 def _adam(theta, tangent, g, g_dot, state, state_dot, opt, step, decoupled):
-    """torch.optim.Adam/AdamW's update and its derivative through m and sqrt(v)."""
+    """torch.optim.Adam/AdamW's update and its derivative through m and sqrt(v).
+
+    As in :func:`_sgd`, the tangents are updated in place.
+    """
     lr, wd, eps = opt["lr"], opt["weight_decay"], opt["eps"]
     beta1, beta2 = opt["betas"]
     if wd and decoupled:
-        theta, tangent = theta * (1 - lr * wd), tangent * (1 - lr * wd)
+        theta = theta * (1 - lr * wd)
+        tangent.mul_(1 - lr * wd)
     elif wd:
-        g, g_dot = g + wd * theta, g_dot + wd * tangent
+        g = g + wd * theta
+        g_dot.add_(tangent, alpha=wd)
     if step == 1:
         state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
         state_dot["m"], state_dot["v"] = torch.zeros_like(g_dot), torch.zeros_like(g_dot)
     m = beta1 * state["m"] + (1 - beta1) * g
-    m_dot = beta1 * state_dot["m"] + (1 - beta1) * g_dot
+    m_dot = state_dot["m"].mul_(beta1).add_(g_dot, alpha=1 - beta1)
     v = beta2 * state["v"] + (1 - beta2) * g * g
-    v_dot = beta2 * state_dot["v"] + (2 * (1 - beta2)) * g * g_dot
-    state["m"], state["v"], state_dot["m"], state_dot["v"] = m, v, m_dot, v_dot
+    v_dot = state_dot["v"].mul_(beta2).addcmul_(g_dot, g, value=2 * (1 - beta2))
+    state["m"], state["v"] = m, v
     correction1 = 1 - beta1 ** step
     root2 = (1 - beta2 ** step) ** 0.5
     root = v.sqrt()
-    # v == 0 only where every gradient so far was exactly 0 (a dead unit); its
-    # tangent is 0 there too, and 0/0 must not spread NaN.
-    root_dot = torch.where(root > 0, v_dot / (2 * root.clamp_min(torch.finfo(v.dtype).tiny)),
-                           torch.zeros_like(v_dot))
     denom = root / root2 + eps
-    denom_dot = root_dot / root2
     step_size = lr / correction1
     update = m / denom
-    update_dot = m_dot / denom - update * denom_dot / denom
-    return theta - step_size * update, tangent - step_size * update_dot
+    # update' = m' / denom - update * denom' / denom with denom' = v' / (2 sqrt(v) root2).
+    # v == 0 only where every gradient so far was exactly 0 (a dead unit); its
+    # tangent is 0 there too, and 0/0 must not spread NaN.
+    half_inverse_root = torch.where(
+        root > 0, 0.5 / root.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(root))
+    tangent.addcmul_(m_dot, 1 / denom, value=-step_size)
+    tangent.addcmul_(v_dot, update * half_inverse_root / (root2 * denom), value=step_size)
+    return theta - step_size * update, tangent
 
 
 def _removal_directions(rows, n_samples, dtype):
