@@ -90,6 +90,78 @@ def test_hand_written_step_equals_torch_func(iris, float64, activation, kind):
     np.testing.assert_allclose(fast, func, rtol=0, atol=1e-12 * func.abs().max().item())
 
 
+@pytest.mark.parametrize("path", ["hand-written", "torch.func"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_reverse_sweep_is_the_transpose_of_the_forward_replay(iris, float64, name, path):
+    """c^T (d theta_T / d w_n) from one backward sweep equals the forward tangents
+    contracted with c, for every row n: checkpointed recomputation, the optimizer
+    adjoints and the per-row derivatives together."""
+    from skdtda.influence._unrolled import _Replay
+
+    X, y = iris
+    optimizer, kw = OPTIMIZERS[name]
+    lr = 0.01 if optimizer is not torch.optim.SGD else 0.05
+    # 3 epochs of 5 batches: 15 steps in checkpointed segments of 4
+    ens = SeedEnsembleClassifier(_net(optimizer, hidden=(6, 5), lr=lr, epochs=3, **kw),
+                                 n_seeds=1, random_state=0).fit(X, y)
+    replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
+                     ens._net_targets(y), "classifier")
+    if path == "torch.func":
+        replay.fast = None
+    theta, tangents = replay.run(torch.eye(len(X)))  # (n, P): d theta_T / d w_n
+    cotangents = torch.randn(5, len(theta), generator=torch.Generator().manual_seed(0))
+    theta_reverse, weights_bar = replay.adjoint(cotangents)
+    expected = cotangents @ tangents.T
+    # the sweep's primal replay takes the gradient without vmap: round-off apart
+    np.testing.assert_allclose(theta_reverse, theta, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(weights_bar, expected, rtol=0,
+                               atol=1e-12 * expected.abs().max().item())
+
+
+def test_reverse_sweep_of_a_single_step(iris, float64):
+    """One full-batch step: the sweep's edge case (one checkpoint, one segment)."""
+    from skdtda.influence._unrolled import _Replay
+
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(batch_size=-1, epochs=1, optimizer__momentum=0.9),
+                                 n_seeds=1, random_state=0).fit(X, y)
+    replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
+                     ens._net_targets(y), "classifier")
+    _, tangents = replay.run(torch.eye(len(X)))
+    cotangents = torch.randn(3, tangents.shape[1], generator=torch.Generator().manual_seed(1))
+    _, weights_bar = replay.adjoint(cotangents)
+    expected = cotangents @ tangents.T
+    np.testing.assert_allclose(weights_bar, expected, rtol=0,
+                               atol=1e-12 * expected.abs().max().item())
+
+
+def test_reverse_and_forward_modes_give_the_same_scores(iris, float64):
+    X, y = iris
+    optimizer, kw = OPTIMIZERS["adam-wd"]
+    ens = SeedEnsembleClassifier(_net(optimizer, lr=0.01, **kw), n_seeds=3,
+                                 random_state=0).fit(X, y)
+    forward = UnrolledInfluence(ens, mode="forward", statistic="wasserstein").fit(X, y)
+    # 70 queries in two sweeps of 64 cotangents
+    reverse = UnrolledInfluence(ens, mode="reverse", statistic="wasserstein").fit(X, y)
+    assert (forward.mode_, reverse.mode_) == ("forward", "reverse")
+    assert not hasattr(reverse, "responses_")
+    np.testing.assert_array_equal(reverse.replay_error_, forward.replay_error_)
+    queries = np.arange(0, 140, 2)
+    expected = forward.influence_samples(X[queries], y[queries])
+    np.testing.assert_allclose(reverse.influence_samples(X[queries], y[queries]), expected,
+                               rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+    np.testing.assert_allclose(reverse.transform(X[:5]), forward.transform(X[:5]),
+                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(reverse.predict_removal(X[:5], remove=[3, 40]),
+                               forward.predict_removal(X[:5], remove=[3, 40]), rtol=1e-10)
+    # auto: forward when one replay holds every row, reverse otherwise
+    assert UnrolledInfluence(ens, n_tangents=151).fit(X, y).mode_ == "forward"
+    assert UnrolledInfluence(ens, n_tangents=150).fit(X, y).mode_ == "reverse"
+    # refitting in the other mode drops the forward responses
+    forward.set_params(mode="reverse").fit(X, y)
+    assert not hasattr(forward, "responses_")
+
+
 def _perturbed_run(net, init_seed, order_seed, X, y, weights):
     """Train a copy of ``net`` with torch's own optimizer, rows weighted in each batch mean.
 
@@ -126,7 +198,7 @@ def test_response_equals_finite_differences_of_perturbed_training(iris, float64,
     lr = 0.01 if optimizer is not torch.optim.SGD else 0.05
     ens = SeedEnsembleClassifier(_net(optimizer, lr=lr, epochs=3, **kw), n_seeds=1,
                                  random_state=0).fit(X, y)
-    influence = UnrolledInfluence(ens, n_tangents=64).fit(X, y)
+    influence = UnrolledInfluence(ens, mode="forward").fit(X, y)
     member = ens.estimators_[0]
     n, h = len(X), 1e-5
     for k in (7, 80):
@@ -147,7 +219,7 @@ def test_set_removal_is_the_replayed_set_direction(iris, float64):
     X, y = iris
     optimizer, kw = OPTIMIZERS["sgd-momentum-wd"]
     ens = SeedEnsembleClassifier(_net(optimizer, **kw), n_seeds=2, random_state=0).fit(X, y)
-    influence = UnrolledInfluence(ens).fit(X, y)
+    influence = UnrolledInfluence(ens, mode="forward").fit(X, y)
     removed = [3, 50, 120]
     theta, response = unrolled_response(ens.estimators_[1], ens.init_seeds_[1],
                                         ens.order_seeds_[1], X, ens._net_targets(y),

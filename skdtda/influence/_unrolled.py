@@ -20,6 +20,7 @@ of :class:`InfluenceTransformer`:
 derivation.
 """
 
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -191,7 +192,9 @@ class _PlainStackStep:
     @staticmethod
     def join_tangent(blocks):
         K = blocks[0].shape[1]
-        return torch.cat([block.transpose(0, 1).reshape(K, -1) for block in blocks], dim=1)
+        # per tangent, out x in numbers (out for a bias); explicit, as K may be 0
+        return torch.cat([block.transpose(0, 1).reshape(K, len(block) * math.prod(block.shape[2:]))
+                          for block in blocks], dim=1)
 
     def __call__(self, theta, tangent, x, y, w_dot, row_derivatives=False):
         """Gradient blocks and their tangent blocks (and, if asked, dl_n along each tangent).
@@ -356,26 +359,136 @@ class _Replay:
         tangents : tensor of shape (n_tangents, n_params)
             ``d theta_T / d eps`` for each direction.
         """
-        theta = self.theta0.clone()
-        directions = directions.to(device=theta.device, dtype=theta.dtype)
-        tangent = torch.zeros(len(directions), len(theta), dtype=theta.dtype,
-                              device=theta.device)
-        if self.fast is not None:
-            return self._run_fast(theta, tangent, directions)
-        state, state_dot = {}, {}
+        dtype, device = self.theta0.dtype, self.theta0.device
+        # rows of a minibatch are gathered as one block of (batch, n_tangents)
+        directions = directions.to(device=device, dtype=dtype).T.contiguous()
+        theta = self._split(self.theta0)
+        tangent = self._split_tangent(torch.zeros(directions.shape[1], len(self.theta0),
+                                                  dtype=dtype, device=device))
+        states, states_dot = [{} for _ in theta], [{} for _ in theta]
         for step, idx in self._batches():
-            xb, yb = self.X[idx], self.y[idx]
-            w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
-            grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
+            g, g_dot = self._gradients(theta, tangent, idx, directions[idx].T)
+            for j in range(len(theta)):
+                theta[j], tangent[j] = self._update(theta[j], tangent[j], g[j], g_dot[j],
+                                                    states[j], states_dot[j], step)
+        return self._join(theta), self._join_tangent(tangent)
 
-            def push(t, wdot, grad_fn=grad_fn, theta=theta, w0=w0):
-                return jvp(grad_fn, (theta, w0), (t, wdot))
+    def adjoint(self, cotangents):
+        """Reverse-mode replay: ``d (c^T theta_T) / d w_n`` for every training row.
 
-            # The gradient does not depend on the tangent: out_dims=None keeps it
-            # computed once for the whole batch of tangents.
-            g, g_dot = vmap(push, out_dims=(None, 0))(tangent, directions[:, idx])
-            theta, tangent = self._update(theta, tangent, g, g_dot, state, state_dot, step)
-        return theta, tangent
+        One backward sweep through the replayed training gives, for each
+        cotangent ``c`` of the final parameters (a measurement's gradient), its
+        derivative with respect to every training row's loss weight at once:
+        the transpose of what :meth:`run` computes one direction at a time.
+        Per step it costs one Hessian-vector product per cotangent, as a
+        tangent does in :meth:`run`, plus one gradient to recompute the
+        parameters: the sweep keeps ``ceil(sqrt(T))`` checkpoints of the
+        parameters and optimizer state over ``T`` steps and recomputes each
+        segment of ``ceil(sqrt(T))`` steps before going back through it.
+
+        Parameters
+        ----------
+        cotangents : tensor of shape (n_cotangents, n_params)
+
+        Returns
+        -------
+        theta : tensor of shape (n_params,)
+            The replayed final parameters.
+        weights_bar : tensor of shape (n_cotangents, n_samples)
+            ``d (c_k^T theta_T) / d w_n``.
+        """
+        dtype, device = self.theta0.dtype, self.theta0.device
+        n_params, n = len(self.theta0), len(self.X)
+        steps = list(self._batches())
+        segment = max(1, int(np.ceil(np.sqrt(len(steps)))))
+        no_tangent = self._split_tangent(torch.zeros(0, n_params, dtype=dtype, device=device))
+        no_weights = torch.zeros(0, self.batch_size, dtype=dtype, device=device)
+
+        def forward(theta, states, t):
+            """Step ``t`` of the primal replay; returns its gradient and the new state.
+
+            ``states`` holds, per block, the optimizer state and its (empty)
+            tangent; the update rebinds the state's entries and never mutates the
+            parameters' ones, so earlier states stay valid.
+            """
+            step, idx = steps[t]
+            g, g_dot = self._gradients(theta, no_tangent, idx, no_weights[:, :len(idx)])
+            new_theta, new_states = [], []
+            for j in range(len(theta)):
+                state, state_dot = dict(states[j][0]), dict(states[j][1])
+                new_theta.append(self._update(theta[j], no_tangent[j], g[j], g_dot[j], state,
+                                              state_dot, step)[0])
+                new_states.append((state, state_dot))
+            return g, new_theta, new_states
+
+        theta, states = self._split(self.theta0), [({}, {}) for _ in no_tangent]
+        checkpoints = []
+        for t in range(len(steps)):
+            if t % segment == 0:
+                checkpoints.append((theta, states))
+            _, theta, states = forward(theta, states, t)
+        final = self._join(theta)
+
+        bar = self._split_tangent(cotangents.to(device=device, dtype=dtype))
+        bar_states = [{} for _ in bar]
+        weights_bar = torch.zeros(n, len(cotangents), dtype=dtype, device=device)
+        for first in range(len(checkpoints) - 1, -1, -1):
+            theta, states = checkpoints[first]
+            saved = []
+            for t in range(first * segment, min((first + 1) * segment, len(steps))):
+                g, new_theta, new_states = forward(theta, states, t)
+                saved.append((t, theta, states, g))
+                theta, states = new_theta, new_states
+            for t, theta, states, g in reversed(saved):
+                step, idx = steps[t]
+                g_bar = [None] * len(bar)
+                for j in range(len(bar)):
+                    g_bar[j], bar[j] = self._update_adjoint(theta[j], bar[j], g[j], states[j][0],
+                                                            bar_states[j], step)
+                # H g_bar (H symmetric) and each row's grad l_n^T g_bar, in one pass
+                _, hvp, rows = self._gradients(theta, g_bar, idx,
+                                               torch.zeros(len(cotangents), len(idx),
+                                                           dtype=dtype, device=device),
+                                               row_derivatives=True)
+                for j in range(len(bar)):
+                    bar[j].add_(hvp[j])
+                weights_bar.index_add_(0, idx, rows.T, alpha=1 / len(idx))
+        return final, weights_bar.T
+
+    # -- the two step implementations behind one interface --------------------------------
+    def _split(self, theta):
+        return self.fast.split(theta) if self.fast is not None else [theta.clone()]
+
+    def _split_tangent(self, tangent):
+        return self.fast.split_tangent(tangent) if self.fast is not None else [tangent.clone()]
+
+    def _join(self, blocks):
+        return self.fast.join(blocks) if self.fast is not None else blocks[0]
+
+    def _join_tangent(self, blocks):
+        return self.fast.join_tangent(blocks) if self.fast is not None else blocks[0]
+
+    def _gradients(self, theta, tangent, idx, w_dot, row_derivatives=False):
+        """Minibatch gradient, its tangents (and each row's loss derivative), in blocks."""
+        xb, yb = self.X[idx], self.y[idx]
+        if self.fast is not None:
+            return self.fast(theta, tangent, xb, yb, w_dot, row_derivatives)
+        theta, tangent = theta[0], tangent[0]
+        w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
+        grad_fn = grad(lambda th, w: self._loss(th, w, xb, yb))
+        if len(tangent) == 0:
+            return [grad_fn(theta, w0)], [tangent]
+
+        def both(th, w):
+            return grad_fn(th, w), self.per_row(self.member.outputs(th, xb), yb)
+
+        def push(t, wdot):
+            return jvp(both, (theta, w0), (t, wdot))
+
+        # The gradient does not depend on the tangent: out_dims=None keeps it
+        # computed once for the whole batch of tangents.
+        (g, _), (g_dot, rows) = vmap(push, out_dims=((None, None), (0, 0)))(tangent, w_dot)
+        return ([g], [g_dot], rows) if row_derivatives else ([g], [g_dot])
 
     def _batches(self):
         """Yield (step, row indices) of every minibatch the member trained on, in order."""
@@ -389,25 +502,19 @@ class _Replay:
                 step += 1
                 yield step, order[start:start + self.batch_size]
 
-    def _run_fast(self, theta, tangent, directions):
-        """``run`` through the hand-written step, on per-parameter blocks."""
-        fast = self.fast
-        theta, tangent = fast.split(theta), fast.split_tangent(tangent)
-        states, states_dot = [{} for _ in theta], [{} for _ in theta]
-        directions = directions.T.contiguous()  # rows of a minibatch gathered in one block
-        for step, idx in self._batches():
-            g, g_dot = fast(theta, tangent, self.X[idx], self.y[idx], directions[idx].T)
-            for j in range(len(theta)):
-                theta[j], tangent[j] = self._update(theta[j], tangent[j], g[j], g_dot[j],
-                                                    states[j], states_dot[j], step)
-        return fast.join(theta), fast.join_tangent(tangent)
-
     def _update(self, theta, tangent, g, g_dot, state, state_dot, step):
         kind = self.opt["kind"]
         if kind == "SGD":
             return _sgd(theta, tangent, g, g_dot, state, state_dot, self.opt, step)
         return _adam(theta, tangent, g, g_dot, state, state_dot, self.opt, step,
                      decoupled=kind == "AdamW")
+
+    def _update_adjoint(self, theta, bar, g, state, bar_state, step):
+        kind = self.opt["kind"]
+        if kind == "SGD":
+            return _sgd_adjoint(theta, bar, g, state, bar_state, self.opt, step)
+        return _adam_adjoint(theta, bar, g, state, bar_state, self.opt, step,
+                             decoupled=kind == "AdamW")
 
 
 def _sgd(theta, tangent, g, g_dot, state, state_dot, opt, step):
@@ -479,6 +586,67 @@ def _adam(theta, tangent, g, g_dot, state, state_dot, opt, step, decoupled):
     return theta - step_size * update, tangent
 
 
+def _sgd_adjoint(theta, bar, g, state, bar_state, opt, step):
+    """The transpose of :func:`_sgd`'s derivative, for reverse mode.
+
+    ``bar`` is the cotangent of the parameters after the step, ``bar_state``
+    that of the optimizer state after it (updated in place to the state
+    before it); ``state`` is the primal state before the step. Returns the
+    cotangent of the step's gradient and that of the parameters before the step
+    (without the gradient's own dependence on them, which the caller adds as
+    ``H g_bar``).
+    """
+    lr, wd, mu = opt["lr"], opt["weight_decay"], opt["momentum"]
+    u_bar = bar * -lr  # theta_new = theta - lr u
+    if mu:
+        buf_bar = u_bar * mu if opt["nesterov"] else u_bar.clone()  # u = d + mu buf, or buf
+        if "buf" in bar_state:
+            buf_bar.add_(bar_state["buf"])
+        d_bar = u_bar if opt["nesterov"] else torch.zeros_like(u_bar)
+        if step == 1:  # buf = d
+            d_bar.add_(buf_bar)
+            bar_state.pop("buf", None)
+        else:  # buf = mu buf_prev + (1 - dampening) d
+            d_bar.add_(buf_bar, alpha=1 - opt["dampening"])
+            bar_state["buf"] = buf_bar.mul_(mu)
+    else:
+        d_bar = u_bar
+    # d = g + wd theta; theta_new = theta - lr u
+    return d_bar, bar.add_(d_bar, alpha=wd) if wd else bar
+
+
+def _adam_adjoint(theta, bar, g, state, bar_state, opt, step, decoupled):
+    """The transpose of :func:`_adam`'s derivative (see :func:`_sgd_adjoint`)."""
+    lr, wd, eps = opt["lr"], opt["weight_decay"], opt["eps"]
+    beta1, beta2 = opt["betas"]
+    if wd and not decoupled:
+        g = g + wd * theta
+    m = beta1 * state["m"] + (1 - beta1) * g if step > 1 else (1 - beta1) * g
+    v = beta2 * state["v"] + (1 - beta2) * g * g if step > 1 else (1 - beta2) * g * g
+    correction1 = 1 - beta1 ** step
+    root2 = (1 - beta2 ** step) ** 0.5
+    root = v.sqrt()
+    denom = root / root2 + eps
+    update = m / denom
+    step_size = lr / correction1
+    half_inverse_root = torch.where(
+        root > 0, 0.5 / root.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(root))
+    # theta_new = theta1 - step_size * m / denom, denom = sqrt(v) / root2 + eps
+    m_bar = bar * (-step_size / denom)
+    v_bar = bar * (step_size * update * half_inverse_root / (root2 * denom))
+    if "m" in bar_state:
+        m_bar.add_(bar_state["m"])
+        v_bar.add_(bar_state["v"])
+    # m = beta1 m_prev + (1 - beta1) g1, v = beta2 v_prev + (1 - beta2) g1^2
+    g_bar = torch.mul(m_bar, 1 - beta1).addcmul_(v_bar, g, value=2 * (1 - beta2))
+    bar_state["m"], bar_state["v"] = m_bar.mul_(beta1), v_bar.mul_(beta2)
+    if wd and decoupled:  # theta1 = theta (1 - lr wd)
+        bar = bar.mul_(1 - lr * wd)
+    elif wd:  # g1 = g + wd theta
+        bar = bar.add_(g_bar, alpha=wd)
+    return g_bar, bar
+
+
 def _removal_directions(rows, n_samples, dtype):
     """Directions of removing each row from the mean, without the shared 1/N part."""
     directions = torch.zeros(len(rows), n_samples, dtype=dtype)
@@ -490,6 +658,11 @@ def _replay_chunk(replay, directions):
     """One joblib task: replay a member with one batch of tangents."""
     theta, tangents = replay.run(directions)
     return theta, tangents
+
+
+def _adjoint_chunk(replay, cotangents):
+    """One joblib task: sweep back through a member's training with a batch of cotangents."""
+    return replay.adjoint(cotangents)[1]
 
 
 def unrolled_response(net, init_seed, order_seed, X, y, remove, *, kind=None, n_tangents=64,
@@ -579,13 +752,23 @@ class UnrolledInfluence(InfluenceTransformer):
     __doc__ = f"""Distributional influence of training rows by differentiating through training.
 
     ``fit(X_train, y_train)`` fits the seed ensemble (a clone) unless it is
-    already fitted, then replays each member's training (its initialisation,
-    its minibatches, its optimizer) and carries the derivative of the
-    parameters with respect to each training row's weight through every step
-    (forward mode: the paper's Algorithm 1). ``transform(X)`` returns, for each
-    query row and each training row, a discrepancy between the measurement's
-    distribution over seeds before and after removing that training row, as
-    :class:`InfluenceTransformer` does, whose long-training limit this is.
+    already fitted. Each member's training is replayed (its initialisation,
+    its minibatches, its optimizer) and differentiated through every step with
+    respect to each training row's weight (the paper's Algorithm 1), in one of
+    two modes that give the same numbers:
+
+    * forward: ``fit`` carries one tangent per training row through each
+      member's replay and keeps the parameter responses (``responses_``);
+      scoring any number of queries is then cheap.
+    * reverse: each scoring call sweeps back through each member's replay
+      with one cotangent per query (the query measurement's gradient) and gets
+      its derivative with respect to every training row at once. The cost
+      grows with the number of queries instead of training rows.
+
+    ``transform(X)`` returns, for each query row and each training row, a
+    discrepancy between the measurement's distribution over seeds before and
+    after removing that training row, as :class:`InfluenceTransformer` does,
+    whose long-training limit this is.
 
     Parameters
     ----------
@@ -612,15 +795,23 @@ class UnrolledInfluence(InfluenceTransformer):
     seed_index : int, default=None
         Use only this member (fixed-seed unrolled differentiation). None uses
         every member.
+    mode : {"auto", "forward", "reverse"}, default="auto"
+        How the derivatives are carried (see above). ``"auto"`` takes forward
+        mode when one replay holds every training row (``n_train + 1 <=
+        n_tangents``) and reverse mode otherwise: attribution usually scores
+        fewer queries than there are training rows. Both modes agree to
+        round-off (tested). ``mode_`` records the choice.
     n_tangents : int, default=64
-        Removal directions carried through one replay of a member's training.
-        Memory is about ``n_tangents * n_params * (1 + optimizer states)``
-        numbers, independent of the number of steps; time per replay grows
-        sub-linearly with it.
+        Directions carried through one replay of a member's training: removal
+        tangents in forward mode, query cotangents in reverse mode. Memory is
+        about ``n_tangents * n_params * (1 + optimizer states)`` numbers; time
+        per replay grows about linearly with it, as each is one
+        Hessian-vector product per step.
     batch_size : int, default=256
         Query rows and training rows per chunk when scoring.
     n_jobs : int, default=None
-        Joblib jobs over (member, batch of tangents) replays in ``fit``. None
+        Joblib jobs over replays: (member, batch of tangents) in ``fit`` in
+        forward mode, members per batch of queries in reverse mode. None
         means 1.
     verbose : int, default=0
         Progress bar over replays.
@@ -629,10 +820,12 @@ class UnrolledInfluence(InfluenceTransformer):
     ----------
     estimator_ : SeedEnsembleClassifier or SeedEnsembleRegressor
         The fitted ensemble.
+    mode_ : {"forward", "reverse"}
+        The mode in use.
     responses_ : list of ndarray of shape (n_train, n_params)
-        Per attributed member, the first-order change of its final parameters
-        when each training row is removed (from the mean over the remaining
-        rows), in the member's dtype.
+        Forward mode only: per attributed member, the first-order change of
+        its final parameters when each training row is removed (from the mean
+        over the remaining rows), in the member's dtype.
     replay_error_ : ndarray of shape (n_seeds,)
         Per attributed member, the largest absolute difference between the
         replayed final parameters and the member's own, relative to the
@@ -663,9 +856,15 @@ class UnrolledInfluence(InfluenceTransformer):
     ``(1/N) (H + wd I)^{{-1}} (grad l_k - gbar)``, the response of
     :class:`InfluenceTransformer` with ``curvature="exact", damping=0``.
 
-    Cost: ``ceil((n_train + 1) / n_tangents)`` replays of each member's
-    training, each a gradient plus ``n_tangents`` Hessian-vector products per
-    step; ``fit`` stores ``n_train * n_params`` numbers per member.
+    Cost, per member: forward mode runs ``ceil((n_train + 1) / n_tangents)``
+    replays in ``fit``, each a gradient plus ``n_tangents`` Hessian-vector
+    products per step, and stores ``n_train * n_params`` numbers; memory does
+    not grow with the number of steps. Reverse mode runs one primal replay in
+    ``fit`` (to check it) and ``ceil(n_query / n_tangents)`` backward sweeps
+    per scoring call, each a forward pass that keeps ``ceil(sqrt(T))``
+    checkpoints over ``T`` steps, then per step a recomputed gradient and
+    ``n_tangents`` Hessian-vector products; memory grows as ``sqrt(T)``
+    parameter vectors (plus the ``T * batch_size`` row indices).
 
     References
     ----------
@@ -695,6 +894,7 @@ class UnrolledInfluence(InfluenceTransformer):
         "statistic": [StrOptions(set(STATISTICS)), callable],
         "q": [Interval(Real, 0, 1, closed="both")],
         "seed_index": [Interval(Integral, 0, None, closed="left"), None],
+        "mode": [StrOptions({"auto", "forward", "reverse"})],
         "n_tangents": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
@@ -702,12 +902,14 @@ class UnrolledInfluence(InfluenceTransformer):
     }
 
     def __init__(self, estimator=None, *, measurement="loss", statistic="mean", q=0.5,
-                 seed_index=None, n_tangents=64, batch_size=256, n_jobs=None, verbose=0):
+                 seed_index=None, mode="auto", n_tangents=64, batch_size=256, n_jobs=None,
+                 verbose=0):
         self.estimator = estimator
         self.measurement = measurement
         self.statistic = statistic
         self.q = q
         self.seed_index = seed_index
+        self.mode = mode
         self.n_tangents = n_tangents
         self.batch_size = batch_size
         self.n_jobs = n_jobs
@@ -741,6 +943,40 @@ class UnrolledInfluence(InfluenceTransformer):
                            start=_initialize_member(ens._member(template, i), ens.init_seeds_[i]))
                    for i in self.members_]
 
+        for stale in ("responses_", "_replays"):  # from an earlier fit in the other mode
+            self.__dict__.pop(stale, None)
+        self.mode_ = self.mode
+        if self.mode == "auto":
+            self.mode_ = "forward" if n + 1 <= self.n_tangents else "reverse"
+        if self.mode_ == "forward":
+            finals = self._fit_forward(replays)
+        else:
+            # The primal replay alone checks that it follows each member's training;
+            # the sweeps run when queries are scored.
+            self._replays = replays
+            dtype = self._members[0].dtype
+            jobs = Parallel(n_jobs=self.n_jobs)(
+                delayed(_replay_chunk)(replay, torch.zeros(0, n, dtype=dtype))
+                for replay in replays)
+            finals = [theta for theta, _ in jobs]
+        errors = []
+        for member, theta in zip(self._members, finals):
+            scale = member.theta.abs().max().clamp_min(torch.finfo(member.dtype).tiny)
+            errors.append(float((theta - member.theta).abs().max() / scale))
+        self.replay_error_ = np.asarray(errors)
+        tolerance = 1e-3 if self._members[0].dtype == torch.float32 else 1e-6
+        if self.replay_error_.max() > tolerance:
+            worst = int(np.argmax(self.replay_error_))
+            warnings.warn(
+                f"the replay of member {self.members_[worst]} ends {self.replay_error_[worst]:.2g} "
+                "(relative) away from its trained parameters: the ensemble was not trained on "
+                "these rows in this order, or its training is chaotic at this precision; the "
+                "responses describe the replayed run", UserWarning)
+        return self
+
+    def _fit_forward(self, replays):
+        """Forward mode: every row's parameter response per member (``responses_``)."""
+        n = self.n_train_
         # One extra direction, all ones, is the shared "renormalise the mean" part.
         dtype = self._members[0].dtype
         rows = np.arange(n)
@@ -767,25 +1003,17 @@ class UnrolledInfluence(InfluenceTransformer):
         if bar is not None:
             bar.close()
 
-        self.responses_, errors = [], []
-        for member, part, theta in zip(self._members, parts, finals):
+        self.responses_ = []
+        for member, part in zip(self._members, parts):
             tangents = torch.cat(part)
             self.responses_.append((tangents[:-1] + tangents[-1] / n).to(member.dtype))
-            scale = member.theta.abs().max().clamp_min(torch.finfo(member.dtype).tiny)
-            errors.append(float((theta - member.theta).abs().max() / scale))
-        self.replay_error_ = np.asarray(errors)
-        tolerance = 1e-3 if dtype == torch.float32 else 1e-6
-        if self.replay_error_.max() > tolerance:
-            worst = int(np.argmax(self.replay_error_))
-            warnings.warn(
-                f"the replay of member {self.members_[worst]} ends {self.replay_error_[worst]:.2g} "
-                "(relative) away from its trained parameters: the ensemble was not trained on "
-                "these rows in this order, or its training is chaotic at this precision; the "
-                "responses describe the replayed run", UserWarning)
-        return self
+        return finals
 
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
+        if self.mode_ == "reverse":
+            yield from self._reverse_blocks(X, y)
+            return
         for q_rows in self._chunks(len(X)):
             grads, measured = [], []
             for member in self._members:
@@ -798,3 +1026,34 @@ class UnrolledInfluence(InfluenceTransformer):
                     for g, response in zip(grads, self.responses_)
                 ])
                 yield q_rows, t_rows, measured, delta
+
+    def _reverse_blocks(self, X, y):
+        """Reverse mode: one backward sweep per member and batch of ``n_tangents`` queries."""
+        bar = None
+        n_sweeps = -(-len(X) // self.n_tangents) * len(self._replays)
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_sweeps, desc=f"reverse sweeps for {len(X)} queries",
+                       unit="sweep", leave=self.verbose > 1)
+        try:
+            for q_rows in self._chunks(len(X), self.n_tangents):
+                grads = [member.per_sample_grads("measurement", X[q_rows], y[q_rows])
+                         for member in self._members]
+                measured = np.stack([member.measure(X[q_rows], y[q_rows]).double().cpu().numpy()
+                                     for member in self._members])
+                jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
+                    delayed(_adjoint_chunk)(replay, g) for replay, g in zip(self._replays, grads))
+                deltas = []
+                for weights_bar in jobs:
+                    # removing row k is the direction -e_k + 1/N
+                    weights_bar = weights_bar.double().cpu()
+                    deltas.append((weights_bar.mean(1, keepdim=True) - weights_bar).numpy())
+                    if bar is not None:
+                        bar.update()
+                delta = np.stack(deltas)
+                for t_rows in self._chunks(self.n_train_):
+                    yield q_rows, t_rows, measured, delta[:, :, t_rows]
+        finally:
+            if bar is not None:
+                bar.close()
