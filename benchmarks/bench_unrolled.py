@@ -12,8 +12,14 @@ own:
 * ``skorch fit``: one member trained by ``net.fit`` (the ensemble's loop path).
 * ``torch loop``: the same steps as a bare torch loop (no skorch), the cheapest
   training run this arithmetic can have on one CPU thread.
-* ``replay K``: one replay of the member's training carrying K removal tangents
-  (``UnrolledInfluence`` runs ``ceil((N + 1) / n_tangents)`` of them per member).
+* ``replay K``: one forward-mode replay of the member's training carrying K
+  removal tangents (forward mode runs ``ceil((N + 1) / n_tangents)`` of them
+  per member to cover every training row).
+* ``reverse 64``: one reverse-mode sweep with the measurement gradients of 64
+  query rows, which covers all N training rows for those queries (what
+  ``UnrolledInfluence(mode="reverse")`` runs per member and 64 queries).
+* ``gemm``: the rate of one of the tangent matrix products alone, (4096 x 64)
+  @ (64 x 64) in float32: the floor the replay's arithmetic cannot beat here.
 
 Target (issue #6): under 3x a training run per batch of 64 tangents. The
 replay at a quarter of the epochs shows that memory does not grow with the
@@ -82,6 +88,15 @@ def _run(what, epochs, n_tangents, queue):
                 torch.nn.functional.cross_entropy(module(X_t[idx]), y_t[idx]).backward()
                 optimizer.step()
         seconds = time.perf_counter() - tic
+    elif what == "gemm":
+        a, b = torch.randn(4096, 64), torch.randn(64, 64)
+        for _ in range(20):
+            a @ b
+        tic = time.perf_counter()
+        for _ in range(500):
+            a @ b
+        seconds = time.perf_counter() - tic
+        queue.put({"gflops": 2 * 4096 * 64 * 64 * 500 / seconds / 1e9})
     else:
         from skdtda.influence._unrolled import _Replay, _removal_directions
 
@@ -90,8 +105,18 @@ def _run(what, epochs, n_tangents, queue):
                          ens._net_targets(y), "classifier")
         directions = _removal_directions(np.arange(n_tangents), len(X), torch.float32)
         replay.run(directions[:1])  # warm-up
-        tic = time.perf_counter()
-        theta, _ = replay.run(directions)
+        if what == "reverse":
+            from skdtda.influence._functional import FunctionalMember
+
+            member = FunctionalMember(ens.estimators_[0], "loss", "classifier")
+            queries = np.arange(len(X) - n_tangents, len(X))
+            cotangents = member.per_sample_grads("measurement", X[queries],
+                                                 ens._net_targets(y[queries]))
+            tic = time.perf_counter()
+            theta, _ = replay.adjoint(cotangents)
+        else:
+            tic = time.perf_counter()
+            theta, _ = replay.run(directions)
         seconds = time.perf_counter() - tic
         error = float((theta - replay.member.theta).abs().max())
         queue.put({"replay_max_abs_error": error})
@@ -134,12 +159,15 @@ def main():
     one = _measure("replay", epochs, 1)
     many = _measure("replay", epochs, 64)
     short = _measure("replay", max(1, epochs // 4), 64)
+    reverse = _measure("reverse", epochs, 64)
+    gemm = _measure("gemm", 0)
     print()
     print(f"{'run':<28}{'seconds':>9}{'ms/step':>9}{'x skorch fit':>14}{'x torch loop':>14}"
           f"{'peak MiB':>10}")
     for label, r in (("skorch fit (1 member)", fit), ("torch loop (1 member)", loop),
                      ("replay, 1 tangent", one), ("replay, 64 tangents", many),
-                     (f"replay, 64 tangents, {short['epochs']} ep", short)):
+                     (f"replay, 64 tangents, {short['epochs']} ep", short),
+                     (f"reverse, 64 queries x {N_SAMPLES}", reverse)):
         n_steps = r["epochs"] * -(-N_SAMPLES // BATCH)
         # ratios to the training run of the same number of epochs
         same = r["epochs"] / epochs
@@ -148,7 +176,7 @@ def main():
               f"{r['seconds'] / (loop['seconds'] * same):>14.2f}"
               f"{r['peak_rss_mib']:>10.0f}")
     ratio = many["seconds"] / fit["seconds"]
-    print(f"\n64 tangents cost {ratio:.2f}x one skorch training run "
+    print(f"\nforward mode: 64 tangents cost {ratio:.2f}x one skorch training run "
           f"(target < 3x: {'met' if ratio < 3 else 'NOT met'}); "
           f"{many['seconds'] / loop['seconds']:.1f}x a bare torch loop")
     print(f"replay max |theta - member theta| = {many['replay_max_abs_error']:.2g} (float32)")
@@ -164,6 +192,19 @@ def main():
                               + sum(a * b * 6 for a, b in pairs[1:])) / 1e9
     print(f"tangent matrix products: {flops:.2f} GFLOP per step; the "
           f"replay sustains {flops * steps / many['seconds']:.1f} GFLOP/s")
+    floor = flops * steps / gemm["gflops"]
+    print(f"floor: those products alone at this machine's rate for one of them "
+          f"({gemm['gflops']:.0f} GFLOP/s) take {floor:.2f} s = {floor / fit['seconds']:.2f}x "
+          f"the training run")
+    replays = -(-(N_SAMPLES + 1) // 64)
+    print(f"reverse mode: 64 queries x all {N_SAMPLES} rows cost "
+          f"{reverse['seconds'] / fit['seconds']:.2f}x one skorch training run "
+          f"({reverse['seconds'] / many['seconds']:.2f}x a forward replay of 64 tangents); "
+          f"forward mode needs {replays} replays for the same rows "
+          f"(~{replays * ratio:.0f}x); per 64 training rows covered, the sweep costs "
+          f"{reverse['seconds'] / fit['seconds'] * 64 / N_SAMPLES:.3f}x a training run")
+    print(f"reverse max |theta - member theta| = {reverse['replay_max_abs_error']:.2g}; "
+          f"peak memory {reverse['peak_rss_mib']:.0f} MiB")
     return 0
 
 

@@ -88,8 +88,10 @@ def test_influence_in_a_pandas_pipeline(iris):
     pipe.set_output(transform="pandas")
     out = pipe.fit(X, y).transform(X.iloc[:2])
     assert isinstance(out, pd.DataFrame) and out.shape == (2, len(X))
-    # The transformer saw the scaler's DataFrame, with the original columns.
+    # The transformer saw the scaler's DataFrame, with the original columns, and
+    # so did the ensemble it fitted.
     np.testing.assert_array_equal(pipe[-1].feature_names_in_, X.columns)
+    np.testing.assert_array_equal(pipe[-1].estimator_.feature_names_in_, X.columns)
 
 
 def test_predict_removal_accepts_a_boolean_series(iris):

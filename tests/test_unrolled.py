@@ -154,9 +154,9 @@ def test_reverse_and_forward_modes_give_the_same_scores(iris, float64):
                                rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(reverse.predict_removal(X[:5], remove=[3, 40]),
                                forward.predict_removal(X[:5], remove=[3, 40]), rtol=1e-10)
-    # auto: forward when one replay holds every row, reverse otherwise
-    assert UnrolledInfluence(ens, n_tangents=151).fit(X, y).mode_ == "forward"
-    assert UnrolledInfluence(ens, n_tangents=150).fit(X, y).mode_ == "reverse"
+    # auto: forward when two replays hold every row, reverse otherwise
+    assert UnrolledInfluence(ens, n_tangents=76).fit(X, y).mode_ == "forward"
+    assert UnrolledInfluence(ens, n_tangents=75).fit(X, y).mode_ == "reverse"
     # refitting in the other mode drops the forward responses
     forward.set_params(mode="reverse").fit(X, y)
     assert not hasattr(forward, "responses_")
@@ -252,12 +252,13 @@ def test_long_full_batch_training_converges_to_the_exact_influence_function(iris
     """Theorem 2 on L2-logistic regression: gradient descent run to convergence."""
     X, y = iris
     ens = _logistic(batch_size=-1, lr=0.5, epochs=600, momentum=0.9).fit(X, y)
-    unrolled = UnrolledInfluence(ens, n_tangents=151).fit(X, y)
     exact = InfluenceTransformer(ens, curvature="exact", damping=0).fit(X, y)
     queries = [0, 60, 120, 75]
-    ud = unrolled.influence_samples(X[queries], y[queries])
     inf = exact.influence_samples(X[queries], y[queries])
-    np.testing.assert_allclose(ud, inf, rtol=1e-6, atol=1e-9 * np.abs(inf).max())
+    for mode in ("forward", "reverse"):
+        unrolled = UnrolledInfluence(ens, mode=mode).fit(X, y)
+        ud = unrolled.influence_samples(X[queries], y[queries])
+        np.testing.assert_allclose(ud, inf, rtol=1e-6, atol=1e-9 * np.abs(inf).max())
 
 
 def test_long_small_step_sgd_approaches_the_exact_influence_function(iris, float64):

@@ -219,6 +219,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
     def _adopt_ensemble(self, X, y):
         """Validate, fit or adopt the ensemble, and wrap the attributed members."""
+        X_given, y_given = X, y  # an unfitted ensemble sees them as given (column names)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=False)
         estimator = self.estimator
@@ -234,7 +235,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                     f"the fitted estimator has {estimator.n_features_in_} features but X has "
                     f"{X.shape[1]}; it must be fitted on the training rows being attributed")
         except NotFittedError:
-            self.estimator_ = clone(estimator).fit(X, y)
+            self.estimator_ = clone(estimator).fit(X_given, y_given)
         ens = self.estimator_
         n_seeds = len(ens.estimators_)
         if self.seed_index is not None and self.seed_index >= n_seeds:
