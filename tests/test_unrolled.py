@@ -101,7 +101,7 @@ def test_reverse_sweep_is_the_transpose_of_the_forward_replay(iris, float64, nam
     X, y = iris
     optimizer, kw = OPTIMIZERS[name]
     lr = 0.01 if optimizer is not torch.optim.SGD else 0.05
-    # 3 epochs of 5 batches: 15 steps in checkpointed segments of 4
+    # 3 epochs of 5 batches: 15 steps
     ens = SeedEnsembleClassifier(_net(optimizer, hidden=(6, 5), lr=lr, epochs=3, **kw),
                                  n_seeds=1, random_state=0).fit(X, y)
     replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
@@ -110,16 +110,19 @@ def test_reverse_sweep_is_the_transpose_of_the_forward_replay(iris, float64, nam
         replay.fast = None
     theta, tangents = replay.run(torch.eye(len(X)))  # (n, P): d theta_T / d w_n
     cotangents = torch.randn(5, len(theta), generator=torch.Generator().manual_seed(0))
-    theta_reverse, weights_bar = replay.adjoint(cotangents)
     expected = cotangents @ tangents.T
-    # the sweep's primal replay takes the gradient without vmap: round-off apart
-    np.testing.assert_allclose(theta_reverse, theta, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(weights_bar, expected, rtol=0,
-                               atol=1e-12 * expected.abs().max().item())
+    # 15 steps held whole (budget 64), in two levels (10), in deeper levels that end
+    # in the quadratic fallback (6, 4)
+    for budget in (None, 10, 6, 4):
+        theta_reverse, weights_bar = replay.adjoint(cotangents, budget=budget)
+        # the sweep's primal replay takes the gradient without vmap: round-off apart
+        np.testing.assert_allclose(theta_reverse, theta, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(weights_bar, expected, rtol=0,
+                                   atol=1e-12 * expected.abs().max().item())
 
 
 def test_reverse_sweep_of_a_single_step(iris, float64):
-    """One full-batch step: the sweep's edge case (one checkpoint, one segment)."""
+    """One full-batch step: the sweep's edge case (one snapshot)."""
     from skdtda.influence._unrolled import _Replay
 
     X, y = iris

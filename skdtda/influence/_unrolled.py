@@ -9,8 +9,8 @@ the number of steps. Many removal directions ``w`` travel together as a batch of
 tangents: each step costs one gradient plus one Hessian-vector product per
 tangent. Reverse mode sweeps back from a query measurement's gradient and gets
 its derivative with respect to every row's weight at once, for the same
-per-step cost per query, recomputing the trajectory from ``sqrt(T)``
-checkpoints.
+per-step cost per query, recomputing the trajectory from a fixed number of
+snapshots (memory is bounded whatever the number of steps there too).
 
 Removing row ``k`` from the mean over the remaining rows is the direction
 ``w = -e_k + 1/N`` at ``eps = 1`` (to first order in ``1/N``), which makes the
@@ -201,6 +201,45 @@ class _PlainStackStep:
                                                                      + block.shape[2:]))
                           for block in blocks], dim=1)
 
+    def gradient(self, theta, x, y):
+        """Gradient blocks of the minibatch mean loss alone (no tangents)."""
+        h, hs = x, [x]
+        for w, b, act, (o, i) in self.layers:
+            z = h @ theta[w].view(o, i).T
+            if b is not None:
+                z = z + theta[b].view(o)
+            if act is None or act is torch.nn.Identity:
+                h = z
+            elif act is torch.nn.ReLU:
+                h = z.clamp_min(0)
+            else:
+                h = act()(z)
+            hs.append(h)
+        out, B = hs[-1], len(x)
+        if self.cross_entropy:
+            e = torch.softmax(out, dim=-1)
+            e[torch.arange(B), y] -= 1
+        else:
+            e = (2 / out.shape[1]) * (out - y.reshape(out.shape))
+        e = e / B
+        grad = [None] * len(theta)
+        for layer in range(len(self.layers) - 1, -1, -1):
+            w, b, _, (o, i) = self.layers[layer]
+            grad[w] = (e.T @ hs[layer]).view(o, 1, i)
+            if b is not None:
+                grad[b] = e.sum(0).view(o, 1)
+            if layer == 0:
+                break
+            d = e @ theta[w].view(o, i)
+            act, h_prev = self.layers[layer - 1][2], hs[layer]
+            if act is None or act is torch.nn.Identity:
+                e = d
+            elif act is torch.nn.ReLU:
+                e = d * (h_prev > 0).to(d.dtype)
+            else:
+                e = d * _ACTIVATION_DERIVATIVES[act][0](h_prev)
+        return grad
+
     def __call__(self, theta, tangent, x, y, w_dot, row_derivatives=False):
         """Gradient blocks and their tangent blocks (and, if asked, dl_n along each tangent).
 
@@ -378,7 +417,7 @@ class _Replay:
                                                     states[j], states_dot[j], step)
         return self._join(theta), self._join_tangent(tangent)
 
-    def adjoint(self, cotangents):
+    def adjoint(self, cotangents, budget=None):
         """Reverse-mode replay: ``d (c^T theta_T) / d w_n`` for every training row.
 
         One backward sweep through the replayed training gives, for each
@@ -386,14 +425,15 @@ class _Replay:
         derivative with respect to every training row's loss weight at once:
         the transpose of what :meth:`run` computes one direction at a time.
         Per step it costs one Hessian-vector product per cotangent, as a
-        tangent does in :meth:`run`, plus one gradient to recompute the
-        parameters: the sweep keeps ``ceil(sqrt(T))`` checkpoints of the
-        parameters and optimizer state over ``T`` steps and recomputes each
-        segment of ``ceil(sqrt(T))`` steps before going back through it.
+        tangent does in :meth:`run`, plus the primal steps that recompute the
+        parameters going backwards (see :meth:`_sweep`).
 
         Parameters
         ----------
         cotangents : tensor of shape (n_cotangents, n_params)
+        budget : int, default=None
+            Parameter-and-state snapshots held at once, whatever the number
+            of steps. None means ``max(64, n_cotangents)``.
 
         Returns
         -------
@@ -404,61 +444,111 @@ class _Replay:
         """
         dtype, device = self.theta0.dtype, self.theta0.device
         n_params, n = len(self.theta0), len(self.X)
-        steps = list(self._batches())
-        segment = max(1, int(np.ceil(np.sqrt(len(steps)))))
+        # The minibatches as (step, int32 rows): T x batch_size small integers.
+        self._steps = [(step, idx.to(torch.int32)) for step, idx in self._batches()]
         no_tangent = self._split_tangent(torch.zeros(0, n_params, dtype=dtype, device=device))
-        no_weights = torch.zeros(0, self.batch_size, dtype=dtype, device=device)
-
-        def forward(theta, states, t):
-            """Step ``t`` of the primal replay; returns its gradient and the new state.
-
-            ``states`` holds, per block, the optimizer state and its (empty)
-            tangent; the update rebinds the state's entries and never mutates the
-            parameters' ones, so earlier states stay valid.
-            """
-            step, idx = steps[t]
-            g, g_dot = self._gradients(theta, no_tangent, idx, no_weights[:, :len(idx)])
-            new_theta, new_states = [], []
-            for j in range(len(theta)):
-                state, state_dot = dict(states[j][0]), dict(states[j][1])
-                new_theta.append(self._update(theta[j], no_tangent[j], g[j], g_dot[j], state,
-                                              state_dot, step)[0])
-                new_states.append((state, state_dot))
-            return g, new_theta, new_states
-
-        theta, states = self._split(self.theta0), [({}, {}) for _ in no_tangent]
-        checkpoints = []
-        for t in range(len(steps)):
-            if t % segment == 0:
-                checkpoints.append((theta, states))
-            _, theta, states = forward(theta, states, t)
-        final = self._join(theta)
-
+        self._no_tangent = no_tangent
         bar = self._split_tangent(cotangents.to(device=device, dtype=dtype))
         bar_states = [{} for _ in bar]
         weights_bar = torch.zeros(n, len(cotangents), dtype=dtype, device=device)
-        for first in range(len(checkpoints) - 1, -1, -1):
-            theta, states = checkpoints[first]
+        zeros = torch.zeros(len(cotangents), self.batch_size, dtype=dtype, device=device)
+
+        def back(t, theta, states, g):
+            """Carry the cotangents back through step ``t``."""
+            step, idx = self._steps[t]
+            idx = idx.long()
+            g_bar = [None] * len(bar)
+            for j in range(len(bar)):
+                g_bar[j], bar[j] = self._update_adjoint(theta[j], bar[j], g[j], states[j][0],
+                                                        bar_states[j], step)
+            # H g_bar (H symmetric) and each row's grad l_n^T g_bar, in one pass
+            _, hvp, rows = self._gradients(theta, g_bar, idx, zeros[:, :len(idx)],
+                                           row_derivatives=True)
+            for j in range(len(bar)):
+                bar[j].add_(hvp[j])
+            weights_bar.index_add_(0, idx, rows.T, alpha=1 / len(idx))
+
+        budget = max(64, len(cotangents)) if budget is None else budget
+        theta = self._split(self.theta0)
+        try:
+            final = self._sweep(0, len(self._steps), theta, [({}, {}) for _ in theta],
+                                max(4, budget), back)
+        finally:
+            del self._steps, self._no_tangent
+        return self._join(final), weights_bar.T
+
+    def _primal_step(self, theta, states, t):
+        """Step ``t`` of the replay without tangents: its gradient, the new parameters and state.
+
+        ``states`` holds, per block, the optimizer state and its (empty) tangent;
+        the update rebinds the state's entries and never mutates the parameters'
+        ones, so earlier snapshots stay valid.
+        """
+        step, idx = self._steps[t]
+        no_tangent = self._no_tangent
+        g, g_dot = self._gradients(theta, no_tangent, idx.long(),
+                                   no_tangent[0].new_zeros(0, len(idx)))
+        new_theta, new_states = [], []
+        for j in range(len(theta)):
+            state, state_dot = dict(states[j][0]), dict(states[j][1])
+            new_theta.append(self._update(theta[j], no_tangent[j], g[j], g_dot[j], state,
+                                          state_dot, step)[0])
+            new_states.append((state, state_dot))
+        return g, new_theta, new_states
+
+    def _sweep(self, first, stop, theta, states, budget, back):
+        """Call ``back`` on steps ``stop - 1`` down to ``first``, from the state before ``first``.
+
+        Holds at most ``budget`` snapshots (parameters, optimizer state and
+        gradient of one step) whatever the number of steps. A range that fits
+        is replayed once, keeping every step's snapshot, and walked back. A
+        longer one is replayed once keeping the starting snapshots of ``k``
+        pieces, which are then swept in turn (last first) with the ``budget -
+        k`` left. ``k`` is the smallest that lets the pieces fit the rest (two
+        replays of every step in all); if none does, ``budget // d`` for the
+        fewest levels ``d`` with ``(budget // d) ** d`` steps covered (``d``
+        replays: 3 for 1260 steps and a budget of 64, 6 for a million steps).
+        Returns the parameters after step ``stop - 1``.
+        """
+        n = stop - first
+        if n <= budget:
             saved = []
-            for t in range(first * segment, min((first + 1) * segment, len(steps))):
-                g, new_theta, new_states = forward(theta, states, t)
+            for t in range(first, stop):
+                g, new_theta, new_states = self._primal_step(theta, states, t)
                 saved.append((t, theta, states, g))
                 theta, states = new_theta, new_states
-            for t, theta, states, g in reversed(saved):
-                step, idx = steps[t]
-                g_bar = [None] * len(bar)
-                for j in range(len(bar)):
-                    g_bar[j], bar[j] = self._update_adjoint(theta[j], bar[j], g[j], states[j][0],
-                                                            bar_states[j], step)
-                # H g_bar (H symmetric) and each row's grad l_n^T g_bar, in one pass
-                _, hvp, rows = self._gradients(theta, g_bar, idx,
-                                               torch.zeros(len(cotangents), len(idx),
-                                                           dtype=dtype, device=device),
-                                               row_derivatives=True)
-                for j in range(len(bar)):
-                    bar[j].add_(hvp[j])
-                weights_bar.index_add_(0, idx, rows.T, alpha=1 / len(idx))
-        return final, weights_bar.T
+            for item in reversed(saved):
+                back(*item)
+            return theta
+        if budget < 4:
+            # too few snapshots to cut further: replay from the start to each step
+            for last in range(stop - 1, first - 1, -1):
+                step_theta, step_states = theta, states
+                for t in range(first, last):
+                    _, step_theta, step_states = self._primal_step(step_theta, step_states, t)
+                g, after, _ = self._primal_step(step_theta, step_states, last)
+                back(last, step_theta, step_states, g)
+                if last == stop - 1:
+                    final = after
+            return final
+        fits = [k for k in range(2, budget - 1) if -(-n // k) <= budget - k]
+        if fits:
+            k = fits[0]
+        else:  # d levels of budget // d snapshots each reach (budget // d) ** d steps
+            depth = 3
+            while (budget // depth) ** depth < n and budget // depth > 2:
+                depth += 1
+            k = max(2, budget // depth)
+        length = -(-n // k)
+        starts = []
+        for start in range(first, stop, length):
+            starts.append((start, theta, states))
+            for t in range(start, min(start + length, stop)):
+                _, theta, states = self._primal_step(theta, states, t)
+        for start, snapshot, snapshot_states in reversed(starts):
+            self._sweep(start, min(start + length, stop), snapshot, snapshot_states,
+                        budget - len(starts), back)
+        return theta
 
     # -- the two step implementations behind one interface --------------------------------
     def _split(self, theta):
@@ -477,6 +567,8 @@ class _Replay:
         """Minibatch gradient, its tangents (and each row's loss derivative), in blocks."""
         xb, yb = self.X[idx], self.y[idx]
         if self.fast is not None:
+            if len(w_dot) == 0 and not row_derivatives:
+                return self.fast.gradient(theta, xb, yb), tangent
             return self.fast(theta, tangent, xb, yb, w_dot, row_derivatives)
         theta, tangent = theta[0], tangent[0]
         w0 = torch.zeros(len(idx), dtype=theta.dtype, device=theta.device)
@@ -867,10 +959,11 @@ class UnrolledInfluence(InfluenceTransformer):
     products per step, and stores ``n_train * n_params`` numbers; memory does
     not grow with the number of steps. Reverse mode runs one primal replay in
     ``fit`` (to check it) and ``ceil(n_query / n_tangents)`` backward sweeps
-    per scoring call, each a forward pass that keeps ``ceil(sqrt(T))``
-    checkpoints over ``T`` steps, then per step a recomputed gradient and
-    ``n_tangents`` Hessian-vector products; memory grows as ``sqrt(T)``
-    parameter vectors (plus the ``T * batch_size`` row indices).
+    per scoring call, each ``n_tangents`` Hessian-vector products per step
+    plus a few primal replays (2 when ``T <= 64 * 64 / 4`` steps, 3 for 1260,
+    6 for a million) that recompute the parameters from at most
+    ``max(64, n_tangents)`` snapshots; memory does not grow with the number
+    of steps either (apart from the ``T * batch_size`` row indices, int32).
 
     References
     ----------
