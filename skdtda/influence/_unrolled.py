@@ -469,11 +469,9 @@ class _Replay:
             ``d (c_k^T theta_T) / d w_n``.
         """
         dtype, device = self.theta0.dtype, self.theta0.device
-        n_params, n = len(self.theta0), len(self.X)
+        n = len(self.X)
         # The minibatches as (step, int32 rows): T x batch_size small integers.
-        self._steps = [(step, idx.to(torch.int32)) for step, idx in self._batches()]
-        no_tangent = self._split_tangent(torch.zeros(0, n_params, dtype=dtype, device=device))
-        self._no_tangent = no_tangent
+        steps = [(step, idx.to(torch.int32)) for step, idx in self._batches()]
         bar = self._split_tangent(cotangents.to(device=device, dtype=dtype))
         bar_states = [{} for _ in bar]
         weights_bar = torch.zeros(n, len(cotangents), dtype=dtype, device=device)
@@ -482,7 +480,7 @@ class _Replay:
 
         def back(t, theta, states, g):
             """Carry the cotangents back through step ``t``."""
-            step, idx = self._steps[t]
+            step, idx = steps[t]
             idx = idx.long()
             g_bar = [None] * len(bar)
             for j in range(len(bar)):
@@ -497,22 +495,19 @@ class _Replay:
 
         budget = max(64, len(cotangents)) if budget is None else budget
         theta = self._split(self.theta0)
-        try:
-            final = self._sweep(0, len(self._steps), theta, [({}, {}) for _ in theta],
-                                max(4, budget), back)
-        finally:
-            del self._steps, self._no_tangent
+        final = self._sweep(steps, 0, len(steps), theta, [({}, {}) for _ in theta],
+                            max(4, budget), back)
         return self._join(final), weights_bar.T
 
-    def _primal_step(self, theta, states, t):
+    def _primal_step(self, steps, theta, states, t):
         """Step ``t`` of the replay without tangents: its gradient, the new parameters and state.
 
         ``states`` holds, per block, the optimizer state and its (empty) tangent;
         the update rebinds the state's entries and never mutates the parameters'
         ones, so earlier snapshots stay valid.
         """
-        step, idx = self._steps[t]
-        no_tangent = self._no_tangent
+        step, idx = steps[t]
+        no_tangent = self._split_tangent(theta[0].new_zeros(0, len(self.theta0)))
         g, g_dot = self._gradients(theta, no_tangent, idx.long(),
                                    no_tangent[0].new_zeros(0, len(idx)))
         new_theta, new_states = [], []
@@ -523,8 +518,10 @@ class _Replay:
             new_states.append((state, state_dot))
         return g, new_theta, new_states
 
-    def _sweep(self, first, stop, theta, states, budget, back):
+    def _sweep(self, steps, first, stop, theta, states, budget, back):
         """Call ``back`` on steps ``stop - 1`` down to ``first``, from the state before ``first``.
+
+        ``steps`` lists the minibatches as (step number, rows).
 
         Holds at most ``budget`` snapshots (parameters, optimizer state and
         gradient of one step) whatever the number of steps. A range that fits
@@ -541,7 +538,7 @@ class _Replay:
         if n <= budget:
             saved = []
             for t in range(first, stop):
-                g, new_theta, new_states = self._primal_step(theta, states, t)
+                g, new_theta, new_states = self._primal_step(steps, theta, states, t)
                 saved.append((t, theta, states, g))
                 theta, states = new_theta, new_states
             for item in reversed(saved):
@@ -552,8 +549,9 @@ class _Replay:
             for last in range(stop - 1, first - 1, -1):
                 step_theta, step_states = theta, states
                 for t in range(first, last):
-                    _, step_theta, step_states = self._primal_step(step_theta, step_states, t)
-                g, after, _ = self._primal_step(step_theta, step_states, last)
+                    _, step_theta, step_states = self._primal_step(steps, step_theta,
+                                                                   step_states, t)
+                g, after, _ = self._primal_step(steps, step_theta, step_states, last)
                 back(last, step_theta, step_states, g)
                 if last == stop - 1:
                     final = after
@@ -571,9 +569,9 @@ class _Replay:
         for start in range(first, stop, length):
             starts.append((start, theta, states))
             for t in range(start, min(start + length, stop)):
-                _, theta, states = self._primal_step(theta, states, t)
+                _, theta, states = self._primal_step(steps, theta, states, t)
         for start, snapshot, snapshot_states in reversed(starts):
-            self._sweep(start, min(start + length, stop), snapshot, snapshot_states,
+            self._sweep(steps, start, min(start + length, stop), snapshot, snapshot_states,
                         budget - len(starts), back)
         return theta
 
