@@ -359,6 +359,52 @@ def test_n_jobs_gives_the_same_scores(iris):
     np.testing.assert_array_equal(one, two)
 
 
+def test_memory_resumes_an_interrupted_fit_and_caches_sweeps(iris, tmp_path, monkeypatch):
+    """A long fit that is interrupted loses no finished replay; reverse-mode sweeps of
+    the same queries are not repeated."""
+    from skdtda.influence import _unrolled
+
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(), n_seeds=2, random_state=0).fit(X, y)
+    # 151 directions in 4 batches of 40, for 2 members: 8 replays
+    expected = UnrolledInfluence(ens, mode="forward", n_tangents=40).fit(X, y).responses_
+    calls, interrupt = [], [3]
+    run, adjoint = _unrolled._Replay.run, _unrolled._Replay.adjoint
+
+    def counting_run(self, directions):
+        calls.append("run")
+        if len(calls) == interrupt[0]:
+            raise KeyboardInterrupt
+        return run(self, directions)
+
+    def counting_adjoint(self, cotangents, budget=None):
+        calls.append("adjoint")
+        return adjoint(self, cotangents, budget)
+
+    monkeypatch.setattr(_unrolled._Replay, "run", counting_run)
+    monkeypatch.setattr(_unrolled._Replay, "adjoint", counting_adjoint)
+    cached = UnrolledInfluence(ens, mode="forward", n_tangents=40, memory=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        cached.fit(X, y)
+    calls.clear()
+    interrupt[0] = None
+    cached.fit(X, y)
+    assert calls == ["run"] * 6  # the 2 replays that had finished came from disk
+    for resumed, direct in zip(cached.responses_, expected):
+        np.testing.assert_array_equal(resumed, direct)
+
+    reverse = UnrolledInfluence(ens, mode="reverse", memory=str(tmp_path)).fit(X, y)
+    calls.clear()
+    first = reverse.influence_samples(X[:5], y[:5])
+    assert calls == ["adjoint"] * 2  # one sweep per member
+    np.testing.assert_array_equal(reverse.influence_samples(X[:5], y[:5]), first)
+    assert calls == ["adjoint"] * 2  # the second call swept nothing
+    reverse.influence_samples(X[5:10], y[5:10])
+    assert calls == ["adjoint"] * 4  # other queries are other sweeps
+    with pytest.raises(ValueError, match="memory"):
+        UnrolledInfluence(ens, memory=3).fit(X, y)
+
+
 def _tiny_classifier():
     return SeedEnsembleClassifier(_net(torch.optim.SGD, hidden=(8,), epochs=5,
                                        optimizer__momentum=0.9), n_seeds=2, random_state=0)

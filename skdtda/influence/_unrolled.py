@@ -30,8 +30,9 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import _fit_context, clone
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_memory
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
@@ -388,6 +389,22 @@ class _Replay:
         self.per_row = self._per_row_loss()
         linears = _PlainStackStep.layers_of(net, self.y)
         self.fast = None if linears is None else _PlainStackStep(self.member, linears)
+
+    def key(self):
+        """A hash of everything the replay computes from, for ``memory=``.
+
+        The initial and the trained parameters, the minibatch and optimizer
+        settings, the architecture and criterion, and the training rows: two
+        replays with the same key compute the same numbers.
+        """
+        import joblib
+
+        net = self.member.net
+        settings = {k: v for k, v in self.opt.items() if k != "params"}
+        return joblib.hash((self.theta0.cpu().numpy(), self.member.theta.cpu().numpy(),
+                            self.order_seed, self.batch_size, self.shuffle, self.drop_last,
+                            self.max_epochs, repr(sorted(settings.items())), repr(net.module_),
+                            repr(net.criterion_), self.X.cpu().numpy(), self.y.cpu().numpy()))
 
     def _per_row_loss(self):
         criterion = self.member.net.criterion_
@@ -777,15 +794,27 @@ def _removal_directions(rows, n_samples, dtype):
     return directions
 
 
-def _replay_chunk(replay, directions):
-    """One joblib task: replay a member with one batch of tangents."""
+def _replay_chunk(replay, directions, key=None):
+    """One joblib task: replay a member with one batch of tangents.
+
+    ``key`` stands for both arguments when ``memory=`` caches the task (which
+    then hashes the key, not the replay object).
+    """
     theta, tangents = replay.run(directions)
     return theta, tangents
 
 
-def _adjoint_chunk(replay, cotangents):
+def _adjoint_chunk(replay, directions, key=None):
     """One joblib task: sweep back through a member's training with a batch of cotangents."""
-    return replay.adjoint(cotangents)[1]
+    return replay.adjoint(directions)[1]
+
+
+def _cached(memory, task):
+    """``task`` cached by ``memory`` under its ``key`` argument, and a key maker."""
+    if memory is None:
+        return task, lambda replay, directions: None
+    cached = check_memory(memory).cache(task, ignore=["replay", "directions"])
+    return cached, lambda replay, directions: (replay.key(), directions.cpu().numpy())
 
 
 def unrolled_response(net, init_seed, order_seed, X, y, remove, *, kind=None, n_tangents=64,
@@ -937,6 +966,14 @@ class UnrolledInfluence(InfluenceTransformer):
         Joblib jobs over replays: (member, batch of tangents) in ``fit`` in
         forward mode, members per batch of queries in reverse mode. None
         means 1.
+    memory : str, joblib.Memory or None, default=None
+        Caches each replay on disk as it finishes (forward mode: each batch of
+        tangents in ``fit``; reverse mode: each sweep for a batch of queries),
+        keyed by the member's initial and trained parameters, its training
+        settings and rows, and the directions. An interrupted ``fit`` or
+        ``transform`` run again with the same ``memory`` redoes only the
+        replays that had not finished; a second ``transform`` of the same
+        queries in reverse mode sweeps nothing. None caches nothing.
     verbose : int, default=0
         Progress bar over replays.
 
@@ -1023,12 +1060,13 @@ class UnrolledInfluence(InfluenceTransformer):
         "n_tangents": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
+        "memory": [None, str, HasMethods(["cache"])],
         "verbose": ["verbose"],
     }
 
     def __init__(self, estimator=None, *, measurement="loss", statistic="mean", q=0.5,
                  seed_index=None, mode="auto", n_tangents=64, batch_size=256, n_jobs=None,
-                 verbose=0):
+                 memory=None, verbose=0):
         self.estimator = estimator
         self.measurement = measurement
         self.statistic = statistic
@@ -1038,6 +1076,7 @@ class UnrolledInfluence(InfluenceTransformer):
         self.n_tangents = n_tangents
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.memory = memory
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
@@ -1117,8 +1156,10 @@ class UnrolledInfluence(InfluenceTransformer):
 
             bar = tqdm(total=len(tasks), desc="unrolled replays", unit="replay",
                        leave=self.verbose > 1)
+        task, key = _cached(self.memory, _replay_chunk)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-            delayed(_replay_chunk)(replays[s], chunks[c]) for s, c in tasks)
+            delayed(task)(replays[s], chunks[c], key=key(replays[s], chunks[c]))
+            for s, c in tasks)
         parts = [[None] * len(chunks) for _ in replays]
         finals = [None] * len(replays)
         for (s, c), (theta, tangents) in zip(tasks, jobs):
@@ -1168,8 +1209,10 @@ class UnrolledInfluence(InfluenceTransformer):
                          for member in self._members]
                 measured = np.stack([member.measure(X[q_rows], y[q_rows]).double().cpu().numpy()
                                      for member in self._members])
+                task, key = _cached(self.memory, _adjoint_chunk)
                 jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-                    delayed(_adjoint_chunk)(replay, g) for replay, g in zip(self._replays, grads))
+                    delayed(task)(replay, g, key=key(replay, g))
+                    for replay, g in zip(self._replays, grads))
                 deltas = []
                 for weights_bar in jobs:
                     # removing row k is the direction -e_k + 1/N
