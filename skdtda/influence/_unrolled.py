@@ -689,12 +689,31 @@ def _sgd(theta, tangent, g, g_dot, state, state_dot, opt, step):
     return theta - lr * d, tangent.add_(d_dot, alpha=-lr)
 
 
+def _adam_quantities(g, state, opt, step):
+    """Adam's moments after the step and the parts of its update, shared by both modes.
+
+    ``g`` is the gradient with any coupled weight decay added; ``state`` the
+    moments before the step (empty at step 1, where they are zero).
+    """
+    beta1, beta2 = opt["betas"]
+    m = beta1 * state["m"] + (1 - beta1) * g if step > 1 else (1 - beta1) * g
+    v = beta2 * state["v"] + (1 - beta2) * g * g if step > 1 else (1 - beta2) * g * g
+    root2 = (1 - beta2 ** step) ** 0.5
+    root = v.sqrt()
+    denom = root / root2 + opt["eps"]
+    # d sqrt(v) = dv / (2 sqrt(v)). v == 0 only where every gradient so far was
+    # exactly 0 (a dead unit), whose derivatives are 0 too: 0/0 must not spread NaN.
+    half_inverse_root = torch.where(
+        root > 0, 0.5 / root.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(root))
+    return m, v, root2, denom, m / denom, half_inverse_root
+
+
 def _adam(theta, tangent, g, g_dot, state, state_dot, opt, step, decoupled):
     """torch.optim.Adam/AdamW's update and its derivative through m and sqrt(v).
 
     As in :func:`_sgd`, the tangents are updated in place.
     """
-    lr, wd, eps = opt["lr"], opt["weight_decay"], opt["eps"]
+    lr, wd = opt["lr"], opt["weight_decay"]
     beta1, beta2 = opt["betas"]
     if wd and decoupled:
         theta = theta * (1 - lr * wd)
@@ -703,24 +722,13 @@ def _adam(theta, tangent, g, g_dot, state, state_dot, opt, step, decoupled):
         g = g + wd * theta
         g_dot.add_(tangent, alpha=wd)
     if step == 1:
-        state["m"], state["v"] = torch.zeros_like(g), torch.zeros_like(g)
         state_dot["m"], state_dot["v"] = torch.zeros_like(g_dot), torch.zeros_like(g_dot)
-    m = beta1 * state["m"] + (1 - beta1) * g
+    m, v, root2, denom, update, half_inverse_root = _adam_quantities(g, state, opt, step)
     m_dot = state_dot["m"].mul_(beta1).add_(g_dot, alpha=1 - beta1)
-    v = beta2 * state["v"] + (1 - beta2) * g * g
     v_dot = state_dot["v"].mul_(beta2).addcmul_(g_dot, g, value=2 * (1 - beta2))
     state["m"], state["v"] = m, v
-    correction1 = 1 - beta1 ** step
-    root2 = (1 - beta2 ** step) ** 0.5
-    root = v.sqrt()
-    denom = root / root2 + eps
-    step_size = lr / correction1
-    update = m / denom
-    # update' = m' / denom - update * denom' / denom with denom' = v' / (2 sqrt(v) root2).
-    # v == 0 only where every gradient so far was exactly 0 (a dead unit); its
-    # tangent is 0 there too, and 0/0 must not spread NaN.
-    half_inverse_root = torch.where(
-        root > 0, 0.5 / root.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(root))
+    step_size = lr / (1 - beta1 ** step)
+    # update' = m' / denom - update * denom' / denom with denom' = v' / (2 sqrt(v) root2)
     tangent.addcmul_(m_dot, 1 / denom, value=-step_size)
     tangent.addcmul_(v_dot, update * half_inverse_root / (root2 * denom), value=step_size)
     return theta - step_size * update, tangent
@@ -757,20 +765,12 @@ def _sgd_adjoint(theta, bar, g, state, bar_state, opt, step):
 
 def _adam_adjoint(theta, bar, g, state, bar_state, opt, step, decoupled):
     """The transpose of :func:`_adam`'s derivative (see :func:`_sgd_adjoint`)."""
-    lr, wd, eps = opt["lr"], opt["weight_decay"], opt["eps"]
+    lr, wd = opt["lr"], opt["weight_decay"]
     beta1, beta2 = opt["betas"]
     if wd and not decoupled:
         g = g + wd * theta
-    m = beta1 * state["m"] + (1 - beta1) * g if step > 1 else (1 - beta1) * g
-    v = beta2 * state["v"] + (1 - beta2) * g * g if step > 1 else (1 - beta2) * g * g
-    correction1 = 1 - beta1 ** step
-    root2 = (1 - beta2 ** step) ** 0.5
-    root = v.sqrt()
-    denom = root / root2 + eps
-    update = m / denom
-    step_size = lr / correction1
-    half_inverse_root = torch.where(
-        root > 0, 0.5 / root.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(root))
+    _, _, root2, denom, update, half_inverse_root = _adam_quantities(g, state, opt, step)
+    step_size = lr / (1 - beta1 ** step)
     # theta_new = theta1 - step_size * m / denom, denom = sqrt(v) / root2 + eps
     m_bar = bar * (-step_size / denom)
     v_bar = bar * (step_size * update * half_inverse_root / (root2 * denom))
