@@ -105,25 +105,29 @@ def test_curvatures_agree_in_rank_on_a_tiny_mlp():
 
 def test_kfac_blocks_are_the_exact_ggn_blocks():
     """The back-propagated output-Hessian roots rebuild each layer's exact GGN block."""
-    from skdtda.curvature import KroneckerCurvature, dense_ggn
+    from skdtda.curvature import dense_ggn
     from skdtda.influence._functional import FunctionalMember
 
     X, y = make_classification(n_samples=60, n_features=4, n_informative=3, n_redundant=0,
                                n_classes=3, random_state=1)
     ens = SeedEnsembleClassifier(n_seeds=1, random_state=0).fit(X, y)
-    member = FunctionalMember(ens.estimators_[0], "loss", "classifier")
     X_net, y_net = np.require(X, dtype=np.float32), ens._net_targets(y)
-    ggn = dense_ggn(member, X_net, y_net)
-    kron = KroneckerCurvature(member, X_net, y_net, damping=0.0, corrected=False)
-    inputs, pseudo = kron._pass(*member.tensors(X_net, y_net))
-    for spec, a, g in zip(kron.linears, inputs, pseudo):
-        per_pseudo_sample = torch.einsum("nco,ni->ncoi", g, a).reshape(-1, g.shape[2] * a.shape[1])
-        block = per_pseudo_sample.T @ per_pseudo_sample / len(X)
-        (w0, _), (b0, _) = spec["weight"], spec["bias"]
-        out_dim, in_dim = spec["layer"].weight.shape
-        index = torch.tensor([w0 + o * in_dim + j if j < in_dim else b0 + o
-                              for o in range(out_dim) for j in range(in_dim + 1)])
-        np.testing.assert_allclose(block, ggn[index][:, index], atol=1e-6)
+    flat = FunctionalMember(ens.estimators_[0], "loss", "classifier")
+    member = FunctionalMember(ens.estimators_[0], "loss", "classifier", layered=True,
+                              probe_X=X_net)
+    assert member.names == flat.names
+    ggn = dense_ggn(flat, X_net, y_net)
+    patches, columns = member.tracer.pseudo_grads(*member.tensors(X_net, y_net))
+    per_column = [[p.row_grads(g) for p, g in zip(patches, gs)] for gs in columns]
+    start = 0
+    for i, spec in enumerate(member.layers):
+        blocks = torch.stack([c[i] for c in per_column], dim=1).reshape(-1, *spec.shape)
+        parts = spec.kind.to_params(spec.module, blocks)  # the parameters' own layout
+        rows = torch.cat([part.reshape(len(blocks), -1) for part in parts], dim=1).double()
+        block = rows.T @ rows / len(X)
+        np.testing.assert_allclose(block, ggn[start:start + spec.size, start:start + spec.size],
+                                   atol=1e-6)
+        start += spec.size
 
 
 def test_kfac_is_exact_ggn_for_one_linear_layer_and_one_sample_class_root():
@@ -279,7 +283,7 @@ def test_layerwise_per_sample_grads_equal_vmap_grads(iris, float64, measurement)
     net = NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=2,
                               train_split=None, verbose=0).fit(X.astype(np.float64), y)
     member = FunctionalMember(net, measurement, "classifier")
-    assert member._stack is not None
+    assert member._flat_from_layers(member.tensors(X[:3], y[:3])[0])
     fn = member.loss_fn if measurement == "loss" else member.measure_fn
     which = "loss" if measurement == "loss" else "measurement"
     fast = member.per_sample_grads(which, X[:20], y[:20])
@@ -327,7 +331,9 @@ class _Residual(torch.nn.Module):
         return self.out(torch.relu(self.inner(x)) + self.skip(x))
 
 
-def test_auto_curvature_falls_back_to_cg_for_other_modules(iris):
+def test_auto_curvature_takes_ekfac_for_any_module_with_layers(iris):
+    """A residual module (not a plain stack) gets EK-FAC beyond the dense budget; CG is
+    never chosen, only taken when asked for."""
     from skdtda.curvature import resolve_curvature
     from skdtda.influence._functional import FunctionalMember
 
@@ -335,9 +341,30 @@ def test_auto_curvature_falls_back_to_cg_for_other_modules(iris):
     net = NeuralNetClassifier(_Residual, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
                               train_split=None, verbose=0).fit(X.astype(np.float32), y)
     member = FunctionalMember(net, "loss", "classifier")
-    assert resolve_curvature("auto", member, np.repeat(X, 20, axis=0)) == "cg"
+    assert resolve_curvature("auto", member, np.repeat(X, 20, axis=0)) == "ekfac"
     assert resolve_curvature("auto", member, X[:10]) == "ggn"
-    assert resolve_curvature("kfac", member, X) == "kfac"
+    assert resolve_curvature("cg", member, X) == "cg"
+
+
+class _Scaled(torch.nn.Module):
+    """No supported layer: a free weight matrix applied by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(4, 3000) * 0.01)
+        self.head = torch.nn.Parameter(torch.randn(3000, 3) * 0.01)
+
+    def forward(self, x):
+        return torch.relu(x @ self.weight) @ self.head
+
+
+def test_auto_curvature_refuses_a_large_module_without_layers(iris):
+    X, y = iris
+    net = NeuralNetClassifier(_Scaled, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+                              train_split=None, verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="curvature='cg'"):
+        InfluenceTransformer(ens).fit(X, y)
 
 
 def _ensemble_with(hidden):

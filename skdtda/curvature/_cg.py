@@ -2,8 +2,10 @@
 
 For models too large to store a dense curvature: each solve runs CG on
 ``(G + (damping + weight decay) I) x = v`` with exact Gauss-Newton-vector
-products ``G v = mean_n J_n^T H_n J_n v`` (a forward-mode and a reverse-mode
-pass over the training rows per product, batched over all right-hand sides).
+products ``G v = mean_n J_n^T H_n J_n v``, batched over all right-hand sides.
+``J v`` comes from reverse over reverse (the transpose of the linear map
+``u -> J^T u``), not forward-mode AD, which torch lacks for some ops
+(``nn.MultiheadAttention``'s fused kernel, ``nn.EmbeddingBag``).
 The GGN is positive semi-definite, so CG converges for any positive damping.
 """
 
@@ -11,7 +13,9 @@ import warnings
 
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from torch.func import jvp, vjp, vmap
+from torch.func import vjp, vmap
+
+from ..exceptions import UnsupportedOperationError
 
 __all__ = ["CGCurvature"]
 
@@ -59,10 +63,18 @@ class CGCurvature:
             def f(theta):
                 return member.outputs(theta, Xc).reshape(len(Xc), -1)
 
-            jv = vmap(lambda v: jvp(f, (member.theta,), (v,))[1])(V)  # (m, n, K)
-            hjv = torch.einsum("nkl,mnl->mnk", h_out, jv)
-            _, pullback = vjp(f, member.theta)
-            total += vmap(lambda u: pullback(u)[0])(hjv).double()
+            try:
+                out, pullback = vjp(f, member.theta)
+                # J v: the pullback u -> J^T u is linear; its own pullback is J
+                _, push = vjp(lambda u: pullback(u)[0], torch.zeros_like(out))
+                jv = vmap(lambda v: push(v)[0])(V)  # (m, n, K)
+                hjv = torch.einsum("nkl,mnl->mnk", h_out, jv)
+                total += vmap(lambda u: pullback(u)[0])(hjv).double()
+            except (NotImplementedError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
+                        "not implemented" not in str(exc).lower():
+                    raise
+                raise UnsupportedOperationError.of(exc, "curvature='cg'") from exc
         return total / self.n
 
     def solve(self, vectors):

@@ -7,7 +7,7 @@ Meant for small models (P up to a few thousand).
 """
 
 import torch
-from torch.func import hessian, jacrev, vmap
+from torch.func import jacrev, vmap
 
 __all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn"]
 
@@ -18,11 +18,15 @@ def _chunks(n, size):
 
 
 def dense_hessian(member, X, y, chunk=512):
-    """Hessian of the mean training loss at the member's parameters, (P, P) float64."""
+    """Hessian of the mean training loss at the member's parameters, (P, P) float64.
+
+    Reverse over reverse (no forward-mode AD, which torch lacks for some ops).
+    """
     X, y = member.tensors(X, y)
     total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
     for rows in _chunks(len(X), chunk):
-        h = hessian(member.mean_loss)(member.theta, X[rows], y[rows])
+        h = _guarded(jacrev(jacrev(member.mean_loss)), "the exact Hessian")(
+            member.theta, X[rows], y[rows])
         total += h.double() * (rows.stop - rows.start)
     return total / len(X)
 
@@ -42,7 +46,8 @@ def dense_ggn(member, X, y, chunk=256):
         return member.outputs(theta, x[None])[0].reshape(-1)
 
     for rows in _chunks(len(X), chunk):
-        jac = vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X[rows]).double()
+        jac = _guarded(vmap(jacrev(out_one), in_dims=(None, 0)), "the exact Gauss-Newton")(
+            member.theta, X[rows]).double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
         root = member.output_hessian_roots(outputs, y[rows])
@@ -50,6 +55,21 @@ def dense_ggn(member, X, y, chunk=256):
         rotated = torch.einsum("nkc,nkp->ncp", root, jac).reshape(-1, member.n_params)
         total += rotated.T @ rotated
     return total / len(X)
+
+
+def _guarded(fn, what):
+    """``fn`` with a torch op that a transform lacks reported as a clear error."""
+    from ..exceptions import UnsupportedOperationError
+
+    def call(*args):
+        try:
+            return fn(*args)
+        except (NotImplementedError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
+                    "not implemented" not in str(exc).lower():
+                raise
+            raise UnsupportedOperationError.of(exc, what) from exc
+    return call
 
 
 class EigenCurvature:

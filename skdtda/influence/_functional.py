@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..ensemble._batched import _plain_stack
+from ..curvature._trace import LayerTracer
+from ..exceptions import UnsupportedOperationError
 from ..measurements import get_measurement
 
 __all__ = ["FunctionalMember", "optimizer_weight_decay"]
@@ -39,50 +40,97 @@ def optimizer_weight_decay(net):
 class FunctionalMember:
     """Loss, outputs and measurements of one member as functions of ``theta``.
 
+    ``theta`` holds the *attributed* parameters; every other parameter is held
+    fixed at its trained value. The module always runs in evaluation mode
+    (BatchNorm on its running statistics, Dropout off), as predictions do.
+
     Parameters
     ----------
     net : skorch.NeuralNet
         A fitted member.
     measurement : str or callable
         Named measurement of :mod:`skdtda.measurements`, or a differentiable
-        torch callable ``(net, y_pred, y_true) -> tensor of shape (n,)``.
+        torch callable ``(net, y_pred, y_true) -> tensor of shape (n,)`` whose
+        value for row ``n`` depends on row ``n`` only.
     kind : {"classifier", "regressor"}
+    modules : None, str, type or list of them, default=None
+        The attributed modules (see :func:`skdtda.curvature.layers.find_layers`).
+    layered : bool, default=False
+        Attribute only the parameters of supported layers (Linear, Conv1d/2d,
+        Embedding/Bag) and work in per-layer blocks (Kronecker-factored
+        curvature). Otherwise every selected parameter is attributed, as one
+        flat vector.
+    probe_X : array-like, default=None
+        A few training rows: they show where each layer keeps its rows.
     """
 
-    def __init__(self, net, measurement, kind):
+    def __init__(self, net, measurement, kind, modules=None, layered=False, probe_X=None):
+        from ..curvature.layers import find_layers
+
         self.net = net
         self.module = net.module_
-        self.names, shapes, values = [], [], []
-        for name, param in self.module.named_parameters():
-            self.names.append(name)
-            shapes.append(param.shape)
-            values.append(param.detach().reshape(-1))
-        self.shapes = shapes
-        self.sizes = [int(np.prod(s)) for s in shapes]
-        self.theta = torch.cat(values)
-        self.dtype = self.theta.dtype
-        self.device = self.theta.device
+        self.module.eval()
         self.loss_fn = get_measurement("loss", kind)
         self.measure_fn = (measurement if callable(measurement)
                            else get_measurement(measurement, kind))
         self.weight_decay = optimizer_weight_decay(net)
-        self._measurement_is_named = not callable(measurement)
-        self._stack = self._linear_stack()
+        specs, self.fixed = find_layers(self.module, modules)
+        every = dict(self.module.named_parameters())
+        self.dtype = next(iter(every.values())).dtype if every else torch.float32
+        self.device = next(iter(every.values())).device if every else torch.device("cpu")
+        self.tracer, self._specs = None, specs
+        self.layered = layered
+        if layered and probe_X is None:
+            raise ValueError("a layered FunctionalMember needs probe_X (a few training rows)")
+        if probe_X is not None:
+            self._trace(self.tensors(probe_X, [0])[0])
+        if layered:
+            if not self.layers:
+                raise ValueError(
+                    f"{type(self.module).__name__} has no attributable layer (Linear, "
+                    "Conv1d/2d, Embedding/Bag) among the selected modules: "
+                    f"{_reasons(self.fixed)}")
+            names = [n for spec in self.layers for n in spec.param_names]
+        elif modules is None:
+            names = list(every)
+            self.fixed = {}
+        else:
+            from ..curvature.layers import _normalise, _selected
 
-    def _linear_stack(self):
-        """For a plain Linear/activation stack: its layers, and where each parameter
-        sits in them, so per-sample gradients come from layer-wise outer products."""
-        layers = _plain_stack(self.module)
-        if not layers:
-            return None
-        where = {}
-        for i, layer in enumerate(layers):
-            if type(layer) is nn.Linear:
-                where[id(layer.weight)] = (i, "weight")
-                if layer.bias is not None:
-                    where[id(layer.bias)] = (i, "bias")
-        slots = [where.get(id(p)) for p in self.module.parameters()]
-        return None if None in slots else (layers, slots)
+            chosen = _normalise(modules)
+            owner = {id(p): name for name, sub in self.module.named_modules()
+                     for p in sub.parameters(recurse=False)}
+            subs = dict(self.module.named_modules())
+            names = [n for n, p in every.items()
+                     if _selected(owner[id(p)], subs[owner[id(p)]], chosen)]
+            if not names:
+                raise ValueError(f"modules={modules!r} selects no parameter")
+            self.fixed = {n: "not selected by modules=" for n in every if n not in names}
+        self.names = names
+        self.shapes = [every[n].shape for n in names]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.theta = torch.cat([every[n].detach().reshape(-1) for n in names])
+        self._measurement_is_named = not callable(measurement)
+
+    def _trace(self, X):
+        """Hook the supported layers (once), probing where they keep their rows."""
+        if self.tracer is None and self._specs:
+            self.tracer = LayerTracer(self, self._specs, X)
+            if self.layered:
+                self.fixed.update(self.tracer.fixed)
+        return self.tracer
+
+    @property
+    def layers(self):
+        return self.tracer.specs if self.tracer is not None else []
+
+    def _flat_from_layers(self, X):
+        """Whether every attributed parameter lies in a hooked layer (then per-row
+        gradients come from one backward pass instead of vmap)."""
+        if self._trace(X) is None:
+            return False
+        covered = {n for spec in self.layers for n in spec.param_names}
+        return set(self.names) <= covered
 
     @property
     def n_params(self):
@@ -96,7 +144,9 @@ class FunctionalMember:
         return functional_call(self.module, self.unflatten(theta), (X,))
 
     def tensors(self, X, y):
-        X = torch.as_tensor(np.asarray(X), device=self.device).to(self.dtype)
+        X = torch.as_tensor(np.asarray(X), device=self.device)
+        if torch.is_floating_point(X):
+            X = X.to(self.dtype)
         y = torch.as_tensor(np.asarray(y), device=self.device)
         if torch.is_floating_point(y):
             y = y.to(self.dtype)
@@ -107,48 +157,54 @@ class FunctionalMember:
             return fn(self.net, self.outputs(theta, x[None]), y[None])[0]
         return one
 
+    def _fn(self, fn_name):
+        return self.loss_fn if fn_name == "loss" else self.measure_fn
+
+    def grads(self, fn_name, X, y):
+        """Per-row gradients of the loss (``"loss"``) or the measurement, as blocks.
+
+        Layered members give one ``(n, out, in)`` block per attributed layer;
+        others one ``(n, P)`` block.
+        """
+        if not self.layered:
+            return [self.per_sample_grads(fn_name, X, y)]
+        X, y = self.tensors(X, y)
+        return self.tracer.row_grads(self._fn(fn_name), X, y)
+
     def per_sample_grads(self, fn_name, X, y):
         """Gradients of the per-sample loss (``"loss"``) or measurement, shape (n, P)."""
-        fn = self.loss_fn if fn_name == "loss" else self.measure_fn
+        fn = self._fn(fn_name)
         X, y = self.tensors(X, y)
-        if self._stack is not None and (fn_name == "loss" or self._measurement_is_named):
-            return self._stack_grads(fn, X, y)
-        g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
+        if self._flat_from_layers(X):
+            return self._flat(self.tracer.row_grads(fn, X, y), len(X))
+        try:
+            g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
+        except (NotImplementedError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "vmap" not in str(exc):
+                raise
+            raise UnsupportedOperationError.of(exc, "per-row gradients of all parameters") \
+                from exc
         return g.detach()
 
-    def _stack_grads(self, fn, X, y):
-        """Per-sample gradients of a plain stack without vmap.
+    def _flat(self, blocks, n):
+        """Layer blocks to one (n, P) matrix in ``self.names`` order."""
+        parts = {}
+        for spec, block in zip(self.layers, blocks):
+            for name, part in zip(spec.param_names, spec.kind.to_params(spec.module, block)):
+                parts[name] = part.reshape(n, -1)
+        return torch.cat([parts[name] for name in self.names], dim=1)
 
-        Row n's value depends only on row n's pre-activations ``z_n`` (the
-        layers are Linear or elementwise), so one backward pass of the summed
-        values gives every ``d value_n / d z_n``; a Linear layer's per-sample
-        weight gradient is then the outer product of that with its input.
-        """
-        layers, slots = self._stack
-        params = self.unflatten(self.theta)
-        names = dict(zip((id(p) for p in self.module.parameters()), self.names))
-        inputs, pre = {}, {}
-        with torch.enable_grad():
-            h = X
-            for i, layer in enumerate(layers):
-                if type(layer) is nn.Linear:
-                    inputs[i] = h
-                    bias = None if layer.bias is None else params[names[id(layer.bias)]]
-                    h = torch.nn.functional.linear(h, params[names[id(layer.weight)]], bias)
-                    if not h.requires_grad:  # the first layer: theta is a constant here
-                        h.requires_grad_()
-                    pre[i] = h
-                else:
-                    h = layer(h)
-            values = fn(self.net, h, y)
-            order = sorted(pre)
-            grads = dict(zip(order, torch.autograd.grad(values.sum(), [pre[i] for i in order])))
-        parts = []
-        for i, kind in slots:
-            g = grads[i]
-            parts.append(g if kind == "bias"
-                         else (g[:, :, None] * inputs[i][:, None, :]).reshape(len(g), -1))
-        return torch.cat(parts, dim=1).detach()
+    def mean_grads(self, X, y, chunk=1024):
+        """Mean training-loss gradient (no weight decay), float64, in the blocks of
+        :meth:`grads` without their row axis."""
+        if not self.layered:
+            return [self.mean_loss_grad(X, y, chunk)]
+        total = None
+        for start in range(0, len(X), chunk):
+            blocks = self.grads("loss", X[start:start + chunk], y[start:start + chunk])
+            sums = [b.double().sum(dim=0) for b in blocks]
+            total = sums if total is None else [t + s for t, s in zip(total, sums)]
+        return [t / len(X) for t in total]
 
     def measure(self, X, y):
         X, y = self.tensors(X, y)
@@ -195,3 +251,12 @@ class FunctionalMember:
         def hess(z, target):
             return torch.func.hessian(lambda v: loss_of_output(v.reshape(shape), target))(z)
         return vmap(hess)(flat, y)
+
+
+def _reasons(fixed):
+    seen = {}
+    for name, reason in fixed.items():
+        seen.setdefault(reason, []).append(name)
+    return "; ".join(f"{', '.join(names[:3])}{' ...' if len(names) > 3 else ''}: {reason}"
+                     for reason, names in seen.items())
+

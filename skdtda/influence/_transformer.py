@@ -23,7 +23,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..curvature import CURVATURES, fit_curvature, resolve_curvature
+from ..curvature import CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from ..ensemble._seed_ensemble import _numpy_dtype
@@ -47,7 +47,7 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
 def _prepare_member(member, X, y, curvature, damping, options, chunk):
     """One member's inverse curvature and mean training gradient (a joblib task)."""
     solver = fit_curvature(curvature, member, X, y, damping, options)
-    return solver, member.mean_loss_grad(X, y, chunk)
+    return solver, member.mean_grads(X, y, chunk)
 
 
 class InfluenceTransformer(TransformerMixin, BaseEstimator):
@@ -71,13 +71,16 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Curvature of the mean training loss. ``"auto"`` (recorded in
         ``curvature_``) takes the exact Gauss-Newton where building it is cheap
         (``n_train * n_outputs * n_params**2 <= 2.5e10`` and
-        ``n_params <= 4096``), else EK-FAC for stacks of Linear layers, else
-        conjugate gradients: on small models the exact Gauss-Newton predicts
-        leave-one-out retraining much better (docs/influence.md). EK-FAC or K-FAC of the
-        Gauss-Newton (stacks of Linear layers), the exact Gauss-Newton or the
-        exact Hessian (dense, small models), conjugate gradients with exact
-        Gauss-Newton-vector products (matrix-free, any module), or the
-        identity (a gradient dot product, no damping).
+        ``n_params <= 4096``), else EK-FAC: on small models the exact
+        Gauss-Newton predicts leave-one-out retraining much better
+        (docs/influence.md). EK-FAC or K-FAC of the Gauss-Newton work layer by
+        layer over every supported layer (Linear, Conv1d/2d, Embedding/Bag,
+        wherever it sits in the module; the other parameters are held fixed,
+        see ``modules``) and never build a (rows x parameters) matrix; the
+        exact Gauss-Newton or the exact Hessian are dense (small models);
+        conjugate gradients use exact Gauss-Newton-vector products
+        (matrix-free, any module, slow: only when asked for); the identity is
+        a gradient dot product (no damping).
     damping : float, default=1e-3
         Added to the curvature's eigenvalues. With ``curvature="exact"`` or
         ``"ggn"``, 0 gives the pseudo-inverse (null space dropped).
@@ -95,6 +98,14 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     curvature_options : dict, default=None
         Options of the curvature backend: ``{{"maxiter": 100, "tol": 1e-6}}``
         for ``"cg"``.
+    modules : str, type, list of them, or None, default=None
+        The attributed modules; the parameters of every other module are held
+        fixed at their trained values. None: with EK-FAC/K-FAC every
+        supported layer, with the other curvatures every parameter. A name
+        (as in ``module.named_modules()``) selects that module and everything
+        inside it, a class every module of that class. EK-FAC/K-FAC attribute
+        only the supported layers among them. ``n_params_attributed_`` and
+        ``fixed_parameters_`` report the result.
     seed_index : int, default=None
         Use only this member: the classical fixed-seed influence the paper
         compares against. None uses every member.
@@ -118,6 +129,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         The curvature used: ``curvature``, or what ``"auto"`` chose.
     curvatures_ : list
         Per attributed member, its inverse-curvature solver.
+    n_params_attributed_ : int
+        Number of attributed parameters per member.
+    attributed_layers_ : list of str
+        With EK-FAC/K-FAC, the names of the attributed layers.
+    fixed_parameters_ : dict
+        ``{{parameter name: reason}}`` for every parameter held fixed (empty when
+        every parameter is attributed).
     members_ : ndarray of int
         Indices into ``estimator_.estimators_`` of the attributed members.
     n_train_ : int
@@ -156,6 +174,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "statistic": [StrOptions(set(STATISTICS)), callable],
         "q": [Interval(Real, 0, 1, closed="both")],
         "curvature_options": [dict, None],
+        "modules": [str, type, list, tuple, None],
         "seed_index": [Interval(Integral, 0, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
@@ -163,8 +182,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, estimator=None, *, curvature="auto", damping=1e-3, measurement="loss",
-                 statistic="mean", q=0.5, curvature_options=None, seed_index=None,
-                 batch_size=256, n_jobs=None, verbose=0):
+                 statistic="mean", q=0.5, curvature_options=None, modules=None,
+                 seed_index=None, batch_size=256, n_jobs=None, verbose=0):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -172,6 +191,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.statistic = statistic
         self.q = q
         self.curvature_options = curvature_options
+        self.modules = modules
         self.seed_index = seed_index
         self.batch_size = batch_size
         self.n_jobs = n_jobs
@@ -194,9 +214,27 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             The fitted transformer.
         """
         self._adopt_ensemble(X, y)
-        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
+        ens = self.estimator_
+        flat = FunctionalMember(ens.estimators_[self.members_[0]], self.measurement, ens._kind,
+                                modules=self.modules)
+        self.curvature_ = resolve_curvature(self.curvature, flat, self._X_train)
         if self.curvature == "auto":
             logger.info("curvature='auto' chose %r", self.curvature_)
+        layered = self.curvature_ in LAYERED
+        probe = self._X_train[:8]
+        self._members = [
+            flat if i == self.members_[0] and not layered else
+            FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
+                             modules=self.modules, layered=layered, probe_X=probe)
+            for i in self.members_]
+        lead = self._members[0]
+        self.n_params_attributed_ = lead.n_params
+        self.attributed_layers_ = [spec.name for spec in lead.layers] if layered else []
+        self.fixed_parameters_ = dict(lead.fixed)
+        if self.fixed_parameters_:
+            logger.info("%d of %d parameters attributed; held fixed: %s", lead.n_params,
+                        sum(p.numel() for p in lead.module.parameters()),
+                        sorted(self.fixed_parameters_))
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
@@ -247,8 +285,6 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self._X_train = self._as_net_input(X)
         self._y_train = ens._net_targets(y)
         self.n_train_ = len(X)
-        self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind)
-                         for i in self.members_]
 
     # -- scoring ------------------------------------------------------------------------
     def _as_net_input(self, X):
@@ -267,18 +303,29 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             yield slice(start, min(start + size, n))
 
     def _query_chunk(self):
-        """Query rows per chunk: as many solved query gradients as fit a fixed budget.
+        """Query rows per chunk, and whether members are scored one at a time.
 
-        Every training chunk's per-sample gradients are computed once per query
-        chunk, so fewer, larger query chunks save that work.
+        Every training chunk's gradients are computed once per query chunk, so
+        fewer, larger query chunks save that work. While the solved query
+        gradients of *all* members fit a fixed budget (256 MiB) for at least
+        ``batch_size`` queries, a chunk holds as many queries as fit, and each
+        training chunk is scored for all members at once (nothing grows with
+        the number of training rows). Beyond that (large nets, many seeds),
+        members are scored one at a time: only one member's solved gradients
+        are held, and the chunk's responses over all training rows, ``n_seeds *
+        n_train`` float64 a query, stay within the same budget.
         """
         member = self._members[0]
-        per_query = len(self._members) * member.n_params * member.theta.element_size()
-        return max(self.batch_size, _SOLUTION_BUDGET // per_query)
+        per_query = member.n_params * member.theta.element_size()
+        all_members = _SOLUTION_BUDGET // (len(self._members) * per_query)
+        if all_members >= self.batch_size:
+            return all_members, False
+        per_response = len(self._members) * self.n_train_ * 8
+        return max(1, min(_SOLUTION_BUDGET // per_query, _SOLUTION_BUDGET // per_response)), True
 
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
-        q_size = self._query_chunk()
+        q_size, by_member = self._query_chunk()
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
@@ -287,31 +334,54 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             bar = tqdm(total=n_blocks, desc=f"scoring {len(X)} queries x {self.n_train_} rows",
                        unit="block", leave=self.verbose > 1)
         try:
-            yield from self._scored_blocks(X, y, q_size, bar)
+            yield from self._scored_blocks(X, y, q_size, by_member, bar)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _scored_blocks(self, X, y, q_size, bar):
+    def _solve_queries(self, member, curv, mean_grad, Xq, yq):
+        """One member's solved query gradients (flattened blocks) and their products
+        with the mean training gradient."""
+        solved = solve_blocks(curv, member.grads("measurement", Xq, yq))
+        offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
+                     for s, m in zip(solved, mean_grad))
+        # The products with training gradients run in the member's dtype (2x
+        # faster, half the memory for float32 nets), whatever the solve's.
+        return [s.reshape(len(Xq), -1).to(member.dtype) for s in solved], offset
+
+    def _train_response(self, member, solved, offset, t_rows):
+        """``delta`` of the solved queries for training rows ``t_rows``, (nq, nt)
+        float64, summed over the attributed layers' blocks."""
+        grads = member.grads("loss", self._X_train[t_rows], self._y_train[t_rows])
+        total = None
+        for s, g in zip(solved, grads):
+            part = s @ g.reshape(len(g), -1).T
+            total = part if total is None else total.add_(part)
+        return total.double().sub_(offset[:, None]).cpu().numpy() / self.n_train_
+
+    def _scored_blocks(self, X, y, q_size, by_member, bar):
+        members = list(zip(self._members, self.curvatures_, self._mean_grads))
         for q_rows in self._chunks(len(X), q_size):
-            solved, offsets, measured = [], [], []
-            for member, curv, mean_grad in zip(self._members, self.curvatures_,
-                                               self._mean_grads):
-                grads = member.per_sample_grads("measurement", X[q_rows], y[q_rows])
-                solution = curv.solve(grads)
-                offsets.append(solution.double() @ mean_grad)
-                # The products with training gradients run in the member's dtype (2x
-                # faster, half the memory for float32 nets), whatever the solve's.
-                solved.append(solution.to(member.dtype))
-                measured.append(member.measure(X[q_rows], y[q_rows]).double().cpu().numpy())
-            measured = np.stack(measured)
+            Xq, yq = X[q_rows], y[q_rows]
+            measured = np.stack([member.measure(Xq, yq).double().cpu().numpy()
+                                 for member in self._members])
+            if by_member:
+                delta = np.empty((len(members), len(Xq), self.n_train_))
+                for s, (member, curv, mean_grad) in enumerate(members):
+                    solved, offset = self._solve_queries(member, curv, mean_grad, Xq, yq)
+                    for t_rows in self._chunks(self.n_train_):
+                        delta[s, :, t_rows] = self._train_response(member, solved, offset,
+                                                                   t_rows)
+                for t_rows in self._chunks(self.n_train_):
+                    if bar is not None:
+                        bar.update()
+                    yield q_rows, t_rows, measured, delta[:, :, t_rows]
+                continue
+            solved = [self._solve_queries(member, curv, mean_grad, Xq, yq)
+                      for member, curv, mean_grad in members]
             for t_rows in self._chunks(self.n_train_):
-                delta = np.stack([
-                    (sol @ member.per_sample_grads(
-                        "loss", self._X_train[t_rows], self._y_train[t_rows]).T
-                     ).double().sub_(offset[:, None]).cpu().numpy()
-                    for member, sol, offset in zip(self._members, solved, offsets)
-                ]) / self.n_train_
+                delta = np.stack([self._train_response(member, sol, offset, t_rows)
+                                  for member, (sol, offset) in zip(self._members, solved)])
                 if bar is not None:
                     bar.update()
                 yield q_rows, t_rows, measured, delta

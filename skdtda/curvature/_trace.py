@@ -1,0 +1,164 @@
+"""Layer inputs and output gradients of any module, captured by forward hooks.
+
+Kronecker-factored curvature and the factored scoring need, for every
+attributed layer, its per-row patches ``a`` and the gradients ``g`` of some
+per-row value with respect to the layer's outputs. Both come from one pass of
+the module itself: forward hooks record each call's patches and keep its
+output tensor; one backward pass of the summed per-row values gives every
+row's output gradients, because in evaluation mode (BatchNorm on running
+statistics, Dropout off) row ``n``'s value depends on row ``n`` only.
+
+Where a layer's input keeps its rows (axis 0 for a batch-first module, axis 1
+for a sequence-first ``nn.TransformerEncoderLayer``) is found once per member
+by running two batches of different sizes and seeing which axis follows.
+"""
+
+import contextlib
+
+import numpy as np
+import torch
+
+__all__ = ["LayerTracer", "evaluating"]
+
+_PROBE_SIZES = (3, 7)
+
+
+@contextlib.contextmanager
+def evaluating(module):
+    """Run ``module`` in evaluation mode, restoring each submodule's mode after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class LayerTracer:
+    """Hooks on the attributed layers of one member.
+
+    Parameters
+    ----------
+    member : FunctionalMember
+    specs : list of LayerSpec
+    X : tensor
+        A few training rows, for finding each layer's row axis.
+    """
+
+    def __init__(self, member, specs, X):
+        self.member, self.specs = member, specs
+        self.fixed = {}
+        self._probe(X)
+
+    def _calls(self, X, keep_outputs):
+        """Run the module on ``X``; per spec, the list of (args, kwargs, output)."""
+        calls = [[] for _ in self.specs]
+
+        def hook_for(i):
+            def hook(module, args, kwargs, output):
+                if keep_outputs and not output.requires_grad:
+                    output = output.detach().requires_grad_()  # frozen weights
+                args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+                calls[i].append((args, kwargs, output))
+                return output
+            return hook
+
+        handles = [spec.module.register_forward_hook(hook_for(i), with_kwargs=True)
+                   for i, spec in enumerate(self.specs)]
+        try:
+            with evaluating(self.member.module), torch.set_grad_enabled(keep_outputs):
+                outputs = self.member.module(X)
+        finally:
+            for h in handles:
+                h.remove()
+        return outputs, calls
+
+    def _probe(self, X):
+        shapes = []
+        for n in _PROBE_SIZES:
+            rows = X[np.resize(np.arange(len(X)), n)]
+            _, calls = self._calls(rows, keep_outputs=False)
+            shapes.append([[tuple(out.shape) for _, _, out in c] for c in calls])
+        kept = []
+        for i, spec in enumerate(self.specs):
+            first, second = shapes[0][i], shapes[1][i]
+            axes, reason = [], None
+            if not first:
+                reason = "never called by the module's forward"
+            elif len(first) != len(second):
+                reason = "called a different number of times for other batch sizes"
+            else:
+                for s1, s2 in zip(first, second):
+                    found = [ax for ax in range(min(len(s1), len(s2)))
+                             if (s1[ax], s2[ax]) == _PROBE_SIZES]
+                    same = len(s1) == len(s2) and all(
+                        a == b for ax, (a, b) in enumerate(zip(s1, s2)) if ax not in found)
+                    if len(found) != 1 or not same:
+                        reason = ("its output has no single axis that follows the number of "
+                                  f"rows (shapes {s1} and {s2} for {_PROBE_SIZES} rows)")
+                        break
+                    axes.append(found[0])
+            if reason is None:
+                spec.batch_axes = axes
+                kept.append(spec)
+            else:
+                for name in spec.param_names:
+                    self.fixed[name] = reason
+        self.specs = kept
+
+    def _patches(self, calls):
+        out = []
+        for spec, spec_calls in zip(self.specs, calls):
+            parts = [spec.kind.patches(spec.module, args, kwargs, ax)
+                     for (args, kwargs, _), ax in zip(spec_calls, spec.batch_axes)]
+            patches = parts[0]
+            for p in parts[1:]:
+                patches = patches.concat(p)
+            out.append(patches)
+        return out
+
+    def _output_grads(self, calls, grads):
+        """Per spec, (n, T, out) output gradients, calls concatenated along T."""
+        out, k = [], 0
+        for spec, spec_calls in zip(self.specs, calls):
+            parts = []
+            for (_, _, output), ax in zip(spec_calls, spec.batch_axes):
+                g = grads[k] if grads[k] is not None else torch.zeros_like(output)
+                parts.append(spec.kind.output_grads(spec.module, g.detach(), ax))
+                k += 1
+            out.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+        return out
+
+    def row_grads(self, fn, X, y):
+        """Per-row gradient blocks of ``fn(net, outputs, y)``: per layer (n, out, in)."""
+        with torch.enable_grad():
+            outputs, calls = self._calls(X, keep_outputs=True)
+            values = fn(self.member.net, outputs, y)
+            zs = [out for c in calls for _, _, out in c]
+            grads = torch.autograd.grad(values.sum(), zs, allow_unused=True)
+        patches = self._patches(calls)
+        gs = self._output_grads(calls, grads)
+        return [p.row_grads(g) for p, g in zip(patches, gs)]
+
+    def pseudo_grads(self, X, y):
+        """Patches, and per column ``c`` of each row's output-Hessian root the
+        back-propagated output gradients: ``(patches, iterator of [g per layer])``.
+
+        ``sum_c g_c g_c^T`` over the columns rebuilds the GGN's output Hessian.
+        """
+        member = self.member
+        with torch.enable_grad():
+            outputs, calls = self._calls(X, keep_outputs=True)
+        patches = self._patches(calls)
+        zs = [out for c in calls for _, _, out in c]
+        flat = outputs.reshape(len(outputs), -1)
+        root = member.output_hessian_roots(outputs.detach(), y).to(flat.dtype)
+
+        def columns():
+            for c in range(root.shape[2]):
+                (grads) = torch.autograd.grad(flat, zs, grad_outputs=root[:, :, c],
+                                              retain_graph=c + 1 < root.shape[2],
+                                              allow_unused=True)
+                yield self._output_grads(calls, grads)
+        return patches, columns()

@@ -1,0 +1,92 @@
+"""What every supported kind of layer tells the Kronecker-factored curvature.
+
+A layer maps per-row inputs to per-row outputs through a weight that acts on
+"patches": a Linear layer on each position's feature vector, a convolution on
+each unfolded patch, an embedding on each token's one-hot vector. For row
+``n`` with patches ``a_nt`` (shape ``(in,)``, a trailing 1 for the bias) and
+output gradients ``g_nt`` (shape ``(out,)``), the gradient of the layer's
+parameters, laid out as one ``(out, in)`` block, is ``sum_t g_nt a_nt^T``.
+That block is all K-FAC/EK-FAC and the factored scoring need; each kind only
+says how to get ``a`` from the layer's input, how its parameters map to the
+block, and whether its input factor is diagonal (one-hot inputs).
+"""
+
+import torch
+
+__all__ = ["DensePatches", "LayerKind"]
+
+
+class DensePatches:
+    """Patches as a dense tensor ``a`` of shape ``(n, T, in)``."""
+
+    def __init__(self, a):
+        self.a = a
+        self.n, self.n_pos, self.size = a.shape
+
+    def count(self):
+        return self.n * self.n_pos
+
+    def input_sum(self):
+        """``sum a a^T`` over rows and positions, shape (in, in)."""
+        flat = self.a.reshape(-1, self.size)
+        return flat.T @ flat
+
+    def row_grads(self, g):
+        """``sum_t g_nt a_nt^T`` for every row: (n, out, in); ``g`` is (n, T, out)."""
+        if self.n_pos == 1:
+            return g[:, 0, :, None] * self.a[:, 0, None, :]
+        return torch.bmm(g.transpose(1, 2), self.a)
+
+    def concat(self, other):
+        return DensePatches(torch.cat([self.a, other.a], dim=1))
+
+
+class LayerKind:
+    """Base class: one kind of layer (Linear, Conv2d, Embedding, ...).
+
+    Subclasses set ``types`` and implement the methods below. ``batch_axis``
+    is the axis of the layer's input that indexes rows (found by probing, see
+    :mod:`skdtda.curvature._trace`).
+    """
+
+    #: module classes this kind handles (their own ``forward``, not a subclass's)
+    types = ()
+    #: the input factor of one-hot inputs is diagonal (no eigendecomposition)
+    diagonal_input = False
+
+    def unsupported_reason(self, module):
+        """Why this module is held fixed although its class is known, or None."""
+        return None
+
+    def parameters(self, module):
+        """``[(attribute, parameter)]`` that the block covers, in block order."""
+        params = [("weight", module.weight)]
+        if getattr(module, "bias", None) is not None:
+            params.append(("bias", module.bias))
+        return params
+
+    def block_shape(self, module):
+        """``(out, in)`` of the parameter block (``in`` counts the bias column)."""
+        raise NotImplementedError
+
+    def patches(self, module, args, kwargs, batch_axis):
+        """Per-row patches of the call ``module(*args, **kwargs)``: a
+        :class:`DensePatches` of shape ``(n, T, in)`` (bias column included) or
+        another object with the same methods."""
+        raise NotImplementedError
+
+    def output_grads(self, module, g, batch_axis):
+        """Per-row output gradients: shape ``(n, T, out)``, aligned with ``patches``."""
+        raise NotImplementedError
+
+    def to_params(self, module, block):
+        """Split blocks ``(n, out, in)`` into the parameters' shapes, ``[(n, *shape)]``."""
+        raise NotImplementedError
+
+    def from_params(self, module, parts):
+        """Inverse of :meth:`to_params`: ``[(n, *shape)]`` to blocks ``(n, out, in)``."""
+        raise NotImplementedError
+
+
+def move_batch_first(t, batch_axis):
+    return t if batch_axis == 0 else t.movedim(batch_axis, 0)
