@@ -7,8 +7,9 @@ has kronfluence (never a dependency of skdtda)::
 
 ``FOLDER`` holds what the main script saved: ``data.npz`` (train and query rows,
 targets as class indices), ``members.pt`` (one ``state_dict`` per seed of an
-``skdtda.nets.MLP``, whose layers are those of a plain ``nn.Sequential``) and
-``meta.json`` (layer sizes). For each seed this fits EK-FAC factors on the
+``skdtda.nets.MLP``, whose layers are those of a plain ``nn.Sequential``, or of
+a class of ``benchmarks/_architectures.py``) and ``meta.json`` (layer sizes, or
+``model`` and ``kwargs``; ``bench_architectures.py`` writes the latter). For each seed this fits EK-FAC factors on the
 training rows and computes the (n_query, n_train) pairwise scores
 ``g_q^T (F + damping I)^{-1} g_k``; the time of the whole loop, from the saved
 weights to all scores, and the process's peak RSS go to ``kronfluence.json``,
@@ -99,6 +100,12 @@ def main(argv=None):
     n_query = len(query)
 
     def model_of(state_dict):
+        if "model" in meta:  # one of benchmarks/_architectures.py (torch only)
+            from _architectures import MODELS
+
+            model = MODELS[meta["model"]](**meta.get("kwargs", {}))
+            model.load_state_dict(state_dict)
+            return model.eval()
         sizes = meta["sizes"]
         layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -84,15 +84,20 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     options = dict(options or {})
     if kind == "cg":
         return CGCurvature(member, X, y, damping, **options)
+    if kind in LAYERED:
+        unknown = sorted(set(options) - {"samples"})
+        if unknown:
+            raise ValueError(f"curvature={kind!r} takes curvature_options 'samples', got "
+                             f"{unknown}")
+        reason = kfac_supported_reason(member)
+        if reason is not None:
+            raise ValueError(f"curvature={kind!r}: {reason}")
+        return KroneckerCurvature(member, X, y, damping, corrected=kind == "ekfac",
+                                  samples=options.get("samples"))
     if options:
         raise ValueError(f"curvature={kind!r} takes no curvature_options, got {sorted(options)}")
     if kind == "identity":
         return IdentityCurvature()
-    if kind in LAYERED:
-        reason = kfac_supported_reason(member)
-        if reason is not None:
-            raise ValueError(f"curvature={kind!r}: {reason}")
-        return KroneckerCurvature(member, X, y, damping, corrected=kind == "ekfac")
     import torch
 
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)

@@ -69,7 +69,7 @@ class CGCurvature:
                 _, push = vjp(lambda u: pullback(u)[0], torch.zeros_like(out))
                 jv = vmap(lambda v: push(v)[0])(V)  # (m, n, K)
                 hjv = torch.einsum("nkl,mnl->mnk", h_out, jv)
-                total += vmap(lambda u: pullback(u)[0])(hjv).double()
+                total += vmap(lambda u: pullback(u)[0])(hjv).detach().double()
             except (NotImplementedError, RuntimeError) as exc:
                 if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
                         "not implemented" not in str(exc).lower():

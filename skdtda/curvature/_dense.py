@@ -26,7 +26,7 @@ def dense_hessian(member, X, y, chunk=512):
     total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
     for rows in _chunks(len(X), chunk):
         h = _guarded(jacrev(jacrev(member.mean_loss)), "the exact Hessian")(
-            member.theta, X[rows], y[rows])
+            member.theta, X[rows], y[rows]).detach()
         total += h.double() * (rows.stop - rows.start)
     return total / len(X)
 
@@ -47,7 +47,7 @@ def dense_ggn(member, X, y, chunk=256):
 
     for rows in _chunks(len(X), chunk):
         jac = _guarded(vmap(jacrev(out_one), in_dims=(None, 0)), "the exact Gauss-Newton")(
-            member.theta, X[rows]).double()
+            member.theta, X[rows]).detach().double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
         root = member.output_hessian_roots(outputs, y[rows])

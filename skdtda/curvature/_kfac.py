@@ -51,15 +51,21 @@ class KroneckerCurvature:
         Added to every (corrected) eigenvalue, with the weight decay.
     corrected : bool
         Refit the eigenvalues (EK-FAC).
+    samples : int or None
+        None: every column of each row's output-Hessian root (the exact GGN's
+        factors, one backward pass per output). An int: that many random
+        combinations of the columns per row (unbiased, ``samples`` backward
+        passes).
     chunk : int
         Rows per pass, bounding memory.
     """
 
-    def __init__(self, member, X, y, damping, corrected, chunk=512):
+    def __init__(self, member, X, y, damping, corrected, samples=None, chunk=512):
         if not member.layered:
             raise ValueError("KroneckerCurvature needs a layered FunctionalMember")
         self.member = member
         self.damping = damping
+        self.samples = samples
         specs = member.layers
         X, y = member.tensors(X, y)
         n = len(X)
@@ -69,8 +75,7 @@ class KroneckerCurvature:
         # The passes run in the member's dtype (float32 nets: 2x faster); each
         # chunk's products are summed, and the factors decomposed, in float64.
         for rows in range(0, n, chunk):
-            patches, columns = member.tracer.pseudo_grads(X[rows:rows + chunk],
-                                                          y[rows:rows + chunk])
+            patches, columns = self._pass(X, y, rows, chunk, seed=0)
             for i, p in enumerate(patches):
                 a_t = p.input_sum().double()
                 A[i] = a_t if A[i] is None else A[i] + a_t
@@ -103,8 +108,7 @@ class KroneckerCurvature:
         bases = [(f["q_g"].to(dtype), None if f["q_a"] is None else f["q_a"].to(dtype))
                  for f in self.factors]
         for rows in range(0, len(X), chunk):
-            patches, columns = member.tracer.pseudo_grads(X[rows:rows + chunk],
-                                                          y[rows:rows + chunk])
+            patches, columns = self._pass(X, y, rows, chunk, seed=1)
             single = [getattr(p, "n_pos", 0) == 1 and hasattr(p, "a") for p in patches]
             rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
                          else None for p, one, (_, q_a) in zip(patches, single, bases)]
@@ -125,6 +129,15 @@ class KroneckerCurvature:
                     sums[i] += (for_rows[i].T @ rotated_a[i]).double()
         for f, total in zip(self.factors, sums):
             f["eig"] = total / len(X)
+
+    def _pass(self, X, y, start, chunk, seed):
+        """Patches and pseudo-gradients of one chunk; sampled combinations are drawn
+        from a generator seeded by the pass and the chunk (same fit, same numbers)."""
+        generator = None
+        if self.samples is not None:
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
+        return self.member.tracer.pseudo_grads(X[start:start + chunk], y[start:start + chunk],
+                                               samples=self.samples, generator=generator)
 
     def _factors(self, dtype):
         if dtype not in self._cast:

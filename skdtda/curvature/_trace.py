@@ -141,11 +141,16 @@ class LayerTracer:
         gs = self._output_grads(calls, grads)
         return [p.row_grads(g) for p, g in zip(patches, gs)]
 
-    def pseudo_grads(self, X, y):
+    def pseudo_grads(self, X, y, samples=None, generator=None):
         """Patches, and per column ``c`` of each row's output-Hessian root the
         back-propagated output gradients: ``(patches, iterator of [g per layer])``.
 
         ``sum_c g_c g_c^T`` over the columns rebuilds the GGN's output Hessian.
+        With ``samples=k``, the columns are ``k`` random combinations
+        ``R eps / sqrt(k)`` (Rademacher ``eps``), whose outer products match
+        ``R R^T`` in expectation at ``k`` instead of ``n_outputs`` backward
+        passes (for softmax cross-entropy this is the sampled Fisher up to the
+        distribution of the combination).
         """
         member = self.member
         with torch.enable_grad():
@@ -154,10 +159,15 @@ class LayerTracer:
         zs = [out for c in calls for _, _, out in c]
         flat = outputs.reshape(len(outputs), -1)
         root = member.output_hessian_roots(outputs.detach(), y).to(flat.dtype)
+        if samples is not None:
+            signs = torch.randint(0, 2, (root.shape[0], root.shape[2], samples),
+                                  generator=generator, device="cpu")
+            eps = (2 * signs - 1).to(root.dtype).to(root.device) / samples ** 0.5
+            root = torch.bmm(root, eps)
 
         def columns():
             for c in range(root.shape[2]):
-                (grads) = torch.autograd.grad(flat, zs, grad_outputs=root[:, :, c],
+                grads = torch.autograd.grad(flat, zs, grad_outputs=root[:, :, c],
                                               retain_graph=c + 1 < root.shape[2],
                                               allow_unused=True)
                 yield self._output_grads(calls, grads)

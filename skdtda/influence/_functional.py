@@ -220,7 +220,7 @@ class FunctionalMember:
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.device)
         for start in range(0, len(X), chunk):
             rows = slice(start, start + chunk)
-            part = grad(self.mean_loss)(self.theta, X[rows], y[rows])
+            part = grad(self.mean_loss)(self.theta, X[rows], y[rows]).detach()
             total += part.double() * len(X[rows])
         return total / len(X)
 

@@ -215,18 +215,15 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         """
         self._adopt_ensemble(X, y)
         ens = self.estimator_
-        flat = FunctionalMember(ens.estimators_[self.members_[0]], self.measurement, ens._kind,
-                                modules=self.modules)
-        self.curvature_ = resolve_curvature(self.curvature, flat, self._X_train)
+        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
         if self.curvature == "auto":
             logger.info("curvature='auto' chose %r", self.curvature_)
         layered = self.curvature_ in LAYERED
-        probe = self._X_train[:8]
-        self._members = [
-            flat if i == self.members_[0] and not layered else
-            FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
-                             modules=self.modules, layered=layered, probe_X=probe)
-            for i in self.members_]
+        if layered:
+            self._members = [
+                FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
+                                 modules=self.modules, layered=True, probe_X=self._X_train[:8])
+                for i in self.members_]
         lead = self._members[0]
         self.n_params_attributed_ = lead.n_params
         self.attributed_layers_ = [spec.name for spec in lead.layers] if layered else []
@@ -285,6 +282,10 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self._X_train = self._as_net_input(X)
         self._y_train = ens._net_targets(y)
         self.n_train_ = len(X)
+        self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
+                                          # UnrolledInfluence has no modules=: all parameters
+                                          modules=getattr(self, "modules", None))
+                         for i in self.members_]
 
     # -- scoring ------------------------------------------------------------------------
     def _as_net_input(self, X):

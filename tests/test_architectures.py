@@ -1,0 +1,227 @@
+"""Attribution on the modules users bring: CNNs, attention, embeddings, norms, dropout.
+
+Tested against the truth: per-row gradient blocks from the hooks against
+autograd row by row, EK-FAC's eigenvalues against the exact GGN in the same
+basis, single-layer EK-FAC against the exact GGN where K-FAC is exact.
+"""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_classification, make_regression
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+
+from _models import (BagOfTokens, Conv1dNet, DigitsCNN, LinearAttention, NestedMLP,
+                     NormDropout, ResidualLN, TorchTransformer)
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.exceptions import UnsupportedOperationError
+from skdtda.influence._functional import FunctionalMember
+
+# module, n_features, data kind
+CASES = {
+    "cnn": (DigitsCNN, 64, "digits"),
+    "nested": (NestedMLP, 4, "dense"),
+    "residual_ln": (ResidualLN, 4, "dense"),
+    "torch_transformer": (TorchTransformer, 8, "dense"),
+    "linear_attention": (LinearAttention, 8, "dense"),
+    "embeddings": (BagOfTokens, 5, "tokens"),
+    "norm_dropout": (NormDropout, 4, "dense"),
+    "conv1d": (Conv1dNet, 8, "dense"),
+}
+
+
+def _data(kind, n_features, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "digits":
+        X, y = load_digits(return_X_y=True)
+        return (X[:n] / 16).astype(np.float32), y[:n]
+    if kind == "tokens":
+        X = rng.integers(0, 12, size=(n, n_features)).astype(np.float32)
+        return X, (X[:, 0] % 3).astype(int)
+    X, y = make_classification(n_samples=n, n_features=n_features, n_informative=3,
+                               n_redundant=0, n_classes=3, random_state=seed)
+    return X.astype(np.float32), y
+
+
+def _net(module, **kw):
+    params = dict(criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=0.01,
+                  max_epochs=3, batch_size=16, train_split=None, verbose=0)
+    params.update(kw)
+    return NeuralNetClassifier(module, **params)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    out = {}
+    for name, (module, n_features, kind) in CASES.items():
+        X, y = _data(kind, n_features)
+        ens = SeedEnsembleClassifier(_net(module), n_seeds=2, random_state=0).fit(X, y)
+        out[name] = (ens, X, y)
+    return out
+
+
+def _row_by_row(member, fn, X, y):
+    """Reference per-row gradients of the attributed parameters, one autograd call a row."""
+    params = dict(member.module.named_parameters())
+    targets = [params[n] for n in member.names]
+    rows = []
+    member.module.eval()
+    for i in range(len(X)):
+        x, t = member.tensors(X[i:i + 1], y[i:i + 1])
+        value = fn(member.net, member.module(x), t)[0]
+        grads = torch.autograd.grad(value, targets, allow_unused=True)
+        rows.append(torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1)
+                               for g, p in zip(grads, targets)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("which", ["loss", "measurement"])
+def test_hooked_row_gradients_equal_autograd_row_by_row(fitted, name, which):
+    ens, X, y = fitted[name]
+    member = FunctionalMember(ens.estimators_[0], "margin", "classifier", layered=True,
+                              probe_X=X[:8])
+    blocks = member.grads(which, X[:9], y[:9])
+    fast = torch.cat([
+        torch.cat([part.reshape(9, -1) for part in spec.kind.to_params(spec.module, b)], 1)
+        for spec, b in zip(member.layers, blocks)], dim=1)
+    # blocks come in layer order; the reference in member.names order, which is the same
+    slow = _row_by_row(member, member._fn(which), X[:9], y[:9])
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+
+
+def test_supported_layers_and_fixed_parameters_are_reported(fitted):
+    ens, X, y = fitted["torch_transformer"]
+    influence = InfluenceTransformer(ens, curvature="ekfac").fit(X, y)
+    fixed = influence.fixed_parameters_
+    assert "pos" in fixed
+    assert "encoder.self_attn.in_proj_weight" in fixed
+    assert "MultiheadAttention" in fixed["encoder.self_attn.in_proj_weight"] or \
+        "multi_head_attention" in fixed["encoder.self_attn.in_proj_weight"]
+    assert "encoder.norm1.weight" in fixed
+    assert set(influence.attributed_layers_) == {"embed", "encoder.linear1", "encoder.linear2",
+                                                 "head"}
+    module = ens.estimators_[0].module_
+    sizes = dict((n, p.numel()) for n, p in module.named_parameters())
+    assert influence.n_params_attributed_ == sum(sizes.values()) - sum(
+        sizes[n] for n in fixed)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_ekfac_scores_every_architecture(fitted, name):
+    ens, X, y = fitted[name]
+    influence = InfluenceTransformer(ens, curvature="ekfac", damping=1e-2).fit(X, y)
+    scores = influence.transform(X[:4])
+    samples = influence.influence_samples(X[:4], y[:4])
+    assert scores.shape == (4, len(X)) and samples.shape == (2, 4, len(X))
+    assert np.isfinite(samples).all() and np.abs(samples).max() > 0
+    # eval mode: scoring twice gives the same numbers (no dropout, running statistics)
+    np.testing.assert_array_equal(samples, influence.influence_samples(X[:4], y[:4]))
+
+
+def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(float64):
+    """EK-FAC's refit eigenvalues are diag(Q^T G Q) of the exact GGN block, on a CNN."""
+    from skdtda.curvature import KroneckerCurvature, dense_ggn
+
+    X, y = _data("digits", 64, n=40)
+    X = X.astype(np.float64)
+    net = _net(DigitsCNN, module__width=2, module__hidden=6, max_epochs=1)
+    ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
+    member = FunctionalMember(ens.estimators_[0], "loss", "classifier", layered=True,
+                              probe_X=X[:8])
+    flat = FunctionalMember(ens.estimators_[0], "loss", "classifier")
+    assert member.names == flat.names
+    y_net = ens._net_targets(y)
+    ggn = dense_ggn(flat, X, y_net)
+    kron = KroneckerCurvature(member, X, y_net, damping=0.0, corrected=True)
+    start = 0
+    for spec, f in zip(member.layers, kron.factors):
+        # the block's (out, in) layout against the parameters' flat order
+        index = torch.arange(spec.size).reshape(1, *spec.shape)
+        order = torch.cat([p.reshape(-1) for p in spec.kind.to_params(spec.module, index)])
+        block = ggn[start:start + spec.size, start:start + spec.size]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(spec.size)
+        block = block[inverse][:, inverse]  # now in (out, in) row-major order
+        basis = torch.kron(f["q_g"], f["q_a"])
+        expected = torch.diagonal(basis.T @ block @ basis).reshape(spec.shape)
+        torch.testing.assert_close(f["eig"], expected, rtol=1e-6, atol=1e-10)
+        start += spec.size
+
+
+def test_modules_selects_layers_and_single_layer_ekfac_is_the_exact_ggn(float64):
+    """With one attributed Linear layer and one output, K-FAC is exact: EK-FAC over
+    modules=["out"] equals the dense GGN over the same parameters."""
+    X, y = make_regression(n_samples=80, n_features=4, noise=0.5, random_state=0)
+    y = y / y.std()
+    net = NeuralNetRegressor(ResidualLN, module__n_classes=1, criterion=torch.nn.MSELoss,
+                             optimizer=torch.optim.SGD, lr=0.05, max_epochs=10, batch_size=16,
+                             train_split=None, verbose=0)
+    ens = SeedEnsembleRegressor(net, n_seeds=2, random_state=0).fit(X, y)
+    exact = InfluenceTransformer(ens, curvature="ggn", modules=["out"], damping=1e-4)
+    approx = InfluenceTransformer(ens, curvature="ekfac", modules="out", damping=1e-4)
+    exact.fit(X, y)
+    approx.fit(X, y)
+    assert exact.n_params_attributed_ == approx.n_params_attributed_ == 17
+    assert approx.attributed_layers_ == ["out"]
+    assert "inp.weight" in approx.fixed_parameters_
+    np.testing.assert_allclose(approx.influence_samples(X[:5], y[:5]),
+                               exact.influence_samples(X[:5], y[:5]), rtol=1e-8, atol=1e-14)
+    by_type = InfluenceTransformer(ens, curvature="ekfac", modules=[torch.nn.Linear]).fit(X, y)
+    assert set(by_type.attributed_layers_) == {"inp", "block.0", "block.2", "out"}
+    with pytest.raises(ValueError, match="names no submodule"):
+        InfluenceTransformer(ens, modules=["nope"]).fit(X, y)
+
+
+def test_auto_takes_ekfac_on_a_cnn_beyond_the_dense_budget():
+    X, y = _data("digits", 64, n=200)
+    ens = SeedEnsembleClassifier(_net(DigitsCNN, max_epochs=1), n_seeds=2,
+                                 random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens).fit(X, y)
+    assert influence.curvature_ == "ekfac"
+    assert influence.fixed_parameters_ == {}
+    assert influence.transform(X[:3]).shape == (3, 200)
+
+
+def test_cg_on_attention_runs_or_names_the_op(fitted):
+    """Matrix-free paths use no forward-mode AD; an op without a batching rule gives a
+    clear error that names the curvature that works, never a torch NotImplementedError."""
+    ens, X, y = fitted["torch_transformer"]
+    try:
+        influence = InfluenceTransformer(ens, curvature="cg", damping=0.1,
+                                         curvature_options={"maxiter": 5}).fit(X, y)
+        with pytest.warns(Warning):
+            assert np.isfinite(influence.transform(X[:2])).all()
+    except UnsupportedOperationError as exc:
+        assert "curvature='ekfac'" in str(exc)
+
+
+def test_dense_ggn_over_all_parameters_of_a_norm_dropout_net(fitted):
+    ens, X, y = fitted["norm_dropout"]
+    influence = InfluenceTransformer(ens, curvature="ggn", damping=1e-2).fit(X, y)
+    assert influence.fixed_parameters_ == {}
+    total = sum(p.numel() for p in ens.estimators_[0].module_.parameters())
+    assert influence.n_params_attributed_ == total
+    assert np.isfinite(influence.transform(X[:3])).all()
+
+
+@pytest.mark.parametrize("name", ["torch_transformer", "embeddings", "norm_dropout"])
+def test_unrolled_refuses_what_it_cannot_replay(fitted, name):
+    from skdtda import UnrolledInfluence
+
+    ens, X, y = fitted[name]
+    with pytest.raises(ValueError, match="replay|cannot|not"):
+        UnrolledInfluence(ens).fit(X, y)
+
+
+def test_unrolled_differentiates_through_a_cnn():
+    """A CNN's training replays (torch.func step) and its responses are finite."""
+    from skdtda import UnrolledInfluence
+
+    X, y = _data("digits", 64, n=40)
+    net = _net(DigitsCNN, module__width=2, module__hidden=8, max_epochs=2,
+               optimizer=torch.optim.SGD)
+    ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    influence = UnrolledInfluence(ens).fit(X, y)
+    assert influence.replay_error_.max() < 1e-3
+    assert np.isfinite(influence.influence_samples(X[:3], y[:3])).all()
