@@ -93,7 +93,7 @@ def fit_curvature(kind, member, X, y, damping, options=None):
         if reason is not None:
             raise ValueError(f"curvature={kind!r}: {reason}")
         return KroneckerCurvature(member, X, y, damping, corrected=kind == "ekfac",
-                                  samples=options.get("samples"))
+                                  samples=options.get("samples", "auto"))
     if options:
         raise ValueError(f"curvature={kind!r} takes no curvature_options, got {sorted(options)}")
     if kind == "identity":

@@ -51,16 +51,17 @@ class KroneckerCurvature:
         Added to every (corrected) eigenvalue, with the weight decay.
     corrected : bool
         Refit the eigenvalues (EK-FAC).
-    samples : int or None
+    samples : "auto", int or None
         None: every column of each row's output-Hessian root (the exact GGN's
         factors, one backward pass per output). An int: that many random
         combinations of the columns per row (unbiased, ``samples`` backward
-        passes).
+        passes). ``"auto"``: every column for at most 2 outputs, else one
+        combination.
     chunk : int
         Rows per pass, bounding memory.
     """
 
-    def __init__(self, member, X, y, damping, corrected, samples=None, chunk=512):
+    def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512):
         if not member.layered:
             raise ValueError("KroneckerCurvature needs a layered FunctionalMember")
         self.member = member
@@ -134,7 +135,7 @@ class KroneckerCurvature:
         """Patches and pseudo-gradients of one chunk; sampled combinations are drawn
         from a generator seeded by the pass and the chunk (same fit, same numbers)."""
         generator = None
-        if self.samples is not None:
+        if self.samples is not None:  # "auto" may sample too
             generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
         return self.member.tracer.pseudo_grads(X[start:start + chunk], y[start:start + chunk],
                                                samples=self.samples, generator=generator)

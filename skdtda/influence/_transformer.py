@@ -97,7 +97,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Quantile for ``statistic="quantile"``.
     curvature_options : dict, default=None
         Options of the curvature backend: ``{{"maxiter": 100, "tol": 1e-6}}``
-        for ``"cg"``.
+        for ``"cg"``; ``{{"samples": "auto"}}`` for ``"ekfac"``/``"kfac"``:
+        ``None`` builds the factors from every column of each row's
+        output-Hessian root (one backward pass per output), an int ``k`` from
+        ``k`` random combinations of them (unbiased, ``k`` passes); ``"auto"``
+        takes every column for at most 2 outputs, else one combination (as
+        faithful to the exact Gauss-Newton on the problems measured, at a
+        fraction of the cost: docs/architectures.md).
     modules : str, type, list of them, or None, default=None
         The attributed modules; the parameters of every other module are held
         fixed at their trained values. None: with EK-FAC/K-FAC every
