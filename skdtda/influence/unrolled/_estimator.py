@@ -36,13 +36,13 @@ from sklearn.utils.validation import check_memory
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
-from ..discrepancy import STATISTICS
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
-from ..ensemble import _batched
-from ..ensemble._seed_ensemble import _initialize_member
-from ..measurements import MEASUREMENTS
-from ._functional import FunctionalMember
-from ._transformer import _CONVENTION, InfluenceTransformer
+from ...discrepancy import STATISTICS
+from ...ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ...ensemble import _batched
+from ...ensemble._seed_ensemble import _initialize_member
+from ...measurements import MEASUREMENTS
+from .._functional import FunctionalMember
+from .._transformer import _CONVENTION, InfluenceTransformer
 
 __all__ = ["UnrolledInfluence", "unrolled_response"]
 
