@@ -42,9 +42,9 @@ def predict_distributions(influence, X_query, y_query=None, *, remove):
     distributions : Distributions
         ``before`` (n_seeds, n_query): each attributed member's measurement
         ``m_s``; ``after`` (n_sets, n_seeds, n_query): ``m_s`` plus the sum of
-        the member's predicted changes over the set (DESIGN.md's convention:
-        predicted change when removed, already divided by N, summed over a
-        group). Computed chunk by chunk: the (n_seeds, n_query, n_train) array
+        the member's predicted changes over the set (the convention of
+        docs/design.md: predicted change when removed, already divided by N,
+        summed over a group). Computed chunk by chunk: the (n_seeds, n_query, n_train) array
         of per-row changes is never built.
     """
     X_query, y_query = influence._query(X_query, y_query)
