@@ -79,6 +79,11 @@ def _pruner(f, **params):
     return DataPruner(f.influence, **params)
 
 
+def _scorer(f, n_train=N):
+    remove = ev.random_subsets(n_train, 6, random_state=0)
+    return ev.make_lds_scorer(f.truth, remove=remove, X_query=f.X[:5], y_query=f.y[:5])
+
+
 def _rmsprop_unrolled(f):
     net = _clf_net(torch.optim.RMSprop).set_params(max_epochs=1)
     ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(f.X, f.y)
@@ -471,6 +476,11 @@ CASES = [
     ("ev-scorer-y_query", lambda f: ev.make_lds_scorer(
         f.truth, remove=np.zeros((6, N), bool), X_query=f.X[:5], y_query=f.y[:4]), ValueError,
      "y_query has 4 rows but X_query has 5"),
+    ("ev-scorer-other-train", lambda f: _scorer(f, n_train=40)(f.influence, f.X[:5], f.y[:5]),
+     ValueError,
+     "the influence attributes 45 training rows but the ground truth removes rows of 40"),
+    ("ev-scorer-unknown-query", lambda f: _scorer(f)(f.influence, f.X[10:15], f.y[10:15]),
+     ValueError, "the scorer got rows that are not among the ground truth's query points"),
     # -- skdtda.discrepancy --------------------------------------------------------------
     ("dc-shapes", lambda f: discrepancy(f.before, f.before[:, :3]), ValueError,
      r"same shape .* got before.shape=\(4, 5\) and after.shape=\(4, 3\)"),
@@ -508,6 +518,28 @@ def _case(entry):
 @pytest.mark.parametrize("name, call, error, message", [_case(c) for c in CASES])
 def test_bad_input_raises_a_clear_error(f, name, call, error, message):
     with pytest.raises(error, match=message):
+        call(f)
+
+
+# (id, call on the fixture, warning, phrase of the message)
+WARNINGS = [
+    ("ui-replay-off", lambda f: UnrolledInfluence(f.ens).fit(f.X[::-1], f.y[::-1]), UserWarning,
+     r"the replay of member \d ends .* away from its trained parameters: the ensemble was not "
+     "trained on these rows in this order"),
+    ("clf-fit-column-y", lambda f: _ens().fit(f.X, f.y[:, None]), UserWarning,
+     "A column-vector y was passed when a 1d array was expected"),
+    ("ev-lds-constant-query", lambda f: ev.lds(
+        np.column_stack([np.ones(6), f.after[:, 0, 0]]), f.after[:, 1, :2]), RuntimeWarning,
+     "1 of 2 queries have constant changes over the removal sets"),
+    ("dp-validation-missing-class", lambda f: _pruner(
+        f, validation_data=(f.X[f.y < 2], f.y[f.y < 2]), fraction=0.2).fit(f.X, f.y),
+     UserWarning, r"validation_data has no rows of the classes \[2\]"),
+]
+
+
+@pytest.mark.parametrize("name, call, warning, message", WARNINGS, ids=[w[0] for w in WARNINGS])
+def test_suspicious_input_warns(f, name, call, warning, message):
+    with pytest.warns(warning, match=message):
         call(f)
 
 
