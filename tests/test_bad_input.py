@@ -101,6 +101,8 @@ CASES = [
      "at least 2 classes"),
     ("clf-fit-one-class", lambda f: _ens().fit(f.X, np.zeros(N, dtype=int)), ValueError,
      "only one class: 0$"),
+    ("clf-fit-one-object-class", lambda f: _ens().fit(f.X, np.array(["a"] * N, dtype=object)),
+     ValueError, "only one class: 'a'$"),
     ("clf-fit-lengths", lambda f: _ens().fit(f.X, f.y[:-1]), ValueError,
      r"inconsistent numbers of samples: \[45, 44\]"),
     ("clf-fit-1d-X", lambda f: _ens().fit(f.X[:, 0], f.y), ValueError, "Expected 2D array"),
