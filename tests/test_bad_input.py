@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 from sklearn.datasets import load_iris
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -106,8 +107,8 @@ CASES = [
     ("clf-fit-lengths", lambda f: _ens().fit(f.X, f.y[:-1]), ValueError,
      r"inconsistent numbers of samples: \[45, 44\]"),
     ("clf-fit-1d-X", lambda f: _ens().fit(f.X[:, 0], f.y), ValueError, "Expected 2D array"),
-    ("clf-fit-sparse", lambda f: _ens().fit(__import__("scipy.sparse").sparse.csr_matrix(f.X),
-                                            f.y), TypeError, "Sparse data was passed"),
+    ("clf-fit-sparse", lambda f: _ens().fit(sparse.csr_matrix(f.X), f.y), TypeError,
+     "Sparse data was passed"),
     ("clf-fit-continuous-y", lambda f: _ens().fit(f.X, f.X[:, 0]), ValueError,
      "Unknown label type: continuous"),
     ("clf-fit-nan-y", lambda f: _ens().fit(f.X, _with_nan(f.y)), ValueError,
