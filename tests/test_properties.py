@@ -6,6 +6,8 @@ quantiles, sorting for Wasserstein) can be compared exactly; moments get a
 tolerance tied to the samples' scale.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -147,8 +149,11 @@ def test_the_order_free_statistics_ignore_the_pairing(samples, random):
 @given(paired())
 def test_ks_is_scipys_two_sample_statistic(samples):
     before, after = samples
-    assert discrepancy(before, after, "ks") == pytest.approx(
-        ks_2samp(after, before, method="asymp").statistic, abs=1e-15)  # method: p-value only
+    with warnings.catch_warnings():
+        # only the statistic is compared; scipy's p-value of one or two seeds warns
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = ks_2samp(after, before).statistic
+    assert discrepancy(before, after, "ks") == pytest.approx(expected, abs=1e-15)
 
 
 @FAST
