@@ -98,7 +98,7 @@ def _run(what, epochs, n_tangents, queue):
         seconds = time.perf_counter() - tic
         queue.put({"gflops": 2 * 4096 * 64 * 64 * 500 / seconds / 1e9})
     else:
-        from skdtda.influence._unrolled import _Replay, _removal_directions
+        from skdtda.influence.unrolled._replay import _Replay, _removal_directions
 
         ens = _ensemble(epochs).fit(X, y)
         replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,

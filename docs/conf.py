@@ -53,7 +53,7 @@ numpydoc_class_members_toctree = False
 myst_heading_anchors = 3
 suppress_warnings = [
     # The design notes in docs/*.md link to repository files outside the site
-    # (benchmarks/, tests/, ../shared/); they stay plain text in the HTML.
+    # (benchmarks/, tests/, README.md); they stay plain text in the HTML.
     "myst.xref_missing",
 ]
 
@@ -145,7 +145,7 @@ def _write_api_sections():
 def _write_notes_toctree():
     """The design notes written as Markdown in docs/, whichever exist."""
     notes = sorted(p.stem for p in DOCS.glob("*.md"))
-    first = [n for n in ("influence", "ensembles", "benchmarks") if n in notes]
+    first = [n for n in ("design", "influence", "ensembles", "benchmarks") if n in notes]
     ordered = first + [n for n in notes if n not in first]
     text = "\n".join([".. toctree::", "   :maxdepth: 2", "   :caption: Design notes", ""]
                      + [f"   /{n}" for n in ordered]) + "\n"

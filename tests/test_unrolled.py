@@ -63,7 +63,7 @@ def test_replay_reproduces_each_members_training(iris, float64, name, vectorize)
 def test_hand_written_step_equals_torch_func(iris, float64, activation, kind):
     """Plain MLPs take a hand-written forward-over-reverse step; it must give the
     tangents that vmap(jvp(grad)) gives."""
-    from skdtda.influence._unrolled import _Replay, _removal_directions
+    from skdtda.influence.unrolled._replay import _Replay, _removal_directions
 
     X, y = iris
     if kind == "classifier":
@@ -96,7 +96,7 @@ def test_reverse_sweep_is_the_transpose_of_the_forward_replay(iris, float64, nam
     """c^T (d theta_T / d w_n) from one backward sweep equals the forward tangents
     contracted with c, for every row n: checkpointed recomputation, the optimizer
     adjoints and the per-row derivatives together."""
-    from skdtda.influence._unrolled import _Replay
+    from skdtda.influence.unrolled._replay import _Replay
 
     X, y = iris
     optimizer, kw = OPTIMIZERS[name]
@@ -123,7 +123,7 @@ def test_reverse_sweep_is_the_transpose_of_the_forward_replay(iris, float64, nam
 
 def test_reverse_sweep_of_a_single_step(iris, float64):
     """One full-batch step: the sweep's edge case (one snapshot)."""
-    from skdtda.influence._unrolled import _Replay
+    from skdtda.influence.unrolled._replay import _Replay
 
     X, y = iris
     ens = SeedEnsembleClassifier(_net(batch_size=-1, epochs=1, optimizer__momentum=0.9),
@@ -362,14 +362,14 @@ def test_n_jobs_gives_the_same_scores(iris):
 def test_memory_resumes_an_interrupted_fit_and_caches_sweeps(iris, tmp_path, monkeypatch):
     """A long fit that is interrupted loses no finished replay; reverse-mode sweeps of
     the same queries are not repeated."""
-    from skdtda.influence import _unrolled
+    from skdtda.influence.unrolled import _replay
 
     X, y = iris
     ens = SeedEnsembleClassifier(_net(), n_seeds=2, random_state=0).fit(X, y)
     # 151 directions in 4 batches of 40, for 2 members: 8 replays
     expected = UnrolledInfluence(ens, mode="forward", n_tangents=40).fit(X, y).responses_
     calls, interrupt = [], [3]
-    run, adjoint = _unrolled._Replay.run, _unrolled._Replay.adjoint
+    run, adjoint = _replay._Replay.run, _replay._Replay.adjoint
 
     def counting_run(self, directions):
         calls.append("run")
@@ -381,8 +381,8 @@ def test_memory_resumes_an_interrupted_fit_and_caches_sweeps(iris, tmp_path, mon
         calls.append("adjoint")
         return adjoint(self, cotangents, budget)
 
-    monkeypatch.setattr(_unrolled._Replay, "run", counting_run)
-    monkeypatch.setattr(_unrolled._Replay, "adjoint", counting_adjoint)
+    monkeypatch.setattr(_replay._Replay, "run", counting_run)
+    monkeypatch.setattr(_replay._Replay, "adjoint", counting_adjoint)
     cached = UnrolledInfluence(ens, mode="forward", n_tangents=40, memory=str(tmp_path))
     with pytest.raises(KeyboardInterrupt):
         cached.fit(X, y)
@@ -417,17 +417,11 @@ def _tiny_regressor():
     return SeedEnsembleRegressor(net, n_seeds=2, random_state=0)
 
 
-_FLOAT32_SUBSET = {
-    "check_methods_subset_invariance":
-        "float32 outputs vary at 1e-7 with the batch size (BLAS kernel choice), the "
-        "check's tolerance",
-}
-
-
+# No expected failures: both pass check_methods_subset_invariance, which the
+# float32 ensembles of test_common.py can fail (xfails are strict).
 @parametrize_with_checks(
     [UnrolledInfluence(_tiny_classifier()),
-     UnrolledInfluence(_tiny_regressor(), statistic="wasserstein")],
-    expected_failed_checks=lambda est: _FLOAT32_SUBSET)
+     UnrolledInfluence(_tiny_regressor(), statistic="wasserstein")])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 

@@ -404,7 +404,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         if len(self.classes_) < 2:
             raise ValueError(
                 f"SeedEnsembleClassifier needs samples of at least 2 classes in the "
-                f"data, but the data contain only one class: {self.classes_[0]!r}")
+                f"data, but the data contain only one class: {self.classes_.tolist()[0]!r}")
         self._n_net_outputs = len(self.classes_)
         return self._fit(X, y)
 

@@ -9,6 +9,7 @@ could score with that many seeds (the noise ceiling).
 """
 
 import warnings
+from numbers import Integral
 
 import numpy as np
 from scipy.stats import rankdata
@@ -42,11 +43,16 @@ def predict_distributions(influence, X_query, y_query=None, *, remove):
     distributions : Distributions
         ``before`` (n_seeds, n_query): each attributed member's measurement
         ``m_s``; ``after`` (n_sets, n_seeds, n_query): ``m_s`` plus the sum of
-        the member's predicted changes over the set (DESIGN.md's convention:
-        predicted change when removed, already divided by N, summed over a
-        group). Computed chunk by chunk: the (n_seeds, n_query, n_train) array
-        of per-row changes is never built.
+        the member's predicted changes over the set (the convention of
+        docs/design.md: predicted change when removed, already divided by N,
+        summed over a group). Computed chunk by chunk: the (n_seeds, n_query,
+        n_train) array of per-row changes is never built.
     """
+    from ..influence import InfluenceTransformer  # UnrolledInfluence is a subclass
+
+    if not isinstance(influence, InfluenceTransformer):
+        raise ValueError("influence must be a fitted InfluenceTransformer or UnrolledInfluence, "
+                         f"got {type(influence).__name__}")
     X_query, y_query = influence._query(X_query, y_query)
     masks = removal_masks(remove, influence.n_train_).astype(np.float64)
     before = np.empty((len(influence._members), len(X_query)))
@@ -95,11 +101,23 @@ def _check_distributions(distributions):
     return before, after
 
 
+def _is_pair(values):
+    """A (before, after) pair given as a tuple or a list of a 2-D and a 3-D array."""
+    if isinstance(values, tuple):
+        return True
+    return (isinstance(values, list) and len(values) == 2 and np.ndim(values[0]) == 2
+            and np.ndim(values[1]) == 3)
+
+
 def _as_change(values, discrepancy, q):
     """(n_sets, n_query) changes from a Distributions pair or an array of changes."""
-    if isinstance(values, tuple):
-        return distribution_change(values, discrepancy, q=q)
-    values = np.asarray(values, dtype=np.float64)
+    if _is_pair(values):
+        return distribution_change(tuple(values), discrepancy, q=q)
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("expected changes of shape (n_sets, n_query) or a Distributions pair; "
+                         f"got a {type(values).__name__} that is neither") from None
     if values.ndim != 2:
         raise ValueError("expected changes of shape (n_sets, n_query) or a Distributions pair; "
                          f"got an array of shape {values.shape}")
@@ -281,6 +299,7 @@ def noise_ceiling(actual, discrepancy="mean", *, q=0.5, method="spearman", n_see
         query's own split-half correlation; noisy) and ``n_seeds``.
     """
     before, after = _check_distributions(actual)
+    _check_count(n_splits, "n_splits")
     rng = check_random_state(random_state)
     if before.shape[0] < 4:
         raise ValueError("a split-half noise ceiling needs at least 4 seeds, got "
@@ -295,6 +314,11 @@ def noise_ceiling(actual, discrepancy="mean", *, q=0.5, method="spearman", n_see
         split_half = float(np.nanmean(r))
     return Bunch(ceiling=_spearman_brown_ceiling(split_half), split_half=split_half,
                  per_query=_spearman_brown_ceiling(r), n_seeds=n_seeds)
+
+
+def _check_count(value, name):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 def _spearman_brown_ceiling(r):
@@ -329,13 +353,14 @@ def bootstrap_ci(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence} must lie strictly between 0 and 1")
+    _check_count(n_resamples, "n_resamples")
     rng = check_random_state(random_state)
     pred = _as_change(predicted, discrepancy, q)
     if over == "queries":
         r = _per_query(pred, _as_change(actual, discrepancy, q), method)
         return _query_interval(r, n_resamples, confidence, rng)
     if over == "seeds":
-        if not isinstance(actual, tuple):
+        if not _is_pair(actual):
             raise ValueError("over='seeds' needs the retrained Distributions, not changes")
         before, after = _check_distributions(actual)
         stats = np.empty(n_resamples)
@@ -391,6 +416,7 @@ def score_report(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence} must lie strictly between 0 and 1")
+    _check_count(n_resamples, "n_resamples")
     rng = check_random_state(random_state)
     true = _as_change(actual, discrepancy, q)
     r = _per_query(_as_change(predicted, discrepancy, q), true, method)

@@ -152,7 +152,10 @@ def leave_one_out(n_train, rows):
     array([[1, 0, 0, 0],
            [0, 0, 1, 0]])
     """
-    return removal_masks([[int(k)] for k in np.asarray(rows).reshape(-1)], n_train)
+    rows = np.asarray(rows)
+    if rows.size and not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"rows must be integer row indices, got {rows.reshape(-1)[:5].tolist()}")
+    return removal_masks([[k] for k in rows.reshape(-1).tolist()], n_train)
 
 
 def removal_masks(remove, n_train):
@@ -191,10 +194,15 @@ def removal_masks(remove, n_train):
         masks = np.zeros((len(remove), n_train), dtype=bool)
         for j, rows in enumerate(remove):
             rows = np.asarray(rows)
-            if rows.size and (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
-                              or rows.max() >= n_train):
+            if rows.ndim != 1:
+                raise ValueError(f"removal set {j} must be a 1-D array of row indices, got "
+                                 f"shape {rows.shape}")
+            if not rows.size:  # an empty set removes nothing (an empty list is float)
+                continue
+            if (not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0
+                    or rows.max() >= n_train):
                 raise ValueError(f"removal set {j} must hold row indices in [0, {n_train}), "
-                                 f"got {rows.reshape(-1)[:5].tolist()}")
+                                 f"got {rows[:5].tolist()}")
             masks[j, rows] = True
     if len(masks) == 0:
         raise ValueError("remove holds no removal set")
@@ -325,7 +333,7 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         raise ValueError("ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, "
                          f"got {type(ensemble).__name__}")
     X, y = check_X_y(X, y, dtype=[np.float64, np.float32], y_numeric=False)
-    X_query = check_array(X_query, dtype=[np.float64, np.float32])
+    X_query = check_array(X_query, dtype=[np.float64, np.float32], input_name="X_query")
     if X_query.shape[1] != X.shape[1]:
         raise ValueError(f"X_query has {X_query.shape[1]} features but X has {X.shape[1]}")
     y_query = _query_labels(y_query, len(X_query))

@@ -165,9 +165,13 @@ def query_folds(X_train, y_train, X_query, y_query, *, n_splits=5, shuffle=True,
     >>> X.shape, [(len(tr), te.tolist()) for tr, te in cv]
     ((9, 2), [(5, [5, 6]), (5, [7, 8])])
     """
-    X_train = check_array(X_train, dtype=[np.float64, np.float32])
-    X_query = check_array(X_query, dtype=X_train.dtype)
+    X_train = check_array(X_train, dtype=[np.float64, np.float32], input_name="X_train")
+    X_query = check_array(X_query, dtype=X_train.dtype, input_name="X_query")
     y_train, y_query = np.asarray(y_train).reshape(-1), np.asarray(y_query).reshape(-1)
+    # misaligned lengths would pair rows with the wrong targets in the concatenation
+    for name, X_part, y_part in (("train", X_train, y_train), ("query", X_query, y_query)):
+        if len(y_part) != len(X_part):
+            raise ValueError(f"y_{name} has {len(y_part)} rows but X_{name} has {len(X_part)}")
     if X_query.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_query has {X_query.shape[1]} features but X_train has "
                          f"{X_train.shape[1]}")

@@ -1,6 +1,6 @@
 """Influence of training rows on measurements, per seed of an ensemble."""
 
 from ._transformer import InfluenceTransformer
-from ._unrolled import UnrolledInfluence, unrolled_response
+from .unrolled import UnrolledInfluence, unrolled_response
 
 __all__ = ["InfluenceTransformer", "UnrolledInfluence", "unrolled_response"]

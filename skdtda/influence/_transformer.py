@@ -502,13 +502,21 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             if remove.shape != (self.n_train_,):
                 raise ValueError(f"a boolean remove mask must have shape ({self.n_train_},), "
                                  f"got {remove.shape}")
-            return remove
-        if remove.size and (not np.issubdtype(remove.dtype, np.integer)
-                            or remove.min() < 0 or remove.max() >= self.n_train_):
-            raise ValueError(f"remove must hold indices in [0, {self.n_train_}), got "
-                             f"{remove[:5].tolist()}...")
-        mask = np.zeros(self.n_train_, dtype=bool)
-        mask[remove.astype(int)] = True
+            mask = remove
+        else:
+            if remove.ndim != 1:
+                raise ValueError("remove must be one set: a 1-D array of row indices or a "
+                                 f"boolean mask of shape ({self.n_train_},), got shape "
+                                 f"{remove.shape} (skdtda.evaluation.predict_distributions "
+                                 "takes many sets)")
+            if remove.size and (not np.issubdtype(remove.dtype, np.integer)
+                                or remove.min() < 0 or remove.max() >= self.n_train_):
+                raise ValueError(f"remove must hold indices in [0, {self.n_train_}), got "
+                                 f"{remove[:5].tolist()}...")
+            mask = np.zeros(self.n_train_, dtype=bool)
+            mask[remove.astype(int)] = True
+        if mask.all():
+            raise ValueError(f"remove removes every one of the {self.n_train_} training rows")
         return mask
 
     def get_feature_names_out(self, input_features=None):

@@ -13,7 +13,8 @@ from sklearn.utils._metadata_requests import (MetadataRouter, MethodMapping, _ro
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import _check_method_params, check_is_fitted, indexable
+from sklearn.utils.validation import (_check_method_params, _check_sample_weight,
+                                      check_is_fitted, indexable)
 
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from ._pruner import DataPruner
@@ -143,6 +144,11 @@ class PrunedEstimator(MetaEstimatorMixin, BaseEstimator):
             fit_params = process_routing(self, "fit", **fit_params).estimator.fit
         # Array-likes without __getitem__ become arrays so the kept rows can be taken.
         X, y = indexable(X, y)
+        if fit_params.get("sample_weight") is not None:
+            # Checked against all rows before pruning: one of another length would be passed
+            # on unsubset and rejected against the kept rows' count, a number the caller
+            # never chose.
+            _check_sample_weight(fit_params["sample_weight"], X)
         pruner = DataPruner() if self.pruner is None else clone(self.pruner)
         if self.memory is not None:
             pruner.set_params(memory=self.memory)
