@@ -203,7 +203,8 @@ def test_memory_for_a_regressor_and_with_n_jobs(tmp_path, monkeypatch):
                              optimizer=torch.optim.Adam, lr=0.01, max_epochs=2, batch_size=16,
                              train_split=None, verbose=0)
     ens = SeedEnsembleRegressor(net, n_seeds=6, random_state=0, memory=str(tmp_path))
-    first = clone(ens).set_params(n_jobs=2).fit(X, y)
+    with joblib.parallel_config(backend="threading"):  # threads: no worker start-up
+        first = clone(ens).set_params(n_jobs=2).fit(X, y)
     counter = _Counter(monkeypatch)
     # groups do not depend on n_jobs, so a rerun with another n_jobs loads them all
     again = clone(ens).fit(X, y)
