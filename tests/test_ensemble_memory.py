@@ -223,3 +223,15 @@ def test_default_settings_leave_no_files(tmp_path, monkeypatch):
     SeedEnsembleClassifier(n_seeds=2, random_state=0).fit(load_iris(return_X_y=True)[0],
                                                           load_iris(return_X_y=True)[1])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["SeedEnsembleClassifier", "SeedEnsembleRegressor",
+                                  "UnrolledInfluence", "DataPruner"])
+def test_every_memory_takes_a_folder_or_a_joblib_memory(tmp_path, name):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    make = getattr(skdtda, name)
+    for memory in (None, str(tmp_path), joblib.Memory(tmp_path, verbose=0)):
+        make(memory=memory)._validate_params()
+    with pytest.raises(InvalidParameterError, match="memory"):
+        make(memory=3)._validate_params()
