@@ -351,8 +351,11 @@ def test_grid_search_selects_settings_on_query_folds(iris):
                    truth.subset(queries=fold_queries))
     assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
     assert len(set(search.cv_results_["mean_test_score"])) == 2
-    # an influence fitted on the queries too (refit=True's mistake) is refused
-    wrong = InfluenceTransformer(ens, curvature="ggn").fit(X_cv, y_cv)
+    # an influence fitted on the queries too (refit=True's mistake) is refused: at fit by
+    # the fitted ensemble's fingerprint, or by the scorer when the ensemble fits there too
+    with pytest.raises(ValueError, match="fitted on 150 rows, X has 175"):
+        InfluenceTransformer(ens, curvature="ggn").fit(X_cv, y_cv)
+    wrong = InfluenceTransformer(clone(ens), curvature="ggn").fit(X_cv, y_cv)
     with pytest.raises(ValueError, match="exactly the retrained training rows"):
         scorer(wrong, X[queries], y[queries])
     with pytest.raises(ValueError, match="not among the ground truth's query points"):
