@@ -1,5 +1,9 @@
 """scikit-learn's estimator checks on every public estimator, with tiny nets."""
 
+import atexit
+import shutil
+import tempfile
+
 import torch
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 from skorch import NeuralNetClassifier, NeuralNetRegressor
@@ -23,8 +27,13 @@ def _regressor():
     return SeedEnsembleRegressor(net, n_seeds=2, random_state=0)
 
 
+# memory= stores members across the checks' many fits; the folder goes at exit
+_MEMORY = tempfile.mkdtemp(prefix="skdtda-checks-")
+atexit.register(shutil.rmtree, _MEMORY, ignore_errors=True)
+
 ESTIMATORS = [_classifier(), _regressor(), SeedEnsembleClassifier(n_seeds=2),
               SeedEnsembleRegressor(n_seeds=2),
+              _classifier().set_params(memory=_MEMORY),
               InfluenceTransformer(_classifier(), curvature="kfac"),
               InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein")]
 
