@@ -155,7 +155,8 @@ def _difference(fitted, given, X_dtype):
         return (f"the ensemble was fitted on rows of shape {fitted.X_shape[1:]}, X has rows "
                 f"of shape {given.X_shape[1:]}")
     if fitted.y_shape != given.y_shape:
-        return f"the ensemble was fitted on targets of shape {fitted.y_shape}, y has {given.y_shape}"
+        return (f"the ensemble was fitted on targets of shape {fitted.y_shape}, y has "
+                f"{given.y_shape}")
     if fitted.key() == given.key():
         return None
     what = ("X and y have" if fitted.X_hash != given.X_hash and fitted.y_hash != given.y_hash

@@ -213,12 +213,12 @@ class _BaseSeedEnsemble(BaseEstimator):
             else:
                 groups = [np.arange(start, min(start + _MEMORY_GROUP_SIZE, self.n_seeds))
                           for start in range(0, self.n_seeds, _MEMORY_GROUP_SIZE)]
-            calls = [((([members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)),
-                      g) for g in groups]
+            calls = [([members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)
+                     for g in groups]
             keys = self._memory_keys(template, groups, "batched")
-            self._log_stored(fit_group, [c[0] for c in calls], keys, groups)
+            self._log_stored(fit_group, calls, keys, groups)
             results = parallel(delayed(fit_group)(*args, key=key)
-                               for (args, _), key in zip(calls, keys))
+                               for args, key in zip(calls, keys))
             fitted = [m for group in results for m in group]
         else:
             singles = [np.array([i]) for i in range(self.n_seeds)]
@@ -385,20 +385,20 @@ def _check_outputs_suit_criterion(net, X):
     tol = 1e-3
     if (out >= -tol).all() and ((out.sum(dim=1) - 1).abs() <= tol).all():
         return
-    fixes = ("pass criterion=torch.nn.CrossEntropyLoss to the net (it takes logits), or end "
-             "the module with a softmax")
     if (out <= tol).all() and ((out.exp().sum(dim=1) - 1).abs() <= tol).all():
         raise ValueError(
-            f"the net's criterion is NLLLoss, and its module returns log-probabilities; "
-            f"skorch's NeuralNetClassifier takes the log of the output itself for NLLLoss, so "
-            f"it needs probabilities. End the module with a softmax instead of a log-softmax, "
-            f"or pass criterion=torch.nn.CrossEntropyLoss to the net")
+            "the net's criterion is NLLLoss, and its module returns log-probabilities; "
+            "skorch's NeuralNetClassifier takes the log of the output itself for NLLLoss, so "
+            "it needs probabilities. End the module with a softmax instead of a log-softmax, "
+            "or pass criterion=torch.nn.CrossEntropyLoss to the net")
     low, high = float(out.min()), float(out.sum(dim=1).max())
     raise ValueError(
         f"the net's criterion is NLLLoss (skorch's NeuralNetClassifier default), which needs "
         f"the module to return class probabilities, but on the first training rows it returns "
         f"values that are not probabilities (smallest {low:.3g}, largest row sum {high:.3g}): "
-        f"they look like logits, which would train to a NaN loss. Fix: {fixes}")
+        "they look like logits, which would train to a NaN loss. Pass "
+        "criterion=torch.nn.CrossEntropyLoss to the net (it takes logits), or end the module "
+        "with a softmax")
 
 
 _NET_DOC = """
