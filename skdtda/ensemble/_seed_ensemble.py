@@ -511,6 +511,8 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     >>> again = SeedEnsembleClassifier(n_seeds=2, random_state=0, memory=folder).fit(X, y)
     >>> bool((first.predict_proba(X) == again.predict_proba(X)).all())
     True
+    >>> import shutil
+    >>> shutil.rmtree(folder)
     """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetClassifier",
                                       default_net="one hidden layer of 32 units, SGD "
                                       "with momentum, 30 epochs"))

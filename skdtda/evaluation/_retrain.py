@@ -343,6 +343,8 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     >>> again = retrain_distributions(*args, remove=[[0], [1]], memory=folder)
     >>> bool((first.after == again.after).all())
     True
+    >>> import shutil
+    >>> shutil.rmtree(folder)
     """
     if not isinstance(ensemble, (SeedEnsembleClassifier, SeedEnsembleRegressor)):
         raise ValueError("ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, "
