@@ -194,11 +194,12 @@ def test_memory_is_not_used_by_other_data_or_settings(iris, tmp_path, monkeypatc
         retrain_distributions(ensemble, X_train, y_train, X[:3], y[:3], remove=remove,
                               memory=tmp_path, measurement=measurement)
         assert len(calls) == 2
-    # where the ensemble keeps its own members does not change the measurements
+    # where the ensemble keeps its own members does not change the measurements, and the
+    # retrained ensembles do not store their members there
     calls.clear()
     retrain_distributions(_ensemble(n_seeds=2, epochs=2).set_params(memory=str(tmp_path / "m")),
-                          X, y, X[:3], y[:3], remove=remove, memory=tmp_path)
-    assert not calls
+                          X, y, X[:3], y[:3], remove=[[0], [1], [2]], memory=tmp_path)
+    assert len(calls) == 1 and not (tmp_path / "m").exists()
 
 
 def test_retraining_spreads_over_a_dask_cluster(iris):

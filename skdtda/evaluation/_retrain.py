@@ -266,7 +266,9 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     ----------
     ensemble : SeedEnsembleClassifier or SeedEnsembleRegressor
         The ensemble to retrain (its settings; it is cloned, never modified).
-        Its batched path is used whenever its net allows it. If it is
+        Its batched path is used whenever its net allows it; its own
+        ``memory`` is not used (it would keep every member of every set;
+        this function's ``memory`` keeps each set). If it is
         already fitted, it must have been fitted on ``(X, y)``: the ground
         truth would otherwise describe other training rows than the ones
         its influence attributes.
@@ -366,7 +368,9 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         raise ValueError(f"memory needs an integer random_state (got {random_state!r}): a "
                          "resumed run must retrain with the same seeds")
     seed = int(check_random_state(random_state).randint(_SEED_MAX))
-    template = clone(ensemble).set_params(random_state=seed, verbose=0,
+    # The ensemble's own memory= would keep every member of every removal set on disk;
+    # the unit kept here is the set (memory= of this function).
+    template = clone(ensemble).set_params(random_state=seed, verbose=0, memory=None,
                                           **({} if n_seeds is None else {"n_seeds": n_seeds}))
 
     folder = _cache_folder(location, template, X, y, X_query, y_query, measurement)
