@@ -137,6 +137,8 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     """One curvature in a fresh process: time fit + influence_samples and fit + transform."""
     import torch
 
+    from sklearn.base import clone
+
     from skdtda import InfluenceTransformer
 
     torch.set_num_threads(1)
@@ -147,13 +149,17 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     X_q, y_q = data["X_query"][:n_query], data["labels_query"][:n_query]
     all_members = n_members == len(ens.estimators_)
 
-    def transformer(seed_index, **extra):
-        return InfluenceTransformer(ens, curvature=curvature, damping=damping,
+    def transformer(seed_index, ensemble=ens, **extra):
+        return InfluenceTransformer(ensemble, curvature=curvature, damping=damping,
                                     seed_index=seed_index, **extra)
 
     # Warm-up on a few rows: one-off costs (lazy imports, torch.func's first
     # transforms) are paid by whichever call comes first and are not attribution.
-    warm = transformer(0, curvature_options={"maxiter": 2} if curvature == "cg" else None)
+    # A fitted ensemble attributes only its own training rows, so the warm-up
+    # gets a one-member, one-epoch ensemble of the same net fitted on those rows.
+    small = clone(ens).set_params(n_seeds=1, net__max_epochs=1).fit(X[:256], y[:256])
+    warm = transformer(0, ensemble=small,
+                       curvature_options={"maxiter": 2} if curvature == "cg" else None)
     warm.fit(X[:256], y[:256]).influence_samples(X_q[:8], y_q[:8])
     warm.transform(X_q[:8])
     del warm

@@ -77,10 +77,10 @@ def main(argv=None):
     tic = time.perf_counter()
     ensemble = SeedEnsembleClassifier(_net(), n_seeds=32, random_state=3)
     truth_loo = retrain_distributions(ensemble, X_tr, y_tr, X_q, y_q, remove=loo,
-                                      n_seeds=n_truth, random_state=1, cache_dir=args.cache,
+                                      n_seeds=n_truth, random_state=1, memory=args.cache,
                                       verbose=1)
     truth_lds = retrain_distributions(ensemble, X_tr, y_tr, X_q, y_q, remove=subsets,
-                                      n_seeds=n_truth, random_state=2, cache_dir=args.cache,
+                                      n_seeds=n_truth, random_state=2, memory=args.cache,
                                       verbose=1)
     print(f"ground truth: 2 x {n_sets} removal sets x {n_truth} seeds (+ full data) in "
           f"{time.perf_counter() - tic:.0f} s (cached sets are loaded, not retrained)")

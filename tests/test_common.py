@@ -1,5 +1,9 @@
 """scikit-learn's estimator checks on every public estimator, with tiny nets."""
 
+import atexit
+import shutil
+import tempfile
+
 import torch
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 from skorch import NeuralNetClassifier, NeuralNetRegressor
@@ -23,6 +27,10 @@ def _regressor():
     return SeedEnsembleRegressor(net, n_seeds=2, random_state=0)
 
 
+# memory= stores members across the checks' many fits; the folder goes at exit
+_MEMORY = tempfile.mkdtemp(prefix="skdtda-checks-")
+atexit.register(shutil.rmtree, _MEMORY, ignore_errors=True)
+
 # float32 nets: a row's output can differ at the 1e-7 level with the number of
 # rows in the batch (the BLAS picks other kernels for other sizes), which is as
 # large as this check's rtol=1e-7. Whether it fails depends on the weights the
@@ -39,6 +47,7 @@ CASES = [
     (_regressor(), {}),
     (SeedEnsembleClassifier(n_seeds=2), {}),
     (SeedEnsembleRegressor(n_seeds=2), _FLOAT32_SUBSET),
+    (_classifier().set_params(memory=_MEMORY), {}),
     (InfluenceTransformer(_classifier(), curvature="kfac"), _FLOAT32_SUBSET),
     (InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein"),
      _FLOAT32_SUBSET),

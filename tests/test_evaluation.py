@@ -106,9 +106,9 @@ def test_bad_input_gets_clear_errors(iris):
         retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[np.arange(50)])
     with pytest.raises(ValueError, match="SeedEnsembleClassifier or SeedEnsembleRegressor"):
         retrain_distributions("net", X, y, X[:2], y[:2], remove=[[0]])
-    with pytest.raises(ValueError, match="integer random_state"):
+    with pytest.raises(ValueError, match="memory needs an integer random_state"):
         retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[[0]], random_state=None,
-                              cache_dir="somewhere")
+                              memory="somewhere")
     with pytest.raises(ValueError, match="features"):
         retrain_distributions(_ensemble(), X, y, X[:2, :3], y[:2], remove=[[0]])
     with pytest.raises(ValueError, match="NaN"):
@@ -131,11 +131,11 @@ def test_an_interrupted_run_resumes_without_redoing_finished_sets(iris, tmp_path
 
     monkeypatch.setattr(_retrain, "_fit_and_measure", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
+        retrain_distributions(*args, remove=remove, memory=tmp_path)
     monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
                         or original(*a, **k))
     calls.clear()
-    resumed = retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
+    resumed = retrain_distributions(*args, remove=remove, memory=tmp_path)
     assert len(calls) == 3  # the two finished sets were loaded, not retrained
     fresh = retrain_distributions(*args, remove=remove)
     np.testing.assert_array_equal(resumed.after, fresh.after)
@@ -143,11 +143,63 @@ def test_an_interrupted_run_resumes_without_redoing_finished_sets(iris, tmp_path
     # new sets reuse the old ones; other settings do not
     calls.clear()
     retrain_distributions(*args, remove=np.vstack([remove, remove[:1] ^ True]),
-                          cache_dir=tmp_path)
+                          memory=tmp_path)
     assert len(calls) == 1
     calls.clear()
-    retrain_distributions(*args, remove=remove, cache_dir=tmp_path, n_seeds=3)
+    retrain_distributions(*args, remove=remove, memory=tmp_path, n_seeds=3)
     assert len(calls) == 5
+
+
+def test_cache_dir_is_a_deprecated_alias_of_memory(iris, tmp_path, monkeypatch):
+    X, y = iris
+    args = (_ensemble(n_seeds=2, epochs=2), X, y, X[:3], y[:3])
+    remove = [[0], [1]]
+    with pytest.warns(FutureWarning, match="cache_dir= is deprecated.*memory="):
+        old = retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
+    calls = []
+    original = _retrain._fit_and_measure
+    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+                        or original(*a, **k))
+    # a folder written under the old name serves memory= (a path, a str or a joblib.Memory)
+    for memory in (tmp_path, str(tmp_path), joblib.Memory(tmp_path, verbose=0)):
+        new = retrain_distributions(*args, remove=remove, memory=memory)
+        np.testing.assert_array_equal(new.after, old.after)
+    assert not calls
+    with pytest.raises(ValueError, match="memory= only"):
+        retrain_distributions(*args, remove=remove, memory=tmp_path, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="joblib.Memory"):
+        retrain_distributions(*args, remove=remove, memory=3)
+    # a joblib.Memory without a location keeps nothing
+    retrain_distributions(*args, remove=remove, memory=joblib.Memory(None))
+    assert len(calls) == 2
+
+
+def test_memory_is_not_used_by_other_data_or_settings(iris, tmp_path, monkeypatch):
+    X, y = iris
+    remove = [[0], [1]]
+    retrain_distributions(_ensemble(n_seeds=2, epochs=2), X, y, X[:3], y[:3], remove=remove,
+                          memory=tmp_path)
+    calls = []
+    original = _retrain._fit_and_measure
+    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+                        or original(*a, **k))
+    changed = X.copy()
+    changed[5, 1] += 1e-6
+    for ensemble, X_train, y_train, measurement in [
+            (_ensemble(n_seeds=2, epochs=2), changed, y, "loss"),
+            (_ensemble(n_seeds=2, epochs=2), X[::-1].copy(), y[::-1].copy(), "loss"),
+            (_ensemble(n_seeds=2, epochs=3), X, y, "loss"),
+            (_ensemble(n_seeds=2, epochs=2), X, y, "margin")]:
+        calls.clear()
+        retrain_distributions(ensemble, X_train, y_train, X[:3], y[:3], remove=remove,
+                              memory=tmp_path, measurement=measurement)
+        assert len(calls) == 2
+    # where the ensemble keeps its own members does not change the measurements, and the
+    # retrained ensembles do not store their members there
+    calls.clear()
+    retrain_distributions(_ensemble(n_seeds=2, epochs=2).set_params(memory=str(tmp_path / "m")),
+                          X, y, X[:3], y[:3], remove=[[0], [1], [2]], memory=tmp_path)
+    assert len(calls) == 1 and not (tmp_path / "m").exists()
 
 
 def test_retraining_spreads_over_a_dask_cluster(iris):
@@ -300,8 +352,11 @@ def test_grid_search_selects_settings_on_query_folds(iris):
                    truth.subset(queries=fold_queries))
     assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
     assert len(set(search.cv_results_["mean_test_score"])) == 2
-    # an influence fitted on the queries too (refit=True's mistake) is refused
-    wrong = InfluenceTransformer(ens, curvature="ggn").fit(X_cv, y_cv)
+    # an influence fitted on the queries too (refit=True's mistake) is refused: at fit by
+    # the fitted ensemble's fingerprint, or by the scorer when the ensemble fits there too
+    with pytest.raises(ValueError, match="fitted on 150 rows, X has 175"):
+        InfluenceTransformer(ens, curvature="ggn").fit(X_cv, y_cv)
+    wrong = InfluenceTransformer(clone(ens), curvature="ggn").fit(X_cv, y_cv)
     with pytest.raises(ValueError, match="exactly the retrained training rows"):
         scorer(wrong, X[queries], y[queries])
     with pytest.raises(ValueError, match="not among the ground truth's query points"):

@@ -171,9 +171,10 @@ def test_statistics_match_their_closed_forms(iris):
 
 def test_transform_does_not_build_the_full_array():
     X, y = make_classification(n_samples=2000, n_features=6, random_state=0)
-    ens = SeedEnsembleClassifier(n_seeds=8, random_state=0).fit(X, y)
     peaks = {}
     for n_train in (500, 2000):
+        # fitted on the rows it attributes (a fitted ensemble refuses others)
+        ens = SeedEnsembleClassifier(n_seeds=8, random_state=0).fit(X[:n_train], y[:n_train])
         influence = InfluenceTransformer(ens, curvature="kfac", batch_size=50)
         influence.fit(X[:n_train], y[:n_train])
         tracemalloc.start()

@@ -332,6 +332,11 @@ def test_unsupported_nets_raise_naming_the_reason(iris):
 def test_replay_warns_when_the_ensemble_saw_other_rows(iris):
     X, y = iris
     ens = SeedEnsembleClassifier(_net(), n_seeds=1, random_state=0).fit(X, y)
+    # the training-data fingerprint refuses the rows at once ...
+    with pytest.raises(ValueError, match="same rows .* in another order"):
+        UnrolledInfluence(ens).fit(X[::-1], y[::-1])
+    # ... and the replay still notices where there is none (an ensemble from before it)
+    del ens.training_fingerprint_
     with pytest.warns(UserWarning, match="replay of member 0"):
         UnrolledInfluence(ens).fit(X[::-1], y[::-1])
 

@@ -10,16 +10,18 @@ of the distribution that distributional training data attribution studies.
 import logging
 from numbers import Integral
 
+import joblib
 import numpy as np
+import skorch
 import torch
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
@@ -27,12 +29,20 @@ from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
 from ..nets import MLP
 from . import _batched
+from ._fingerprint import fingerprint
 
 __all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor"]
 
 logger = logging.getLogger("skdtda")
 
 _SEED_MAX = np.iinfo(np.int32).max
+
+# With memory=, the batched path trains and stores the members in groups of
+# this many, so an interrupted fit loses at most one group's work. The groups
+# depend on nothing but n_seeds (not on n_jobs or on what is already stored):
+# a batched member's last bits depend on which members share its pass, and a
+# resumed fit must equal an uninterrupted one bit for bit.
+_MEMORY_GROUP_SIZE = 4
 
 
 def _rng_devices(device):
@@ -47,15 +57,19 @@ def _initialize_member(member, init_seed):
     return member
 
 
-def _fit_member(member, X, y, init_seed):
-    """Train one member as a plain ``net.fit`` would, under its init seed."""
+def _fit_member(member, X, y, init_seed, key=None):
+    """Train one member as a plain ``net.fit`` would, under its init seed.
+
+    ``key`` stands for all the arguments when ``memory=`` caches the call
+    (joblib then hashes the key, not the net and the data).
+    """
     with torch.random.fork_rng(devices=_rng_devices(member.device)):
         torch.manual_seed(int(init_seed))
         member.fit(X, y)
     return member
 
 
-def _fit_members_batched(members, X, y, init_seeds, verbose):
+def _fit_members_batched(members, X, y, init_seeds, verbose, key=None):
     for member, seed in zip(members, init_seeds):
         _initialize_member(member, seed)
     progress = _EpochProgress(members[0].max_epochs, len(members), verbose)
@@ -100,17 +114,19 @@ class _BaseSeedEnsemble(BaseEstimator):
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
         "vectorize": ["boolean", StrOptions({"auto"})],
+        "memory": [None, str, HasMethods(["cache"])],
         "verbose": ["verbose"],
     }
 
     def __init__(self, net=None, *, n_seeds=16, vary="both", random_state=None, n_jobs=None,
-                 vectorize="auto", verbose=0):
+                 vectorize="auto", memory=None, verbose=0):
         self.net = net
         self.n_seeds = n_seeds
         self.vary = vary
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.vectorize = vectorize
+        self.memory = memory
         self.verbose = verbose
 
     # -- hooks for the two subclasses -------------------------------------------------
@@ -177,25 +193,43 @@ class _BaseSeedEnsemble(BaseEstimator):
         self._dtype = next(probe.module_.parameters()).dtype
         X = np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
         y = self._net_targets(y)
+        self.training_fingerprint_ = fingerprint(X, y)
+        _check_outputs_suit_criterion(probe, X)
 
         members = [self._member(template, i) for i in range(self.n_seeds)]
         self.vectorized_ = self._use_batched(probe, X, y)
         n_jobs = 1 if self.n_jobs is None else self.n_jobs
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        fit_member, fit_group = _fit_member, _fit_members_batched
+        if self.memory is not None:
+            memory = check_memory(self.memory)
+            fit_member = memory.cache(_fit_member, ignore=["member", "X", "y", "init_seed"])
+            fit_group = memory.cache(_fit_members_batched,
+                                     ignore=["members", "X", "y", "init_seeds", "verbose"])
         if self.vectorized_:
-            n_groups = min(self.n_seeds, effective_n_jobs(n_jobs))
-            groups = np.array_split(np.arange(self.n_seeds), n_groups)
-            results = parallel(
-                delayed(_fit_members_batched)(
-                    [members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)
-                for g in groups)
+            if self.memory is None:
+                n_groups = min(self.n_seeds, effective_n_jobs(n_jobs))
+                groups = np.array_split(np.arange(self.n_seeds), n_groups)
+            else:
+                groups = [np.arange(start, min(start + _MEMORY_GROUP_SIZE, self.n_seeds))
+                          for start in range(0, self.n_seeds, _MEMORY_GROUP_SIZE)]
+            calls = [([members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)
+                     for g in groups]
+            keys = self._memory_keys(template, groups, "batched")
+            self._log_stored(fit_group, calls, keys, groups)
+            results = parallel(delayed(fit_group)(*args, key=key)
+                               for args, key in zip(calls, keys))
             fitted = [m for group in results for m in group]
         else:
+            singles = [np.array([i]) for i in range(self.n_seeds)]
+            calls = [(m, X, y, s) for m, s in zip(members, self.init_seeds_)]
+            keys = self._memory_keys(template, singles, "loop")
+            self._log_stored(fit_member, calls, keys, singles)
             fitted = []
             bar = _member_bar(self.n_seeds, self.verbose)
             try:
-                for member in parallel(delayed(_fit_member)(m, X, y, s)
-                                       for m, s in zip(members, self.init_seeds_)):
+                for member in parallel(delayed(fit_member)(*args, key=key)
+                                       for args, key in zip(calls, keys)):
                     fitted.append(member)
                     if bar is not None:
                         losses = _member_losses(member)
@@ -207,6 +241,34 @@ class _BaseSeedEnsemble(BaseEstimator):
         self._check_members(fitted)
         self.estimators_ = fitted
         return self
+
+    def _memory_keys(self, template, groups, path):
+        """One key per unit of work stored by ``memory=``: what determines its members.
+
+        The net's settings (``get_params``, with the module class), the
+        members' positions and seeds, ``vary``, the nets' dtype, the training
+        data's fingerprint, the training path (a batched member differs from
+        its loop twin in the last bits) and the library versions.
+        """
+        if self.memory is None:
+            return [None] * len(groups)
+        from .. import __version__
+
+        shared = (type(self).__name__, _settings_key(template), path, self.vary,
+                  str(self._dtype), self.training_fingerprint_.key(), __version__,
+                  torch.__version__, skorch.__version__)
+        return [joblib.hash((shared, [(int(i), int(self.init_seeds_[i]),
+                                       int(self.order_seeds_[i])) for i in g]))
+                for g in groups]
+
+    def _log_stored(self, cached, calls, keys, groups):
+        if self.memory is None or not hasattr(cached, "check_call_in_cache"):
+            return
+        stored = sum(len(g) for args, key, g in zip(calls, keys, groups)
+                     if cached.check_call_in_cache(*args, key=key))
+        if stored:
+            logger.info("%s: %d of %d members loaded from memory, training the rest",
+                        type(self).__name__, stored, self.n_seeds)
 
     def _check_members(self, members):
         for i, member in enumerate(members):
@@ -286,6 +348,59 @@ def _numpy_dtype(torch_dtype):
     return torch.empty((), dtype=torch_dtype).numpy().dtype
 
 
+def _settings_key(net):
+    """A stable description of a net's settings, for cache keys (its repr is not complete).
+
+    Values that are not plain scalars enter by their joblib hash (classes by
+    name, instances by their state); a value that cannot be pickled enters by
+    its repr, which at worst misses the cache.
+    """
+    items = []
+    for name, value in sorted(net.get_params(deep=True).items()):
+        if not isinstance(value, (int, float, str, bool, type(None))):
+            try:
+                value = joblib.hash(value)
+            except Exception:  # unpicklable (a lambda, a lock): fall back to its repr
+                value = repr(value)
+        items.append((name, value))
+    return items
+
+
+def _check_outputs_suit_criterion(net, X):
+    """Refuse a classifier whose module returns logits to skorch's default NLLLoss.
+
+    skorch's ``NeuralNetClassifier`` trains with ``NLLLoss`` by default and
+    takes the log of the module's output itself, so it needs probabilities.
+    Logits (or log-probabilities) give the log of negative numbers and a
+    training loss of NaN, which would otherwise be reported as divergence.
+    """
+    if (not isinstance(net, NeuralNetClassifier) or not isinstance(net.criterion_, nn.NLLLoss)
+            or type(net).get_loss is not NeuralNetClassifier.get_loss):
+        return
+    with torch.random.fork_rng(devices=_rng_devices(net.device)), torch.no_grad():
+        out = net.forward(X[:16], training=False)
+    if not torch.is_tensor(out) or out.ndim != 2 or not out.is_floating_point():
+        return
+    out = out.double()
+    tol = 1e-3
+    if (out >= -tol).all() and ((out.sum(dim=1) - 1).abs() <= tol).all():
+        return
+    if (out <= tol).all() and ((out.exp().sum(dim=1) - 1).abs() <= tol).all():
+        raise ValueError(
+            "the net's criterion is NLLLoss, and its module returns log-probabilities; "
+            "skorch's NeuralNetClassifier takes the log of the output itself for NLLLoss, so "
+            "it needs probabilities. End the module with a softmax instead of a log-softmax, "
+            "or pass criterion=torch.nn.CrossEntropyLoss to the net")
+    low, high = float(out.min()), float(out.sum(dim=1).max())
+    raise ValueError(
+        f"the net's criterion is NLLLoss (skorch's NeuralNetClassifier default), which needs "
+        f"the module to return class probabilities, but on the first training rows it returns "
+        f"values that are not probabilities (smallest {low:.3g}, largest row sum {high:.3g}): "
+        "they look like logits, which would train to a NaN loss. Pass "
+        "criterion=torch.nn.CrossEntropyLoss to the net (it takes logits), or end the module "
+        "with a softmax")
+
+
 _NET_DOC = """
     Parameters
     ----------
@@ -315,6 +430,20 @@ _NET_DOC = """
         Adagrad), no callbacks and no internal validation split. It runs the
         same algorithm as the loop; "auto" falls back to the loop, logging why,
         and True raises if it cannot be used.
+    memory : str, joblib.Memory or None, default=None
+        Keeps each finished member on disk (a folder path or a
+        :class:`joblib.Memory`), so that an interrupted fit started again
+        with the same settings loads the finished members and trains only the
+        rest. The loop path stores every member as it finishes; the batched
+        path trains and stores groups of 4 members. Stored members are keyed
+        by a hash of everything that determines them (the net's settings and
+        module class, the member seeds, ``vary``, the nets' dtype, the
+        training data's fingerprint, the library versions), so a store
+        written by other settings or other data is never used. Written
+        atomically: a killed fit never leaves a half-written member. A resumed
+        fit equals an uninterrupted one with ``memory`` bit for bit; on the
+        batched path, groups of 4 can differ from the one pass of
+        ``memory=None`` in the last bits (as other ``n_jobs`` can).
     verbose : int, default=0
         0 is silent; 1 shows a progress bar (members or epochs, with the
         training loss); 2 keeps it on screen afterwards.
@@ -331,6 +460,14 @@ _NET_DOC = """
         Seed of each member's minibatch-order ``torch.Generator``.
     vectorized_ : bool
         Whether the batched path trained the members.
+    training_fingerprint_ : TrainingFingerprint
+        Shape, dtype and hashes of the training data as the members saw them
+        (``X`` in the nets' dtype, ``y`` in their target encoding). Consumers
+        of the fitted ensemble (:class:`~skdtda.InfluenceTransformer`,
+        :class:`~skdtda.UnrolledInfluence`,
+        :func:`~skdtda.evaluation.retrain_distributions`) check the rows they
+        are given against it (see
+        :func:`~skdtda.ensemble.check_same_training_data`).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -365,6 +502,17 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     (4, 5)
     >>> ens.predict_proba(X[:2]).shape
     (2, 3)
+
+    With ``memory``, an interrupted fit resumes where it stopped:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> first = SeedEnsembleClassifier(n_seeds=2, random_state=0, memory=folder).fit(X, y)
+    >>> again = SeedEnsembleClassifier(n_seeds=2, random_state=0, memory=folder).fit(X, y)
+    >>> bool((first.predict_proba(X) == again.predict_proba(X)).all())
+    True
+    >>> import shutil
+    >>> shutil.rmtree(folder)
     """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetClassifier",
                                       default_net="one hidden layer of 32 units, SGD "
                                       "with momentum, 30 epochs"))

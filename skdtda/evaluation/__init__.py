@@ -2,7 +2,7 @@
 
 - :func:`retrain_distributions` retrains a seed ensemble without each removal
   set and measures the queries (the ground truth), resumable through
-  ``cache_dir`` and spread over a cluster through joblib.
+  ``memory`` and spread over a cluster through joblib.
 - :func:`predict_distributions` gives the same samples from an influence.
 - :func:`lds` (the paper's Eq. 11, for any discrepancy: the distributional LDS),
   :func:`loo_correlation`, :func:`noise_ceiling`, :func:`bootstrap_ci` and

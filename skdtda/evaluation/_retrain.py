@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from numbers import Integral
 from pathlib import Path
 from typing import NamedTuple
@@ -19,9 +20,9 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_array, check_X_y
+from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
            "removal_masks"]
@@ -258,8 +259,8 @@ def _check_classes(masks, y):
 
 
 def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_seeds=None,
-                          measurement="loss", random_state=0, n_jobs=None, cache_dir=None,
-                          verbose=0):
+                          measurement="loss", random_state=0, n_jobs=None, memory=None,
+                          verbose=0, cache_dir="deprecated"):
     """Measure the query distribution after retraining without each removal set.
 
     For each removal set, a clone of ``ensemble`` with ``n_seeds`` members is
@@ -273,7 +274,12 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     ----------
     ensemble : SeedEnsembleClassifier or SeedEnsembleRegressor
         The ensemble to retrain (its settings; it is cloned, never modified).
-        Its batched path is used whenever its net allows it.
+        Its batched path is used whenever its net allows it; its own
+        ``memory`` is not used (it would keep every member of every set;
+        this function's ``memory`` keeps each set). If it is
+        already fitted, it must have been fitted on ``(X, y)``: the ground
+        truth would otherwise describe other training rows than the ones
+        its influence attributes.
     X : array-like of shape (n_train, n_features)
         The full training rows.
     y : array-like of shape (n_train,)
@@ -293,21 +299,30 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         As in :meth:`SeedEnsembleClassifier.measure`.
     random_state : int, RandomState instance or None, default=0
         Draws the seeds shared by all retrained ensembles. An integer is
-        needed with ``cache_dir`` (a resumed run must retrain the same seeds).
+        needed with ``memory`` (a resumed run must retrain the same seeds).
     n_jobs : int, default=None
         Joblib jobs over removal sets (each set trains its seeds in one
         batched pass). None means 1. Under
         ``joblib.parallel_config(backend="dask")`` the sets are spread over a
         Dask cluster.
-    cache_dir : str or path-like, default=None
-        Folder that keeps each finished set (one ``.npy`` file per set, named
-        by a hash of everything that determines it). A run that is
-        interrupted and started again with the same arguments loads the
-        finished sets and retrains only the rest; adding sets later reuses
-        the old ones. With a Dask cluster the folder must be shared by the
-        workers.
+    memory : str, path-like, joblib.Memory or None, default=None
+        Where to keep each finished set: a folder, or a
+        :class:`joblib.Memory` (its ``location``; one with
+        ``location=None`` keeps nothing). Each set is one ``.npy`` file,
+        named by a hash of everything that determines it (the ensemble's
+        settings, the training rows, the queries, the measurement, the
+        set), written atomically. A run that is interrupted and started
+        again with the same arguments loads the finished sets and retrains
+        only the rest; adding sets later reuses the old ones; other settings
+        or other data never use them. With a Dask cluster the folder must be
+        shared by the workers.
     verbose : int, default=0
         Progress bar over removal sets.
+    cache_dir : str or path-like
+        Deprecated alias of ``memory``, kept for one release.
+
+        .. deprecated:: 0.1
+           Use ``memory`` instead.
 
     Returns
     -------
@@ -328,6 +343,18 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     ...                               remove=leave_one_out(len(X), [0, 1, 2]))
     >>> truth.before.shape, truth.after.shape
     ((4, 5), (3, 4, 5))
+
+    With ``memory``, a second call loads every set instead of retraining:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> args = (SeedEnsembleClassifier(n_seeds=2), X, y, X[:5], y[:5])
+    >>> first = retrain_distributions(*args, remove=[[0], [1]], memory=folder)
+    >>> again = retrain_distributions(*args, remove=[[0], [1]], memory=folder)
+    >>> bool((first.after == again.after).all())
+    True
+    >>> import shutil
+    >>> shutil.rmtree(folder)
     """
     if not isinstance(ensemble, (SeedEnsembleClassifier, SeedEnsembleRegressor)):
         raise ValueError("ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, "
@@ -342,14 +369,19 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         _check_classes(masks, y)
     if n_seeds is not None and (not isinstance(n_seeds, Integral) or n_seeds < 1):
         raise ValueError(f"n_seeds={n_seeds!r} must be a positive integer")
-    if cache_dir is not None and not isinstance(random_state, Integral):
-        raise ValueError(f"cache_dir needs an integer random_state (got {random_state!r}): a "
+    location = _memory_location(memory, cache_dir)
+    if _is_fitted(ensemble):
+        check_same_training_data(ensemble, X, y, "retrain_distributions")
+    if location is not None and not isinstance(random_state, Integral):
+        raise ValueError(f"memory needs an integer random_state (got {random_state!r}): a "
                          "resumed run must retrain with the same seeds")
     seed = int(check_random_state(random_state).randint(_SEED_MAX))
-    template = clone(ensemble).set_params(random_state=seed, verbose=0,
+    # The ensemble's own memory= would keep every member of every removal set on disk;
+    # the unit kept here is the set (memory= of this function).
+    template = clone(ensemble).set_params(random_state=seed, verbose=0, memory=None,
                                           **({} if n_seeds is None else {"n_seeds": n_seeds}))
 
-    folder = _cache_folder(cache_dir, template, X, y, X_query, y_query, measurement)
+    folder = _cache_folder(location, template, X, y, X_query, y_query, measurement)
     before = _load(folder / "full.npy") if folder is not None else None
     if before is not None and y_query is None:
         y_query = _load(folder / "y_query.npy")
@@ -373,9 +405,9 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
             after[j] = values
         else:
             todo.append(j)
-    if cache_dir is not None and len(todo) < len(masks):
+    if location is not None and len(todo) < len(masks):
         logger.info("retrain_distributions: %d of %d removal sets loaded from %s",
-                    len(masks) - len(todo), len(masks), cache_dir)
+                    len(masks) - len(todo), len(masks), location)
     bar = None
     if verbose and todo:
         from tqdm.auto import tqdm
@@ -397,12 +429,38 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     return Distributions(before, after)
 
 
-def _cache_folder(cache_dir, template, X, y, X_query, y_query, measurement):
+def _memory_location(memory, cache_dir):
+    """The folder of ``memory=`` (or of its deprecated alias), or None."""
+    if not (isinstance(cache_dir, str) and cache_dir == "deprecated"):
+        if memory is not None:
+            raise ValueError("pass memory= only; cache_dir= is its deprecated alias, and both "
+                             f"were given (memory={memory!r}, cache_dir={cache_dir!r})")
+        warnings.warn("cache_dir= is deprecated and will be removed in the next release; "
+                      "pass memory= (a folder or a joblib.Memory), the name of on-disk "
+                      "caching everywhere in skdtda", FutureWarning, stacklevel=3)
+        memory = cache_dir
+    if memory is None or isinstance(memory, (str, os.PathLike)):
+        return memory
+    if hasattr(memory, "cache") and hasattr(memory, "location"):
+        return memory.location
+    raise ValueError("memory should be None, a folder (str or path-like) or a joblib.Memory; "
+                     f"got {memory!r}")
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except Exception:  # NotFittedError, or an object check_is_fitted refuses
+        return False
+    return True
+
+
+def _cache_folder(location, template, X, y, X_query, y_query, measurement):
     """The cache's sub-folder for everything that determines the measurements but the set."""
-    if cache_dir is None:
+    if location is None:
         return None
     key = joblib.hash((_settings_key(template), X, y, X_query, y_query, measurement))
-    folder = Path(cache_dir) / key[:16]
+    folder = Path(location) / key[:16]
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "settings.json"
     if not manifest.exists():
@@ -415,7 +473,9 @@ def _cache_folder(cache_dir, template, X, y, X_query, y_query, measurement):
 
 def _settings_key(template):
     """A stable description of the ensemble's settings (its repr is not complete)."""
-    params = template.get_params(deep=True)
+    # memory only says where members are kept; it does not change them (and it
+    # was not a setting when the first caches were written, whose keys stay valid)
+    params = {k: v for k, v in template.get_params(deep=True).items() if k != "memory"}
     return sorted((name, joblib.hash(value) if not isinstance(value, (int, float, str, bool,
                                                                       type(None)))
                    else value) for name, value in params.items())

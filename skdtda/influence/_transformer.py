@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..curvature import CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 from ..ensemble._seed_ensemble import _numpy_dtype
 from ..measurements import MEASUREMENTS
 from ._functional import FunctionalMember
@@ -275,6 +275,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"the fitted estimator has {estimator.n_features_in_} features but X has "
                     f"{X.shape[1]}; it must be fitted on the training rows being attributed")
+            check_same_training_data(estimator, X, y, type(self).__name__)
         except NotFittedError:
             self.estimator_ = clone(estimator).fit(X_given, y_given)
         ens = self.estimator_
