@@ -133,7 +133,7 @@ def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(flo
     assert member.names == flat.names
     y_net = ens._net_targets(y)
     ggn = dense_ggn(flat, X, y_net)
-    kron = KroneckerCurvature(member, X, y_net, damping=0.0, corrected=True)
+    kron = KroneckerCurvature(member, X, y_net, damping=0.0, corrected=True, samples=None)
     start = 0
     for spec, f in zip(member.layers, kron.factors):
         # the block's (out, in) layout against the parameters' flat order
@@ -147,6 +147,31 @@ def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(flo
         expected = torch.diagonal(basis.T @ block @ basis).reshape(spec.shape)
         torch.testing.assert_close(f["eig"], expected, rtol=1e-6, atol=1e-10)
         start += spec.size
+
+
+def test_sampled_factors_converge_to_the_exact_ones(float64):
+    """Random combinations of the root columns are unbiased: with more of them the
+    K-FAC factors approach those of every column."""
+    from skdtda.curvature import KroneckerCurvature
+
+    X, y = _data("digits", 64, n=60)
+    X = X.astype(np.float64)
+    ens = SeedEnsembleClassifier(_net(DigitsCNN, module__width=2, module__hidden=6,
+                                      max_epochs=1), n_seeds=1, random_state=0).fit(X, y)
+    member = FunctionalMember(ens.estimators_[0], "loss", "classifier", layered=True,
+                              probe_X=X[:8])
+    y_net = ens._net_targets(y)
+
+    def kfac(samples):
+        return KroneckerCurvature(member, X, y_net, 0.0, corrected=False, samples=samples)
+
+    exact = kfac(None)
+    errors = []
+    for samples in (1, 64):
+        approx = kfac(samples)
+        errors.append(max(float((a["eig"] - e["eig"]).abs().max() / e["eig"].abs().max())
+                          for a, e in zip(approx.factors, exact.factors)))
+    assert errors[1] < errors[0] and errors[1] < 0.1, errors
 
 
 def test_modules_selects_layers_and_single_layer_ekfac_is_the_exact_ggn(float64):
@@ -225,3 +250,20 @@ def test_unrolled_differentiates_through_a_cnn():
     influence = UnrolledInfluence(ens).fit(X, y)
     assert influence.replay_error_.max() < 1e-3
     assert np.isfinite(influence.influence_samples(X[:3], y[:3])).all()
+
+
+@pytest.mark.slow
+def test_scoring_a_million_parameter_cnn_with_16_seeds_stays_under_2_gib():
+    """Per-layer blocks, chunked by parameter count: the scoring peak is bounded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = os.path.join(os.path.dirname(__file__), "_memory_probe.py")
+    out = subprocess.run([sys.executable, probe], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n_params"] >= 1_000_000
+    assert result["finite"] and result["shape"] == [40, 96]
+    assert result["peak_mib"] < 2048, result

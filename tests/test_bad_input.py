@@ -187,24 +187,18 @@ CASES = [
     ("if-options-for-ggn", lambda f: InfluenceTransformer(
         f.ens, curvature="ggn", curvature_options={"maxiter": 3}).fit(f.X, f.y), ValueError,
      r"curvature='ggn' takes no curvature_options, got \['maxiter'\]"),
-    pytest.param(
-        "if-options-unknown", lambda f: InfluenceTransformer(
-            f.ens, curvature="cg", curvature_options={"maxiters": 3}).fit(f.X, f.y),
-        ValueError, "maxiters",
-        marks=pytest.mark.xfail(
-            strict=True, raises=TypeError,
-            reason="skdtda/curvature passes curvature_options to the backend's __init__, "
-                   "which raises TypeError (unexpected keyword 'maxiters'); a ValueError "
-                   "listing the known options belongs to the curvature rewrite"),
-        id="if-options-unknown"),
-    pytest.param(
-        "if-fit-other-rows", lambda f: InfluenceTransformer(f.ens).fit(f.X[:-1], f.y[:-1]),
-        ValueError, "rows",
-        marks=pytest.mark.xfail(
-            strict=True, raises=pytest.fail.Exception,
-            reason="an ensemble fitted on other rows (same features) is adopted silently; "
-                   "the training-data check is being added on another branch (issue 14)"),
-        id="if-fit-other-rows"),
+    ("if-options-unknown", lambda f: InfluenceTransformer(
+        f.ens, curvature="cg", curvature_options={"maxiters": 3}).fit(f.X, f.y),
+     ValueError, r"curvature='cg' takes curvature_options .*maxiters"),
+    ("if-options-unknown-ekfac", lambda f: InfluenceTransformer(
+        f.ens, curvature="ekfac", curvature_options={"maxiter": 3}).fit(f.X, f.y),
+     ValueError, r"curvature='ekfac' takes curvature_options 'samples'"),
+    ("if-fit-other-rows", lambda f: InfluenceTransformer(f.ens).fit(f.X[:-1], f.y[:-1]),
+     ValueError, "rows"),
+    ("if-modules-unknown", lambda f: InfluenceTransformer(f.ens, modules=["nope"]).fit(f.X, f.y),
+     ValueError, "modules='nope' names no submodule"),
+    ("if-modules-bad-type", lambda f: InfluenceTransformer(f.ens, modules=[3]).fit(f.X, f.y),
+     ValueError, "modules= takes module names or classes"),
     ("if-transform-unfitted", lambda f: InfluenceTransformer().transform(f.X), NotFittedError,
      "InfluenceTransformer instance is not fitted yet"),
     ("if-samples-unfitted", lambda f: InfluenceTransformer().influence_samples(f.X),
@@ -463,7 +457,9 @@ CASES = [
      "n_seeds=0 must be a positive integer"),
     ("ev-retrain-cache-seed", lambda f: ev.retrain_distributions(
         _ens(), f.X, f.y, f.X[:3], remove=[[0]], cache_dir="unused", random_state=None),
-     ValueError, "cache_dir needs an integer random_state"),
+     ValueError, "memory needs an integer random_state"),
+    ("ui-rows-reordered", lambda f: UnrolledInfluence(f.ens).fit(f.X[::-1], f.y[::-1]),
+     ValueError, "same rows as the training data but in another order"),
     ("ev-folds-features", lambda f: ev.query_folds(f.X, f.y, f.X[:3, :2], f.y[:3]),
      ValueError, "X_query has 2 features but X_train has 4"),
     ("ev-folds-y_query", lambda f: ev.query_folds(f.X, f.y, f.X[:10], f.y[:9]), ValueError,
@@ -526,9 +522,6 @@ def test_bad_input_raises_a_clear_error(f, name, call, error, message):
 
 # (id, call on the fixture, warning, phrase of the message)
 WARNINGS = [
-    ("ui-replay-off", lambda f: UnrolledInfluence(f.ens).fit(f.X[::-1], f.y[::-1]), UserWarning,
-     r"the replay of member \d ends .* away from its trained parameters: the ensemble was not "
-     "trained on these rows in this order"),
     ("clf-fit-column-y", lambda f: _ens().fit(f.X, f.y[:, None]), UserWarning,
      "A column-vector y was passed when a 1d array was expected"),
     ("ev-lds-constant-query", lambda f: ev.lds(

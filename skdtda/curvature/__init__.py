@@ -83,6 +83,10 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     """
     options = dict(options or {})
     if kind == "cg":
+        unknown = sorted(set(options) - {"maxiter", "tol", "chunk"})
+        if unknown:
+            raise ValueError(f"curvature='cg' takes curvature_options 'maxiter', 'tol' and "
+                             f"'chunk', got {unknown}")
         return CGCurvature(member, X, y, damping, **options)
     if kind in LAYERED:
         unknown = sorted(set(options) - {"samples"})

@@ -29,6 +29,8 @@ import torch
 
 __all__ = ["KroneckerCurvature", "kfac_supported_reason"]
 
+_BLOCK_BUDGET = 256 * 2**20
+
 
 def kfac_supported_reason(member):
     """Why K-FAC cannot run on this member (no attributable layer), or None."""
@@ -70,6 +72,9 @@ class KroneckerCurvature:
         specs = member.layers
         X, y = member.tensors(X, y)
         n = len(X)
+        # EK-FAC's refit forms per-row blocks of a layer: keep them within 256 MiB
+        largest = max(spec.size for spec in specs) * member.theta.element_size()
+        chunk = max(1, min(chunk, _BLOCK_BUDGET // largest))
         A = [None] * len(specs)
         G = [None] * len(specs)
         patches_seen = [0] * len(specs)

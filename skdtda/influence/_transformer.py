@@ -246,7 +246,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                        unit="seed", leave=self.verbose > 1)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
-                                     self.damping, self.curvature_options, self.batch_size)
+                                     self.damping, self.curvature_options, self._train_chunk())
             for member in self._members)
         self.curvatures_, self._mean_grads = [], []
         for curvature, mean_grad in jobs:
@@ -306,9 +306,16 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         return X, self.estimator_._query_targets(X, y)
 
     def _chunks(self, n, size=None):
-        size = size or self.batch_size
+        size = size or self._train_chunk()
         for start in range(0, n, size):
             yield slice(start, min(start + size, n))
+
+    def _train_chunk(self):
+        """Training rows per chunk: ``batch_size``, fewer where their per-row gradient
+        blocks (``n_params_attributed_`` numbers a row) would pass 256 MiB."""
+        member = self._members[0]
+        per_row = member.n_params * member.theta.element_size()
+        return max(1, min(self.batch_size, _SOLUTION_BUDGET // per_row))
 
     def _query_chunk(self):
         """Query rows per chunk, and whether members are scored one at a time.
@@ -338,7 +345,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         if self.verbose:
             from tqdm.auto import tqdm
 
-            n_blocks = -(-len(X) // q_size) * -(-self.n_train_ // self.batch_size)
+            n_blocks = -(-len(X) // q_size) * -(-self.n_train_ // self._train_chunk())
             bar = tqdm(total=n_blocks, desc=f"scoring {len(X)} queries x {self.n_train_} rows",
                        unit="block", leave=self.verbose > 1)
         try:
