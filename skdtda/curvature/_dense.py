@@ -57,8 +57,9 @@ def ggn_rows(member, X, y, chunk=256, drop_null=False):
 def _drop_null_columns(root):
     """A root ``R'`` with ``R' R'^T = R R^T`` and no column that is null on every row."""
     # R = W S V^T gives R R^T = (W S)(W S)^T; singular values come in descending order.
+    # A column with s^2 <= eps * s_max^2 adds below the float rounding of R R^T.
     left, singular, _ = torch.linalg.svd(root, full_matrices=False)
-    tol = root.shape[1] * torch.finfo(root.dtype).eps * singular[:, :1]
+    tol = torch.finfo(root.dtype).eps ** 0.5 * singular[:, :1]
     keep = max(int((singular > tol).sum(dim=1).max()), 1)
     return left[:, :, :keep] * singular[:, None, :keep]
 
