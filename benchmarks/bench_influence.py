@@ -2,7 +2,7 @@
 
 Run with one intra-op thread, as all figures in docs/benchmarks.md are::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_influence.py [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/bench_influence.py [--quick | --small]
         [--kronfluence-python /tmp/kf-venv/bin/python] [--json out.json]
 
 kronfluence is a benchmark-only peer, never a dependency of skdtda: it lives in a
@@ -22,7 +22,11 @@ parameters), SGD lr 0.01 momentum 0.9, batch 64, 20 epochs, float32, trained as 
 16-seed ``SeedEnsembleClassifier`` on ``make_classification`` data (64 features,
 10 classes); 4000 training rows, 500 query rows with their true labels;
 measurement = the query's cross-entropy; damping 1e-3 on both sides. ``--quick``:
-1000 training rows, 100 queries, 4 seeds.
+1000 training rows, 100 queries, 4 seeds. ``--small``: the small-model case, MLP
+32-56-3 (2019 parameters) on 400 training rows of 3 classes, 200 queries, 16 seeds,
+where ``n_train * n_outputs < n_params`` and the default curvature (``"auto"`` ->
+the exact GGN) takes its kernel form; timed beside the dense form (``ggn:dense``),
+EK-FAC and identity, with kronfluence as the reference.
 
 Measured: the time from the fitted ensemble to the (n_query, n_train) matrix.
 
@@ -198,8 +202,8 @@ def _skdtda_run(folder, method, damping, n_members, n_query, queue):
     # saved as computed (a float32 copy would add to this process's peak memory)
     np.save(os.path.join(folder, f"skdtda_{method}.npy"),
             samples[0] if len(samples) == 1 else np.concatenate(samples))
-    queue.put(dict(chosen=influence.curvature_,
-                   form=type(influence.curvatures_[0]).__name__, fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
+    queue.put(dict(chosen=influence.curvature_, form=type(influence.curvatures_[0]).__name__,
+                   fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
                    base_mib=base_mib))
 
 
@@ -308,8 +312,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_influence_") as folder:
         prep = _prepare(folder, size)
         results["ensemble"] = prep
-        print(f"MLP {'-'.join(map(str, _layer_sizes(size)))} ({prep['n_params']} parameters), {n_seeds} seeds, {n_train} "
-              f"train / {n_query} query rows, damping {args.damping:g} (absolute, both sides)")
+        print(f"MLP {'-'.join(map(str, _layer_sizes(size)))} ({prep['n_params']} parameters), "
+              f"{n_seeds} seeds, {n_train} train / {n_query} query rows, damping {args.damping:g} (absolute, both sides)")
         print(f"ensemble trained in {prep['seconds']:.1f} s (vectorized={prep['vectorized']}), "
               f"accuracy train {prep['train_accuracy']:.3f} / query {prep['query_accuracy']:.3f}")
         sys.stdout.flush()
