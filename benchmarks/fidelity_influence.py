@@ -41,13 +41,14 @@ from skorch import NeuralNetClassifier
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda.discrepancy import discrepancy
 from skdtda.evaluation import (distribution_change, leave_one_out, lds, noise_ceiling,
-                               predict_distributions, random_subsets, retrain_distributions,
-                               score_report)
+                               predict_distributions, random_subsets, removal_masks,
+                               retrain_distributions, score_report)
 from skdtda.nets import MLP
 
 STATISTICS = ("mean", "variance", "wasserstein", "wasserstein_smooth")
 # What the retrained side of each column uses (see the module docstring).
 TRUTH_STATISTIC = {"wasserstein_smooth": "wasserstein"}
+_LABELS = {"wasserstein_smooth": "W2-smooth", "wasserstein": "Wasserstein"}
 
 
 def _net():
@@ -68,7 +69,22 @@ def _report(pred, truth, statistic):
     return score_report(pred, truth, truth_statistic, random_state=0)
 
 
-def _diagnose(pred, truth):
+def _mean_gradient_term(influence, X_query, y_query):
+    """``grad m^T (H + damping I)^{-1} gbar`` per member and query, (n_seeds, n_query).
+
+    The term that ``delta`` subtracts (docs/influence.md); a set removing a
+    fraction ``f`` of the rows shifts every member's prediction by ``f`` times
+    it. Read from the fitted transformer's internals: a diagnosis only.
+    """
+    X_query, y_query = influence._query(X_query, y_query)
+    return np.stack([
+        (curv.solve(member.per_sample_grads("measurement", X_query, y_query)).double()
+         @ mean_grad).cpu().numpy()
+        for member, curv, mean_grad in zip(influence._members, influence.curvatures_,
+                                           influence._mean_grads)])
+
+
+def _diagnose(pred, truth, term, fractions):
     """Print the parts of the predicted and retrained W2 and the LDS of each part."""
     def parts(distributions):
         before, after = distributions
@@ -91,8 +107,9 @@ def _diagnose(pred, truth):
               f"{np.mean(d['mean'] > 0):.0%} of cells, its per-query mean over sets "
               f"{np.median(offset):+.4f} against a spread over sets of "
               f"{np.median(d['mean'].std(axis=0)):.4f}")
-    print(f"  retrained W2 ranks like |mean change| (Spearman {lds(t['w2'], np.abs(t['mean'])):.3f})"
-          f" and like the smooth W2 ({lds(t['w2'], t['smooth']):.3f})")
+    print(f"  retrained W2 ranks like |mean change| (Spearman "
+          f"{lds(t['w2'], np.abs(t['mean'])):.3f}) and like the smooth W2 "
+          f"({lds(t['w2'], t['smooth']):.3f})")
     offset = t["mean"].mean(axis=0, keepdims=True)
     rows = [("predicted W2", p["w2"]), ("predicted smooth W2", p["smooth"]),
             ("|predicted mean change|", np.abs(p["mean"])),
@@ -100,6 +117,12 @@ def _diagnose(pred, truth):
             ("|predicted mean change + retrained offset| (oracle)", np.abs(p["mean"] + offset))]
     for label, values in rows:
         print(f"  LDS against the retrained W2 of {label}: {lds(values, t['w2']):.3f}")
+    # delta without its mean-gradient term (the textbook formula): the removal sets'
+    # samples move by fraction * term, a constant per member and query over sets
+    shifted = (pred[0], pred[1] + fractions[:, None, None] * term[None])
+    print("  without the mean-gradient term in delta: " + ", ".join(
+        f"{s}-LDS {lds(shifted, truth, s):.3f}"
+        for s in ("mean", "variance", "wasserstein", "wasserstein_smooth")))
     print(f"  LDS of |predicted mean change| against |retrained mean change|: "
           f"{lds(np.abs(p['mean']), np.abs(t['mean'])):.3f}; signed: "
           f"{lds(p['mean'], t['mean']):.3f}")
@@ -142,7 +165,7 @@ def main(argv=None):
           f"{time.perf_counter() - tic:.0f} s (cached sets are loaded, not retrained)")
 
     ensemble.fit(X_tr, y_tr)
-    header = (f"{'method':20s} {'LOO corr':>17s} " + " ".join(f"{s + '-LDS':>17s}"
+    header = (f"{'method':20s} {'LOO corr':>17s} " + " ".join(f"{_LABELS.get(s, s) + '-LDS':>17s}"
                                                              for s in STATISTICS)
               + f" {'seconds':>8s}")
     print(header)
@@ -170,7 +193,9 @@ def main(argv=None):
                     cells.append(_cell(_report(pred_lds, truth_lds, statistic)))
             print(f"{label:20s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
             if args.diagnose and seed_index is None:
-                _diagnose(pred_lds, truth_lds)
+                fractions = removal_masks(subsets, n).mean(axis=1)
+                _diagnose(pred_lds, truth_lds, _mean_gradient_term(influence, X_q, y_q),
+                          fractions)
                 args.diagnose = False
 
 
