@@ -256,3 +256,23 @@ def test_wasserstein_smooth_properties():
     # a projection of the sorted difference: its mean square is at most the whole one's
     assert np.all(w <= discrepancy(before, after, "wasserstein") + 1e-12)
     assert discrepancy([1.0], [-2.0], "wasserstein_smooth") == 3.0
+
+
+def test_wasserstein_smooth_through_the_transformer():
+    """transform() with the new statistic reduces the paired per-seed samples."""
+    from sklearn.datasets import load_iris
+
+    from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    ens = SeedEnsembleClassifier(n_seeds=4, random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, curvature="identity",
+                                     statistic="wasserstein_smooth").fit(X, y)
+    scores = influence.transform(X[:5])
+    y_pred = ens.predict(X[:5])
+    delta = influence.influence_samples(X[:5], y_pred)
+    before = ens.measure(X[:5], y_pred)[:, :, None]
+    expected = discrepancy(np.broadcast_to(before, delta.shape), before + delta,
+                           "wasserstein_smooth")
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-12)
