@@ -4,8 +4,9 @@
   :func:`resolve_curvature`);
 - ``"exact"``: the Hessian of the mean training loss (dense, small models);
 - ``"ggn"``: the exact generalised Gauss-Newton (positive semi-definite): a dense
-  ``(P, P)`` matrix, or its kernel (Woodbury) form on ``(N K, N K)`` when the
-  training rows times outputs are fewer than the parameters (:func:`fit_curvature`);
+  ``(P, P)`` matrix, or its kernel (Woodbury) form on an ``(N (K-1), N (K-1))``
+  matrix when the training rows times outputs are fewer than the parameters
+  (:func:`fit_curvature`, :class:`KernelCurvature`);
 - ``"kfac"`` / ``"ekfac"``: Kronecker-factored GGN and its eigenvalue-corrected form
   for stacks of Linear layers;
 - ``"cg"``: conjugate gradients with exact GGN-vector products (matrix-free);
@@ -74,9 +75,9 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     ``form`` for ``"ggn"``).
 
     ``"ggn"`` takes its kernel form (:class:`KernelCurvature`, the same solve
-    to rounding) when ``n_train * n_outputs < n_params`` and
-    ``damping + weight decay > 0`` with ``damping > 0``, the dense form
-    otherwise; ``options={"form": "dense"}`` or ``{"form": "kernel"}`` forces one.
+    to rounding) when ``n_train * n_outputs < n_params`` and ``damping > 0``,
+    the dense form otherwise (``damping=0`` is the pseudo-inverse, which only
+    the dense form gives); ``options={"form": "dense"}`` or ``{"form": "kernel"}`` forces one.
     """
     options = dict(options or {})
     if kind == "cg":

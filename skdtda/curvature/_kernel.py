@@ -11,8 +11,8 @@ and the push-through (Woodbury) identity gives, for ``c > 0``,
 Building ``U U^T`` costs ``M^2 P`` multiply-adds and its Cholesky factor
 ``M^3 / 3``, against ``M P^2`` and ``P^3 / 3`` for the dense ``(P, P)`` GGN, so
 it is the cheaper form whenever ``M < P``. Memory: ``U`` is ``M x P`` float64
-(``8 M P`` bytes; 400 rows of 3 classes, M = 800, and 2019 parameters: 13 MB) and the Gram
-matrix ``M x M``; the dense form holds ``P x P``.
+(``8 M P`` bytes: 13 MB for 400 rows of 3 classes, M = 800, and 2019
+parameters) and the Gram matrix ``M x M``; the dense form holds ``P x P``.
 """
 
 import torch
