@@ -313,7 +313,8 @@ def main(argv=None):
         prep = _prepare(folder, size)
         results["ensemble"] = prep
         print(f"MLP {'-'.join(map(str, _layer_sizes(size)))} ({prep['n_params']} parameters), "
-              f"{n_seeds} seeds, {n_train} train / {n_query} query rows, damping {args.damping:g} (absolute, both sides)")
+              f"{n_seeds} seeds, {n_train} train / {n_query} query rows, damping "
+              f"{args.damping:g} (absolute, both sides)")
         print(f"ensemble trained in {prep['seconds']:.1f} s (vectorized={prep['vectorized']}), "
               f"accuracy train {prep['train_accuracy']:.3f} / query {prep['query_accuracy']:.3f}")
         sys.stdout.flush()
