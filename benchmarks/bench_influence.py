@@ -2,7 +2,7 @@
 
 Run with one intra-op thread, as all figures in docs/benchmarks.md are::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_influence.py [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/bench_influence.py [--quick | --small]
         [--kronfluence-python /tmp/kf-venv/bin/python] [--json out.json]
 
 kronfluence is a benchmark-only peer, never a dependency of skdtda: it lives in a
@@ -22,7 +22,11 @@ parameters), SGD lr 0.01 momentum 0.9, batch 64, 20 epochs, float32, trained as 
 16-seed ``SeedEnsembleClassifier`` on ``make_classification`` data (64 features,
 10 classes); 4000 training rows, 500 query rows with their true labels;
 measurement = the query's cross-entropy; damping 1e-3 on both sides. ``--quick``:
-1000 training rows, 100 queries, 4 seeds.
+1000 training rows, 100 queries, 4 seeds. ``--small``: the small-model case, MLP
+32-56-3 (2019 parameters) on 400 training rows of 3 classes, 200 queries, 16 seeds,
+where ``n_train * n_outputs < n_params`` and the default curvature (``"auto"`` ->
+the exact GGN) takes its kernel form; timed beside the dense form (``ggn:dense``),
+EK-FAC and identity, with kronfluence as the reference.
 
 Measured: the time from the fitted ensemble to the (n_query, n_train) matrix.
 
@@ -75,25 +79,32 @@ import numpy as np
 
 from _memory import peak_rss_mib  # benchmarks/ is the script's folder
 
+_LARGE = dict(n_features=64, n_classes=10, hidden=(64, 64),
+              curvatures=("ekfac", "kfac", "cg", "identity"), target="ekfac")
 SIZES = {
-    "full": dict(n_train=4000, n_query=500, n_seeds=16),
-    "quick": dict(n_train=1000, n_query=100, n_seeds=4),
+    "full": dict(n_train=4000, n_query=500, n_seeds=16, **_LARGE),
+    "quick": dict(n_train=1000, n_query=100, n_seeds=4, **_LARGE),
+    # The small-model case: N * K = 1200 rows of the GGN's factor against 2019
+    # parameters, so the default ("auto" -> "ggn") takes the kernel form.
+    "small": dict(n_train=400, n_query=200, n_seeds=16, n_features=32, n_classes=3,
+                  hidden=(56,), curvatures=("auto", "ggn:dense", "ekfac", "identity"),
+                  target="auto"),
 }
-N_FEATURES, N_CLASSES, HIDDEN, BATCH, EPOCHS, LR = 64, 10, (64, 64), 64, 20, 0.01
-CURVATURES = ("ekfac", "kfac", "cg", "identity")
+BATCH, EPOCHS, LR = 64, 20, 0.01
 DEFAULT_KF_PYTHON = "/tmp/kf-venv/bin/python"
 
 
-def _data(n_train, n_query):
+def _data(n_train, n_query, n_features, n_classes):
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=n_train + n_query, n_features=N_FEATURES,
-                               n_informative=32, n_classes=N_CLASSES, random_state=0)
+    X, y = make_classification(n_samples=n_train + n_query, n_features=n_features,
+                               n_informative=min(32, n_features // 2), n_classes=n_classes,
+                               random_state=0)
     X = X.astype("float32")
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
-def _ensemble(n_seeds):
+def _ensemble(n_seeds, hidden):
     import torch
     from skorch import NeuralNetClassifier
 
@@ -101,7 +112,7 @@ def _ensemble(n_seeds):
     from skdtda.nets import MLP
 
     net = NeuralNetClassifier(
-        MLP, module__hidden_layer_sizes=HIDDEN, criterion=torch.nn.CrossEntropyLoss,
+        MLP, module__hidden_layer_sizes=hidden, criterion=torch.nn.CrossEntropyLoss,
         optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=LR, batch_size=BATCH,
         max_epochs=EPOCHS, train_split=None, verbose=0)
     return SeedEnsembleClassifier(net, n_seeds=n_seeds, random_state=0)
@@ -112,9 +123,10 @@ def _prepare(folder, size):
     kronfluence) with the data."""
     import torch
 
-    X, y, X_q, y_q = _data(size["n_train"], size["n_query"])
+    X, y, X_q, y_q = _data(size["n_train"], size["n_query"], size["n_features"],
+                           size["n_classes"])
     tic = time.perf_counter()
-    ens = _ensemble(size["n_seeds"]).fit(X, y)
+    ens = _ensemble(size["n_seeds"], size["hidden"]).fit(X, y)
     seconds = time.perf_counter() - tic
     with open(os.path.join(folder, "ensemble.pkl"), "wb") as f:
         pickle.dump(ens, f)
@@ -127,14 +139,22 @@ def _prepare(folder, size):
                for est in ens.estimators_]
     torch.save(members, os.path.join(folder, "members.pt"))
     with open(os.path.join(folder, "meta.json"), "w") as f:
-        json.dump(dict(sizes=[N_FEATURES, *HIDDEN, N_CLASSES]), f)
+        json.dump(dict(sizes=_layer_sizes(size)), f)
     n_params = sum(p.numel() for p in ens.estimators_[0].module_.parameters())
     return dict(seconds=seconds, vectorized=bool(ens.vectorized_), n_params=n_params,
                 train_accuracy=ens.score(X, y), query_accuracy=ens.score(X_q, y_q))
 
 
-def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
-    """One curvature in a fresh process: time fit + influence_samples and fit + transform."""
+def _layer_sizes(size):
+    return [size["n_features"], *size["hidden"], size["n_classes"]]
+
+
+def _skdtda_run(folder, method, damping, n_members, n_query, queue):
+    """One curvature in a fresh process: time fit + influence_samples and fit + transform.
+
+    ``method`` is a curvature name, or ``"ggn:dense"`` / ``"ggn:kernel"`` for the
+    exact GGN with its form forced.
+    """
     import torch
 
     from sklearn.base import clone
@@ -149,9 +169,12 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     X_q, y_q = data["X_query"][:n_query], data["labels_query"][:n_query]
     all_members = n_members == len(ens.estimators_)
 
-    def transformer(seed_index, ensemble=ens, **extra):
+    curvature, _, form = method.partition(":")
+    options = {"form": form} if form else None
+
+    def transformer(seed_index, ensemble=ens, curvature_options=options):
         return InfluenceTransformer(ensemble, curvature=curvature, damping=damping,
-                                    seed_index=seed_index, **extra)
+                                    seed_index=seed_index, curvature_options=curvature_options)
 
     # Warm-up on a few rows: one-off costs (lazy imports, torch.func's first
     # transforms) are paid by whichever call comes first and are not attribution.
@@ -159,7 +182,7 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
     # gets a one-member, one-epoch ensemble of the same net fitted on those rows.
     small = clone(ens).set_params(n_seeds=1, net__max_epochs=1).fit(X[:256], y[:256])
     warm = transformer(0, ensemble=small,
-                       curvature_options={"maxiter": 2} if curvature == "cg" else None)
+                       curvature_options={"maxiter": 2} if curvature == "cg" else options)
     warm.fit(X[:256], y[:256]).influence_samples(X_q[:8], y_q[:8])
     warm.transform(X_q[:8])
     del warm
@@ -183,9 +206,10 @@ def _skdtda_run(folder, curvature, damping, n_members, n_query, queue):
         transform_s += time.perf_counter() - tic
         samples.append(delta)
     # saved as computed (a float32 copy would add to this process's peak memory)
-    np.save(os.path.join(folder, f"skdtda_{curvature}.npy"),
+    np.save(os.path.join(folder, f"skdtda_{method}.npy"),
             samples[0] if len(samples) == 1 else np.concatenate(samples))
-    queue.put(dict(fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
+    queue.put(dict(chosen=influence.curvature_, form=type(influence.curvatures_[0]).__name__,
+                   fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
                    base_mib=base_mib))
 
 
@@ -262,6 +286,10 @@ def _agreement(delta, kf):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true",
+                        help="the small-model case: MLP 32-56-3 (2019 parameters), 400 training "
+                        "rows, 200 queries, 16 seeds; the default curvature there is the exact "
+                        "GGN in kernel form, timed beside its dense form")
     parser.add_argument("--quick", action="store_true",
                         help="1000 training rows, 100 queries, 4 seeds (a smoke run)")
     parser.add_argument("--kronfluence-python", default=DEFAULT_KF_PYTHON,
@@ -283,15 +311,16 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(1)
-    size = SIZES["quick" if args.quick else "full"]
+    size = SIZES["small" if args.small else "quick" if args.quick else "full"]
     n_seeds, n_query, n_train = size["n_seeds"], size["n_query"], size["n_train"]
     results = dict(size=size, damping=args.damping, methods={})
 
     with tempfile.TemporaryDirectory(prefix="bench_influence_") as folder:
         prep = _prepare(folder, size)
         results["ensemble"] = prep
-        print(f"MLP 64-64-64-10 ({prep['n_params']} parameters), {n_seeds} seeds, {n_train} "
-              f"train / {n_query} query rows, damping {args.damping:g} (absolute, both sides)")
+        print(f"MLP {'-'.join(map(str, _layer_sizes(size)))} ({prep['n_params']} parameters), "
+              f"{n_seeds} seeds, {n_train} train / {n_query} query rows, damping "
+              f"{args.damping:g} (absolute, both sides)")
         print(f"ensemble trained in {prep['seconds']:.1f} s (vectorized={prep['vectorized']}), "
               f"accuracy train {prep['train_accuracy']:.3f} / query {prep['query_accuracy']:.3f}")
         sys.stdout.flush()
@@ -313,7 +342,7 @@ def main(argv=None):
                                                         spearman_seed=rho_seed,
                                                         spearman_mean=rho_mean)
 
-        curvatures = list(CURVATURES) + (["exact"] if args.exact else [])
+        curvatures = list(size["curvatures"]) + (["exact"] if args.exact else [])
         for curvature in curvatures:
             subset = curvature == "cg"
             members = min(args.cg_seeds, n_seeds) if subset else n_seeds
@@ -331,7 +360,7 @@ def main(argv=None):
             results["methods"][curvature] = r
             print(f"  done: {curvature} ({r['seconds']:.1f} s)")
             sys.stdout.flush()
-        if not args.exact:
+        if not args.exact and not args.small:
             estimate = _eigh_estimate(prep["n_params"], n_seeds)
             results["methods"]["exact"] = dict(skipped=(
                 f"dense ({prep['n_params']}, {prep['n_params']}) Hessian per seed: the float64 "
@@ -376,6 +405,8 @@ def _print_table(results, kf, kf_skipped):
                   f"{again['spearman_mean']:>8.3f}")
     for name, r in results["methods"].items():
         label = f"skdtda {name}"
+        if name == "auto" and "form" in r:
+            label += f" ({r['form'].replace('Curvature', '').lower()})"
         if "skipped" in r:
             print(f"{label:<22}skipped: {r['skipped']}")
             continue
@@ -397,7 +428,15 @@ def _print_table(results, kf, kf_skipped):
         print(f"(labels redrawn): kronfluence rerun on the first {again['members']} seeds with "
               f"other sampled Fisher labels, against its first run: the noise ceiling of "
               f"agreement with one kronfluence run ('mean' over those seeds only)")
-    if kf:
+    if kf and results["size"]["target"] == "auto":
+        target = results["methods"]["auto"]
+        dense = results["methods"].get("ggn:dense")
+        print(f"target (the default, auto -> {target['chosen']} as {target['form']}, >= 3x faster "
+              f"than kronfluence): {'met' if kf_s / target['seconds'] >= 3 else 'NOT met'} "
+              f"({kf_s / target['seconds']:.2f}x"
+              + (f"; dense GGN {kf_s / dense['seconds']:.2f}x, kernel / dense form "
+                 f"{dense['seconds'] / target['seconds']:.2f}x faster" if dense else "") + ")")
+    elif kf:
         target = results["methods"]["ekfac"]
         # The issue's agreement target is on the (n_query, n_train) matrix, i.e. the
         # seed-averaged scores; per seed, kronfluence's sampled-label Fisher caps any

@@ -15,7 +15,17 @@ goes through :mod:`skdtda.evaluation`:
   change of the mean loss, averaged over queries (``loo_correlation``).
 * LDS (the paper's Eq. 11): 40 random subsets removing 30% of the rows, 256
   seeds each; Spearman over subsets of the change of the loss's mean,
-  variance and Wasserstein distance (``lds``), averaged over queries.
+  variance and Wasserstein distance (``lds``), averaged over queries. The
+  ``wasserstein_smooth`` column applies that estimator to the predicted pairs
+  and compares with the retrained truth's plain ``wasserstein`` (256 seeds:
+  its finite-sample floor, the W2 between two halves of one distribution, is
+  a sixth of the typical change, so the truth needs no smoothing).
+* ``--same-steps``: the LDS sets are retrained for 43 epochs, so that training on
+  the 210 kept rows takes as many optimizer steps as the full-data run (301
+  against 300); fixed epochs and batch size otherwise make every removal also
+  a cut of the training time.
+* ``--diagnose``: why Wasserstein-LDS stays low (docs/benchmarks.md): the
+  terms of the predicted and retrained W2, and LDS of their parts.
 * Beside every score: a 95% bootstrap interval over queries and the noise
   ceiling of the 256-seed ground truth (``score_report``).
 
@@ -44,11 +54,16 @@ from sklearn.datasets import load_digits
 from skorch import NeuralNetClassifier
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
-from skdtda.evaluation import (leave_one_out, noise_ceiling, predict_distributions,
-                               random_subsets, retrain_distributions, score_report)
+from skdtda.discrepancy import discrepancy
+from skdtda.evaluation import (distribution_change, leave_one_out, lds, noise_ceiling,
+                               predict_distributions, random_subsets, removal_masks,
+                               retrain_distributions, score_report)
 from skdtda.nets import MLP
 
-STATISTICS = ("mean", "variance", "wasserstein")
+STATISTICS = ("mean", "variance", "wasserstein", "wasserstein_smooth")
+# What the retrained side of each column uses (see the module docstring).
+TRUTH_STATISTIC = {"wasserstein_smooth": "wasserstein"}
+_LABELS = {"wasserstein_smooth": "W2-smooth", "wasserstein": "Wasserstein"}
 
 
 def _net(model="mlp"):
@@ -99,6 +114,72 @@ def _cell(report):
     return f"{report.score:5.2f} [{report.ci[0]:5.2f},{report.ci[1]:5.2f}]"
 
 
+def _report(pred, truth, statistic):
+    truth_statistic = TRUTH_STATISTIC.get(statistic, statistic)
+    if truth_statistic != statistic:
+        pred = distribution_change(pred, statistic)
+    return score_report(pred, truth, truth_statistic, random_state=0)
+
+
+def _mean_gradient_term(influence, X_query, y_query):
+    """``grad m^T (H + damping I)^{-1} gbar`` per member and query, (n_seeds, n_query).
+
+    The term that ``delta`` subtracts (docs/influence.md); a set removing a
+    fraction ``f`` of the rows shifts every member's prediction by ``f`` times
+    it. Read from the fitted transformer's internals: a diagnosis only.
+    """
+    X_query, y_query = influence._query(X_query, y_query)
+    return np.stack([
+        (curv.solve(member.per_sample_grads("measurement", X_query, y_query)).double()
+         @ mean_grad).cpu().numpy()
+        for member, curv, mean_grad in zip(influence._members, influence.curvatures_,
+                                           influence._mean_grads)])
+
+
+def _diagnose(pred, truth, term, fractions):
+    """Print the parts of the predicted and retrained W2 and the LDS of each part."""
+    def parts(distributions):
+        before, after = distributions
+        b = np.broadcast_to(before[:, None, :], (before.shape[0],) + after.shape[::2])
+        a = np.moveaxis(after, 1, 0)
+        return dict(w2=discrepancy(b, a, "wasserstein"),
+                    smooth=discrepancy(b, a, "wasserstein_smooth"),
+                    mean=discrepancy(b, a, "mean"),
+                    rms=np.sqrt(np.mean((a - b) ** 2, axis=0)),
+                    gap=np.median(np.diff(np.sort(before, axis=0), axis=0)))
+
+    p, t = parts(pred), parts(truth)
+    print("W2 diagnosis (medians over sets and queries):")
+    for name, d in (("predicted", p), ("retrained", t)):
+        offset = d["mean"].mean(axis=0)
+        print(f"  {name}: W2 {np.median(d['w2']):.4f}, smooth {np.median(d['smooth']):.4f}, "
+              f"|mean change| {np.median(np.abs(d['mean'])):.4f}, rms of per-seed shifts "
+              f"{np.median(d['rms']):.4f}, W2 / rms {np.median(d['w2'] / d['rms']):.2f}, "
+              f"gap between sorted seeds {d['gap']:.5f}; mean change > 0 in "
+              f"{np.mean(d['mean'] > 0):.0%} of cells, its per-query mean over sets "
+              f"{np.median(offset):+.4f} against a spread over sets of "
+              f"{np.median(d['mean'].std(axis=0)):.4f}")
+    print(f"  retrained W2 ranks like |mean change| (Spearman "
+          f"{lds(t['w2'], np.abs(t['mean'])):.3f}) and like the smooth W2 "
+          f"({lds(t['w2'], t['smooth']):.3f})")
+    offset = t["mean"].mean(axis=0, keepdims=True)
+    rows = [("predicted W2", p["w2"]), ("predicted smooth W2", p["smooth"]),
+            ("|predicted mean change|", np.abs(p["mean"])),
+            ("signed predicted mean change", p["mean"]),
+            ("|predicted mean change + retrained offset| (oracle)", np.abs(p["mean"] + offset))]
+    for label, values in rows:
+        print(f"  LDS against the retrained W2 of {label}: {lds(values, t['w2']):.3f}")
+    # delta without its mean-gradient term (the textbook formula): the removal sets'
+    # samples move by fraction * term, a constant per member and query over sets
+    shifted = (pred[0], pred[1] + fractions[:, None, None] * term[None])
+    print("  without the mean-gradient term in delta: " + ", ".join(
+        f"{s}-LDS {lds(shifted, truth, s):.3f}"
+        for s in ("mean", "variance", "wasserstein", "wasserstein_smooth")))
+    print(f"  LDS of |predicted mean change| against |retrained mean change|: "
+          f"{lds(np.abs(p['mean']), np.abs(t['mean'])):.3f}; signed: "
+          f"{lds(p['mean'], t['mean']):.3f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="8 removals, 64 seeds")
@@ -112,6 +193,11 @@ def main(argv=None):
                         help="leave-one-out rows and random subsets each (default 40; 8 quick)")
     parser.add_argument("--kronfluence-python", default=None,
                         help="with --model cnn: also score kronfluence's EK-FAC (its venv)")
+    parser.add_argument("--same-steps", action="store_true",
+                        help="retrain the LDS removal sets with as many optimizer steps as "
+                        "the full-data run (43 epochs instead of 30)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="print the parts of the W2 for the first curvature")
     args = parser.parse_args(argv)
     if args.curvatures is None:
         args.curvatures = ("auto,ekfac,kfac,ggn,identity" if args.model == "cnn"
@@ -143,16 +229,29 @@ def main(argv=None):
     truth_lds = retrain_distributions(ensemble, X_tr, y_tr, X_q, y_q, remove=subsets,
                                       n_seeds=n_truth, random_state=2, memory=args.cache,
                                       verbose=1)
+    if args.same_steps:
+        # 210 kept rows at batch 32 take 7 steps an epoch against 10 for all 300, so
+        # 43 epochs keep the 300 optimizer steps of the full-data run (301).
+        batches = -(-n // 32)
+        kept = -(-int(round(0.7 * n)) // 32)
+        longer = SeedEnsembleClassifier(_net(args.model).set_params(max_epochs=round(30 * batches / kept)),
+                                        n_seeds=32, random_state=3)
+        steps = retrain_distributions(longer, X_tr, y_tr, X_q, y_q, remove=subsets,
+                                      n_seeds=n_truth, random_state=2, memory=args.cache,
+                                      verbose=1)
+        # the same seeds; before stays the full-data run with the usual epochs
+        truth_lds = type(truth_lds)(truth_lds[0], steps[1])
     print(f"ground truth: 2 x {n_sets} removal sets x {n_truth} seeds (+ full data) in "
           f"{time.perf_counter() - tic:.0f} s (cached sets are loaded, not retrained)")
 
     ensemble.fit(X_tr, y_tr)
-    header = (f"{'method':20s} {'LOO corr':>17s} " + " ".join(f"{s + '-LDS':>17s}"
+    header = (f"{'method':20s} {'LOO corr':>17s} " + " ".join(f"{_LABELS.get(s, s) + '-LDS':>17s}"
                                                              for s in STATISTICS)
               + f" {'seconds':>8s}")
     print(header)
     ceilings = [noise_ceiling(truth_loo, "mean", method="pearson", random_state=0).ceiling]
-    ceilings += [noise_ceiling(truth_lds, s, random_state=0).ceiling for s in STATISTICS]
+    ceilings += [noise_ceiling(truth_lds, TRUTH_STATISTIC.get(s, s), random_state=0).ceiling
+                 for s in STATISTICS]
     print(f"{'noise ceiling':20s} " + " ".join(f"{c:17.2f}" for c in ceilings))
     for spec in args.curvatures.split(","):
         curvature, _, damping = spec.partition("@")
@@ -171,9 +270,13 @@ def main(argv=None):
                 if seed_index is not None and statistic != "mean":
                     cells.append(f"{'-':>17s}")  # one seed: no spread to change
                 else:
-                    cells.append(_cell(score_report(pred_lds, truth_lds, statistic,
-                                                    random_state=0)))
+                    cells.append(_cell(_report(pred_lds, truth_lds, statistic)))
             print(f"{label:20s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
+            if args.diagnose and seed_index is None:
+                fractions = removal_masks(subsets, n).mean(axis=1)
+                _diagnose(pred_lds, truth_lds, _mean_gradient_term(influence, X_q, y_q),
+                          fractions)
+                args.diagnose = False
     if args.kronfluence_python and args.model == "cnn":
         tic = time.perf_counter()
         delta = _kronfluence_delta(ensemble, X_tr, y_tr, X_q, y_q, 1e-3,
@@ -185,7 +288,7 @@ def main(argv=None):
                                   for sets in (loo, subsets))
             cells = [_cell(score_report(pred_loo, truth_loo, "mean", method="pearson",
                                         random_state=0))]
-            cells += [_cell(score_report(pred_lds, truth_lds, st, random_state=0))
+            cells += [_cell(_report(pred_lds, truth_lds, st))
                       if len(part) > 1 or st == "mean" else f"{'-':>17s}" for st in STATISTICS]
             print(f"{label:20s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
 

@@ -198,3 +198,81 @@ def test_bad_q_raises(q):
 def test_callable_wrong_shape_raises():
     with pytest.raises(ValueError, match=r"returned shape \(\).*expected.*\(4,\)"):
         discrepancy(np.zeros((3, 4)), np.ones((3, 4)), lambda b, a: 0.0)
+
+
+# ------------------------------------------------------------- wasserstein_smooth
+
+
+@pytest.mark.parametrize("shift, noise", [(0.05, 0.3), (0.0, 0.3), (0.1, 0.3)])
+def test_wasserstein_smooth_recovers_a_known_shift_better_than_the_paired_estimator(shift, noise):
+    """before ~ N(0, 1), after = before + shift + N(0, noise^2): after ~ N(shift, 1 + noise^2),
+    W2 = sqrt(shift^2 + (sqrt(1 + noise^2) - 1)^2). With 32 seeds the sorted (paired)
+    estimator reads about sqrt(shift^2 + noise^2), the scatter of the per-seed shifts."""
+    rng = np.random.default_rng(0)
+    true = np.sqrt(shift**2 + (np.sqrt(1 + noise**2) - 1) ** 2)
+    before = rng.normal(size=(32, 2000))
+    after = before + shift + noise * rng.normal(size=before.shape)
+    paired = discrepancy(before, after, "wasserstein")
+    smooth = discrepancy(before, after, "wasserstein_smooth")
+    rmse_paired = np.sqrt(np.mean((paired - true) ** 2))
+    rmse_smooth = np.sqrt(np.mean((smooth - true) ** 2))
+    assert rmse_smooth < 0.75 * rmse_paired, (rmse_smooth, rmse_paired)
+    assert abs(np.mean(smooth) - true) < 0.5 * abs(np.mean(paired) - true)
+
+
+def test_wasserstein_smooth_is_exact_for_shifts_and_location_scale_maps():
+    rng = np.random.default_rng(2)
+    before = rng.normal(size=(16, 5))
+    assert_allclose = np.testing.assert_allclose
+    assert_allclose(discrepancy(before, before + 0.7, "wasserstein_smooth"), 0.7, rtol=1e-12)
+    assert_allclose(discrepancy(before, before - 0.7, "wasserstein_smooth"), 0.7, rtol=1e-12)
+    assert_allclose(discrepancy(before, before, "wasserstein_smooth"), 0.0, atol=1e-15)
+    # after = before + a + b * z with z the normal scores of the ranks: the fit is exact
+    from scipy.special import ndtri
+
+    z = ndtri((np.arange(16) + 0.5) / 16)
+    ranks = np.argsort(np.argsort(before, axis=0), axis=0)
+    after = before + 0.3 + 0.2 * z[ranks]
+    expected = np.sqrt(0.3**2 + 0.2**2 * np.mean(z**2))
+    assert_allclose(discrepancy(before, after, "wasserstein_smooth"), expected, rtol=1e-12)
+    assert_allclose(discrepancy(before, after, "wasserstein"), expected, rtol=1e-12)
+
+
+def test_wasserstein_smooth_properties():
+    """Nonnegative, symmetric, invariant to a common shift and to the seed order,
+    scales with the data, never above the paired estimator."""
+    rng = np.random.default_rng(3)
+    before = rng.normal(size=(12, 50))
+    after = before + rng.normal(0.1, 0.4, size=before.shape)
+    w = discrepancy(before, after, "wasserstein_smooth")
+    assert np.all(w >= 0)
+    np.testing.assert_allclose(discrepancy(after, before, "wasserstein_smooth"), w, rtol=1e-12)
+    np.testing.assert_allclose(discrepancy(before + 5, after + 5, "wasserstein_smooth"), w,
+                               rtol=1e-9)
+    np.testing.assert_allclose(discrepancy(3 * before, 3 * after, "wasserstein_smooth"), 3 * w,
+                               rtol=1e-12)
+    np.testing.assert_allclose(discrepancy(before[::-1], after[rng.permutation(12)],
+                                           "wasserstein_smooth"), w, rtol=1e-12)
+    # a projection of the sorted difference: its mean square is at most the whole one's
+    assert np.all(w <= discrepancy(before, after, "wasserstein") + 1e-12)
+    assert discrepancy([1.0], [-2.0], "wasserstein_smooth") == 3.0
+
+
+def test_wasserstein_smooth_through_the_transformer():
+    """transform() with the new statistic reduces the paired per-seed samples."""
+    from sklearn.datasets import load_iris
+
+    from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    ens = SeedEnsembleClassifier(n_seeds=4, random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, curvature="identity",
+                                     statistic="wasserstein_smooth").fit(X, y)
+    scores = influence.transform(X[:5])
+    y_pred = ens.predict(X[:5])
+    delta = influence.influence_samples(X[:5], y_pred)
+    before = ens.measure(X[:5], y_pred)[:, :, None]
+    expected = discrepancy(np.broadcast_to(before, delta.shape), before + delta,
+                           "wasserstein_smooth")
+    np.testing.assert_allclose(scores, expected, rtol=1e-6, atol=1e-12)

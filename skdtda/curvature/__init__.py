@@ -3,7 +3,10 @@
 - ``"auto"``: the exact GGN where it is cheap, else EK-FAC, else CG (see
   :func:`resolve_curvature`);
 - ``"exact"``: the Hessian of the mean training loss (dense, small models);
-- ``"ggn"``: the exact generalised Gauss-Newton (dense, positive semi-definite);
+- ``"ggn"``: the exact generalised Gauss-Newton (positive semi-definite): a dense
+  ``(P, P)`` matrix, or its kernel (Woodbury) form on an ``(N (K-1), N (K-1))``
+  matrix when the training rows times outputs are fewer than the parameters
+  (:func:`fit_curvature`, :class:`KernelCurvature`);
 - ``"kfac"`` / ``"ekfac"``: Kronecker-factored GGN and its eigenvalue-corrected form
   over every supported layer (Linear, Conv1d/2d, Embedding/Bag) wherever it
   sits in the module, the other parameters held fixed;
@@ -13,11 +16,12 @@
 
 from ._cg import CGCurvature
 from ._dense import EigenCurvature, IdentityCurvature, dense_ggn, dense_hessian
+from ._kernel import KernelCurvature
 from ._kfac import KroneckerCurvature, kfac_supported_reason
 
-__all__ = ["CGCurvature", "CURVATURES", "EigenCurvature", "IdentityCurvature", "KroneckerCurvature",
-           "LAYERED", "dense_ggn", "dense_hessian", "fit_curvature", "kfac_supported_reason",
-           "resolve_curvature", "solve_blocks"]
+__all__ = ["CGCurvature", "CURVATURES", "EigenCurvature", "IdentityCurvature", "KernelCurvature",
+           "KroneckerCurvature", "LAYERED", "dense_ggn", "dense_hessian", "fit_curvature",
+           "kfac_supported_reason", "resolve_curvature", "solve_blocks"]
 
 CURVATURES = ("auto", "exact", "ggn", "kfac", "ekfac", "cg", "identity")
 #: Curvatures that work layer by layer (per-layer blocks, supported layers only).
@@ -79,7 +83,12 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     backends, ``solve_blocks(blocks)`` on per-layer blocks, with H the
     curvature of the member's **mean** training loss plus its optimizer's
     weight decay. ``options`` go to the backend (``maxiter`` and ``tol`` for
-    ``"cg"``).
+    ``"cg"``; ``samples`` for ``"kfac"``/``"ekfac"``; ``form`` for ``"ggn"``).
+
+    ``"ggn"`` takes its kernel form (:class:`KernelCurvature`, the same solve
+    to rounding) when ``n_train * n_outputs < n_params`` and ``damping > 0``,
+    the dense form otherwise (``damping=0`` is the pseudo-inverse, which only
+    the dense form gives); ``options={"form": "dense"}`` or ``{"form": "kernel"}`` forces one.
     """
     options = dict(options or {})
     if kind == "cg":
@@ -98,12 +107,21 @@ def fit_curvature(kind, member, X, y, damping, options=None):
             raise ValueError(f"curvature={kind!r}: {reason}")
         return KroneckerCurvature(member, X, y, damping, corrected=kind == "ekfac",
                                   samples=options.get("samples", "auto"))
+    form = options.pop("form", "auto") if kind == "ggn" else "auto"
     if options:
         raise ValueError(f"curvature={kind!r} takes no curvature_options, got {sorted(options)}")
+    if form not in ("auto", "dense", "kernel"):
+        raise ValueError(f"form={form!r} must be 'auto', 'dense' or 'kernel'")
     if kind == "identity":
         return IdentityCurvature()
     import torch
 
+    if kind == "ggn" and form == "auto" and damping > 0:
+        with torch.no_grad():
+            n_outputs = member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
+        form = "kernel" if len(X) * n_outputs < member.n_params else "dense"
+    if kind == "ggn" and form == "kernel":
+        return KernelCurvature(member, X, y, damping)
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)
     matrix += member.weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
     return EigenCurvature(matrix, damping)

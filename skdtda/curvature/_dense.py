@@ -9,7 +9,7 @@ Meant for small models (P up to a few thousand).
 import torch
 from torch.func import jacrev, vmap
 
-__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn"]
+__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn", "ggn_rows"]
 
 
 def _chunks(n, size):
@@ -31,16 +31,18 @@ def dense_hessian(member, X, y, chunk=512):
     return total / len(X)
 
 
-def dense_ggn(member, X, y, chunk=256):
-    """Generalised Gauss-Newton ``mean_n J_n^T H_n J_n`` of the training loss, (P, P) float64.
+def ggn_rows(member, X, y, chunk=256, drop_null=False):
+    """Yield ``R_n^T J_n`` for chunks of training rows, float64 of shape (rows * C, P).
 
     ``J_n`` is the Jacobian of sample ``n``'s output with respect to the
-    parameters and ``H_n`` the Hessian of its loss with respect to that output
-    (``diag(p) - p p^T`` for softmax cross-entropy): positive semi-definite,
-    unlike the Hessian of a non-convex net.
+    parameters and ``R_n`` a root of the Hessian of its loss with respect to
+    that output (:meth:`FunctionalMember.output_hessian_roots`), so that the
+    rows of all chunks stacked, ``U``, give the GGN as ``U^T U / N``.
+    ``drop_null=True`` leaves out the directions of the output space where every
+    row's loss Hessian of the chunk vanishes (softmax cross-entropy: the all-ones
+    direction, so C = K - 1): ``U^T U`` is unchanged, ``U`` has fewer rows.
     """
     X, y = member.tensors(X, y)
-    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
 
     def out_one(theta, x):
         return member.outputs(theta, x[None])[0].reshape(-1)
@@ -51,8 +53,32 @@ def dense_ggn(member, X, y, chunk=256):
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
         root = member.output_hessian_roots(outputs, y[rows])
+        if drop_null:
+            root = _drop_null_columns(root)
         # J^T H J = (R^T J)^T (R^T J): one large product instead of a 3-way contraction
-        rotated = torch.einsum("nkc,nkp->ncp", root, jac).reshape(-1, member.n_params)
+        yield torch.einsum("nkc,nkp->ncp", root, jac).reshape(-1, member.n_params)
+
+
+def _drop_null_columns(root):
+    """A root ``R'`` with ``R' R'^T = R R^T`` and no column that is null on every row."""
+    # R = W S V^T gives R R^T = (W S)(W S)^T; singular values come in descending order.
+    # A column with s^2 <= eps * s_max^2 adds below the float rounding of R R^T.
+    left, singular, _ = torch.linalg.svd(root, full_matrices=False)
+    tol = torch.finfo(root.dtype).eps ** 0.5 * singular[:, :1]
+    keep = max(int((singular > tol).sum(dim=1).max()), 1)
+    return left[:, :, :keep] * singular[:, None, :keep]
+
+
+def dense_ggn(member, X, y, chunk=256):
+    """Generalised Gauss-Newton ``mean_n J_n^T H_n J_n`` of the training loss, (P, P) float64.
+
+    ``J_n`` is the Jacobian of sample ``n``'s output with respect to the
+    parameters and ``H_n`` the Hessian of its loss with respect to that output
+    (``diag(p) - p p^T`` for softmax cross-entropy): positive semi-definite,
+    unlike the Hessian of a non-convex net.
+    """
+    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
+    for rotated in ggn_rows(member, X, y, chunk):
         total += rotated.T @ rotated
     return total / len(X)
 

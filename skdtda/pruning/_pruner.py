@@ -156,8 +156,8 @@ class DataPruner(BaseEstimator):
         :func:`skdtda.discrepancy.discrepancy`). ``"mean"`` is the paper's
         mean influence. With ``objective="validation"`` the lowest values
         go first, so use a signed statistic there (``"mean"``,
-        ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"`` and
-        ``"ks"`` are never negative. Ignored by the ``"fixed_seed"`` and
+        ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"``,
+        ``"wasserstein_smooth"`` and ``"ks"`` are never negative. Ignored by the ``"fixed_seed"`` and
         ``"random"`` modes.
     mode : {{"distributional", "fixed_seed", "random"}}, default="distributional"
         ``"distributional"``: ``statistic`` over all seeds of the ensemble,

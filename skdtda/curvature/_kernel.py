@@ -1,0 +1,68 @@
+"""Exact damped GGN inverse in kernel (Woodbury) form, for models with more parameters
+than training rows times outputs.
+
+With ``U`` the ``(M, P)`` stack of ``R_n^T J_n / sqrt(N)`` over the training rows
+(``M = N * C``, C the rank of each row's output-space loss Hessian: K - 1 for
+softmax cross-entropy over K classes), the GGN of the mean loss is ``G = U^T U``
+and the push-through (Woodbury) identity gives, for ``c > 0``,
+
+    (U^T U + c I)^{-1} v = (v - U^T (U U^T + c I)^{-1} U v) / c.
+
+Building ``U U^T`` costs ``M^2 P`` multiply-adds and its Cholesky factor
+``M^3 / 3``, against ``M P^2`` and ``P^3 / 3`` for the dense ``(P, P)`` GGN, so
+it is the cheaper form whenever ``M < P``. Memory: ``U`` is ``M x P`` float64
+(``8 M P`` bytes: 13 MB for 400 rows of 3 classes, M = 800, and 2019
+parameters) and the Gram matrix ``M x M``; the dense form holds ``P x P``.
+"""
+
+import torch
+
+from ._dense import ggn_rows
+
+__all__ = ["KernelCurvature"]
+
+
+class KernelCurvature:
+    """``(G + (damping + weight decay) I)^{-1}`` of the exact GGN through the ``(M, M)`` kernel.
+
+    The same solve as ``EigenCurvature(dense_ggn(...) + weight_decay I, damping)``
+    to floating-point rounding, at a cost set by ``M = N * C`` instead of the
+    number of parameters ``P`` (see the module's docstring).
+
+    Parameters
+    ----------
+    member : FunctionalMember
+    X, y : arrays
+        Training rows and their net targets.
+    damping : float
+        Added to the GGN with the optimizer's weight decay; the sum must be
+        positive (the identity divides by it).
+    chunk : int, default=256
+        Training rows per Jacobian pass.
+
+    Attributes
+    ----------
+    factor : tensor of shape (M, P)
+        ``U``, float64.
+    cholesky : tensor of shape (M, M)
+        Lower Cholesky factor of ``U U^T + c I``.
+    shift : float
+        ``c = damping + weight decay``.
+    """
+
+    def __init__(self, member, X, y, damping, chunk=256):
+        self.shift = float(damping) + member.weight_decay
+        if self.shift <= 0:
+            raise ValueError(f"the kernel form of the GGN needs damping + weight decay > 0, got "
+                             f"{self.shift}")
+        factor = torch.cat(list(ggn_rows(member, X, y, chunk, drop_null=True)))
+        self.factor = factor / len(X) ** 0.5
+        gram = self.factor @ self.factor.T
+        gram.diagonal().add_(self.shift)
+        self.cholesky = torch.linalg.cholesky(gram)
+
+    def solve(self, vectors):
+        """``(G + c I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64."""
+        v = vectors.double()
+        kernel_side = torch.cholesky_solve(self.factor @ v.T, self.cholesky)
+        return (v - (self.factor.T @ kernel_side).T) / self.shift

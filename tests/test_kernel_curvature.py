@@ -1,0 +1,106 @@
+"""The kernel (Woodbury) form of the exact GGN against the dense one."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification, make_regression
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.curvature import (EigenCurvature, KernelCurvature, dense_ggn, fit_curvature)
+from skdtda.influence._functional import FunctionalMember
+from skdtda.nets import MLP
+
+
+def _classifier(n_classes=3, hidden=(16,), weight_decay=1e-3, n_seeds=2):
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=hidden,
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              optimizer__weight_decay=weight_decay, lr=0.1, max_epochs=15,
+                              batch_size=16, train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=n_seeds, random_state=0)
+
+
+def _regressor(hidden=(12,)):
+    net = NeuralNetRegressor(MLP, module__hidden_layer_sizes=hidden, optimizer=torch.optim.SGD,
+                             lr=0.01, max_epochs=15, batch_size=16, train_split=None, verbose=0)
+    return SeedEnsembleRegressor(net, n_seeds=2, random_state=0)
+
+
+def _classification(n_samples, n_classes, seed=0):
+    return make_classification(n_samples=n_samples, n_features=6, n_informative=4,
+                               n_redundant=0, n_classes=n_classes, random_state=seed)
+
+
+def _member(ens, X, y):
+    member = FunctionalMember(ens.estimators_[0], "loss",
+                              "classifier" if hasattr(ens, "classes_") else "regressor")
+    return member, *(t.numpy() for t in member.tensors(X, ens._net_targets(y)))
+
+
+@pytest.mark.parametrize("n_classes, weight_decay, damping", [(2, 0.0, 1e-3), (3, 1e-3, 1e-2),
+                                                               (5, 1e-2, 1e-4)])
+def test_kernel_solve_equals_dense_solve(float64, n_classes, weight_decay, damping):
+    X, y = _classification(150, n_classes, seed=n_classes)
+    ens = _classifier(n_classes, weight_decay=weight_decay).fit(X, y)
+    member, X_net, y_net = _member(ens, X, y)
+    kernel = KernelCurvature(member, X_net, y_net, damping)
+    # softmax cross-entropy: K - 1 rows per sample (the all-ones direction is null)
+    assert kernel.factor.shape == (150 * (n_classes - 1), member.n_params)
+    matrix = dense_ggn(member, X_net, y_net)
+    matrix += weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
+    dense = EigenCurvature(matrix, damping)
+    v = torch.randn(7, member.n_params, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(kernel.solve(v), dense.solve(v), rtol=1e-8,
+                               atol=1e-10 * float(dense.solve(v).abs().max()))
+
+
+def test_kernel_solve_equals_dense_solve_for_a_regressor(float64):
+    X, y = make_regression(n_samples=30, n_features=5, n_targets=2, random_state=0)
+    y = (y - y.mean(0)) / y.std(0)
+    ens = _regressor().fit(X, y)
+    member, X_net, y_net = _member(ens, X, y)
+    kernel = KernelCurvature(member, X_net, y_net, 1e-3)
+    dense = EigenCurvature(dense_ggn(member, X_net, y_net), 1e-3)
+    v = torch.randn(4, member.n_params, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(kernel.solve(v), dense.solve(v), rtol=1e-8,
+                               atol=1e-10 * float(dense.solve(v).abs().max()))
+
+
+def test_influence_scores_equal_with_the_kernel_forced_on_and_off(float64):
+    X, y = _classification(30, 3)
+    ens = _classifier(3, hidden=(16,)).fit(X, y)  # 6*16+16+16*3+3 = 163 > 30 * 3 parameters
+    scores = {}
+    for form in ("auto", "kernel", "dense"):
+        influence = InfluenceTransformer(ens, curvature="ggn", damping=1e-3,
+                                         curvature_options={"form": form}).fit(X, y)
+        kinds = {type(c).__name__ for c in influence.curvatures_}
+        assert kinds == {"EigenCurvature" if form == "dense" else "KernelCurvature"}
+        scores[form] = influence.influence_samples(X[:8], y[:8])
+    scale = np.abs(scores["dense"]).max()
+    for form in ("auto", "kernel"):
+        np.testing.assert_allclose(scores[form], scores["dense"], rtol=1e-8, atol=1e-11 * scale)
+    default = InfluenceTransformer(ens, damping=1e-3).fit(X, y)  # "auto" picks "ggn" here
+    assert default.curvature_ == "ggn"
+    assert isinstance(default.curvatures_[0], KernelCurvature)
+    np.testing.assert_allclose(default.influence_samples(X[:8], y[:8]), scores["dense"],
+                               rtol=1e-8, atol=1e-11 * scale)
+
+
+def test_dense_form_where_the_kernel_is_larger_or_needs_damping(float64):
+    X, y = _classification(60, 3)
+    ens = _classifier(3, hidden=(4,)).fit(X, y)  # 6*4+4+4*3+3 = 43 < 60 * 3 parameters
+    member, X_net, y_net = _member(ens, X, y)
+    assert isinstance(fit_curvature("ggn", member, X_net, y_net, 1e-3), EigenCurvature)
+    small = _classifier(3, hidden=(16,), weight_decay=0.0).fit(X[:20], y[:20])
+    member, X_net, y_net = _member(small, X[:20], y[:20])
+    # damping=0 is the pseudo-inverse, which only the dense form gives
+    assert isinstance(fit_curvature("ggn", member, X_net, y_net, 0.0), EigenCurvature)
+    assert isinstance(fit_curvature("ggn", member, X_net, y_net, 1e-3), KernelCurvature)
+    with pytest.raises(ValueError, match="damping \\+ weight decay > 0"):
+        fit_curvature("ggn", member, X_net, y_net, 0.0, {"form": "kernel"})
+    with pytest.raises(ValueError, match="form='woodbury'"):
+        fit_curvature("ggn", member, X_net, y_net, 1e-3, {"form": "woodbury"})
+    with pytest.raises(ValueError, match="takes no curvature_options"):
+        fit_curvature("ggn", member, X_net, y_net, 1e-3, {"form": "kernel", "maxiter": 3})
