@@ -110,7 +110,6 @@ class FunctionalMember:
         self.shapes = [every[n].shape for n in names]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.theta = torch.cat([every[n].detach().reshape(-1) for n in names])
-        self._measurement_is_named = not callable(measurement)
 
     def _trace(self, X):
         """Hook the supported layers (once), probing where they keep their rows."""
