@@ -123,8 +123,13 @@ def _skdtda_run(folder, damping, queue):
         ens = pickle.load(f)
     data = np.load(os.path.join(folder, "data.npz"))
     X, y, X_q, y_q = (data[k] for k in ("X_train", "labels_train", "X_query", "labels_query"))
-    # warm-up: one-off costs (lazy imports, first calls) are not attribution
-    InfluenceTransformer(ens, curvature="ekfac", damping=damping, seed_index=0).fit(
+    # warm-up: one-off costs (lazy imports, first calls) are not attribution; a
+    # fitted ensemble attributes only its own rows, so a one-member one-epoch clone
+    # is fitted on the warm-up rows
+    from sklearn.base import clone
+
+    small = clone(ens).set_params(n_seeds=1, net__max_epochs=1).fit(X[:256], y[:256])
+    InfluenceTransformer(small, curvature="ekfac", damping=damping).fit(
         X[:256], y[:256]).influence_samples(X_q[:8], y_q[:8])
     base = peak_rss_mib()
     tic = time.perf_counter()

@@ -253,8 +253,10 @@ def test_unrolled_differentiates_through_a_cnn():
 
 
 @pytest.mark.slow
-def test_scoring_a_million_parameter_cnn_with_16_seeds_stays_under_2_gib():
-    """Per-layer blocks, chunked by parameter count: the scoring peak is bounded."""
+def test_scoring_a_million_parameter_cnn_with_16_seeds_adds_under_1_5_gib():
+    """Per-layer blocks, chunked by parameter count: EK-FAC fit + transform of a
+    1M-parameter CNN with 16 seeds raise the process's peak by less than 1.5 GiB
+    over the fitted ensemble's (16 members' factors included)."""
     import json
     import os
     import subprocess
@@ -266,4 +268,4 @@ def test_scoring_a_million_parameter_cnn_with_16_seeds_stays_under_2_gib():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["n_params"] >= 1_000_000
     assert result["finite"] and result["shape"] == [40, 96]
-    assert result["peak_mib"] < 2048, result
+    assert result["peak_mib"] - result["base_mib"] < 1536, result

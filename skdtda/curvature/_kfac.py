@@ -29,7 +29,7 @@ import torch
 
 __all__ = ["KroneckerCurvature", "kfac_supported_reason"]
 
-_BLOCK_BUDGET = 256 * 2**20
+_BLOCK_BUDGET = 128 * 2**20
 
 
 def kfac_supported_reason(member):
@@ -72,7 +72,7 @@ class KroneckerCurvature:
         specs = member.layers
         X, y = member.tensors(X, y)
         n = len(X)
-        # EK-FAC's refit forms per-row blocks of a layer: keep them within 256 MiB
+        # EK-FAC's refit forms per-row blocks of a layer: keep them within 128 MiB
         largest = max(spec.size for spec in specs) * member.theta.element_size()
         chunk = max(1, min(chunk, _BLOCK_BUDGET // largest))
         A = [None] * len(specs)

@@ -36,6 +36,8 @@ logger = logging.getLogger("skdtda")
 
 # Bytes of solved query gradients (all members) held at once while scoring.
 _SOLUTION_BUDGET = 256 * 2**20
+# Bytes of one training chunk's per-row gradient blocks.
+_GRADIENT_BUDGET = 128 * 2**20
 
 _CONVENTION = """The sign and scale convention of every skdtda score: the predicted change
     of the measurement when the training row is removed, in the measurement's
@@ -312,10 +314,10 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
     def _train_chunk(self):
         """Training rows per chunk: ``batch_size``, fewer where their per-row gradient
-        blocks (``n_params_attributed_`` numbers a row) would pass 256 MiB."""
+        blocks (``n_params_attributed_`` numbers a row) would pass 128 MiB."""
         member = self._members[0]
         per_row = member.n_params * member.theta.element_size()
-        return max(1, min(self.batch_size, _SOLUTION_BUDGET // per_row))
+        return max(1, min(self.batch_size, _GRADIENT_BUDGET // per_row))
 
     def _query_chunk(self):
         """Query rows per chunk, and whether members are scored one at a time.
