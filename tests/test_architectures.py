@@ -119,13 +119,33 @@ def test_ekfac_scores_every_architecture(fitted, name):
     np.testing.assert_array_equal(samples, influence.influence_samples(X[:4], y[:4]))
 
 
-def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(float64):
-    """EK-FAC's refit eigenvalues are diag(Q^T G Q) of the exact GGN block, on a CNN."""
+class _FewPatchesCNN(torch.nn.Module):
+    """A wide convolution on a 4x4 map: 4 patches of 145 inputs, where EK-FAC rotates
+    the patches rather than each row's (out, in) gradient block."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 8, 3)
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = torch.max_pool2d(torch.relu(self.conv1(x.reshape(-1, 1, 8, 8))), 2)
+        return self.head(torch.relu(self.conv2(h)).flatten(1))
+
+
+@pytest.mark.parametrize("module, kwargs", [
+    (DigitsCNN, {"module__width": 2, "module__hidden": 6}), (_FewPatchesCNN, {})])
+def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(float64, module,
+                                                                               kwargs):
+    """EK-FAC's refit eigenvalues are diag(Q^T G Q) of the exact GGN block, on CNNs
+    (both ways of rotating a convolution's per-row gradients)."""
     from skdtda.curvature import KroneckerCurvature, dense_ggn
+    from skdtda.curvature._kfac import _rotate_patches_first
 
     X, y = _data("digits", 64, n=40)
     X = X.astype(np.float64)
-    net = _net(DigitsCNN, module__width=2, module__hidden=6, max_epochs=1)
+    net = _net(module, max_epochs=1, **kwargs)
     ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
     member = FunctionalMember(ens.estimators_[0], "loss", "classifier", layered=True,
                               probe_X=X[:8])
@@ -134,6 +154,10 @@ def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(flo
     y_net = ens._net_targets(y)
     ggn = dense_ggn(flat, X, y_net)
     kron = KroneckerCurvature(member, X, y_net, damping=0.0, corrected=True, samples=None)
+    if module is _FewPatchesCNN:
+        conv2 = member.layers[1]
+        assert _rotate_patches_first(conv2.kind.patches(conv2.module, (torch.zeros(2, 16, 4, 4),),
+                                                        {}, 0), 8)
     start = 0
     for spec, f in zip(member.layers, kron.factors):
         # the block's (out, in) layout against the parameters' flat order

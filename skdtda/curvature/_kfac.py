@@ -129,6 +129,11 @@ class KroneckerCurvature:
                         # one patch per row: (Q_G^T g a^T Q_A)^2 = (Q_G^T g)^2 (Q_A^T a)^2
                         g_rot = (g[:, 0] @ q_g).pow(2)
                         for_rows[i] = g_rot if for_rows[i] is None else for_rows[i] + g_rot
+                    elif q_a is not None and _rotate_patches_first(p, g.shape[-1]):
+                        # Q_G^T (sum_t g_t a_t^T) Q_A = sum_t (Q_G^T g_t)(Q_A^T a_t)^T: rotate
+                        # the T patches instead of the (out, in) block when that is cheaper
+                        block = torch.bmm((g @ q_g).transpose(1, 2), p.a @ q_a)
+                        sums[i] += block.pow(2).sum(dim=0).double()
                     else:
                         block = p.row_grads(g)
                         rot = _sandwich(q_g.T, block, q_a).pow(2).sum(dim=0)
@@ -165,6 +170,13 @@ class KroneckerCurvature:
                 rotated = rotated / denom
             out.append(_sandwich(f["q_g"], rotated, None if f["q_a"] is None else f["q_a"].T))
         return out
+
+
+def _rotate_patches_first(patches, out_dim):
+    """Whether rotating each of a row's T patches and gradients costs less than
+    rotating its (out, in) gradient block (multiply-adds per row)."""
+    t, size = patches.n_pos, patches.size
+    return t * (out_dim ** 2 + size ** 2) < out_dim * size * (out_dim + size)
 
 
 def _sandwich(left, blocks, right):
