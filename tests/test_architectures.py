@@ -293,3 +293,16 @@ def test_scoring_a_million_parameter_cnn_with_16_seeds_adds_under_1_5_gib():
     assert result["n_params"] >= 1_000_000
     assert result["finite"] and result["shape"] == [40, 96]
     assert result["peak_mib"] - result["base_mib"] < 1536, result
+
+
+def test_seed_ensembles_batch_pure_modules_and_loop_over_norm_and_dropout(fitted, caplog):
+    """The batched path trains CNNs and Linear attention; BatchNorm (running statistics)
+    and Dropout (per-member randomness) go to the loop, which says why."""
+    import logging
+
+    assert fitted["cnn"][0].vectorized_ and fitted["linear_attention"][0].vectorized_
+    ens, X, y = fitted["norm_dropout"]
+    assert not ens.vectorized_
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        SeedEnsembleClassifier(_net(NormDropout), n_seeds=2, random_state=0).fit(X, y)
+    assert "buffers" in caplog.text or "Dropout" in caplog.text
