@@ -93,6 +93,20 @@ def find_layers(module, modules=None):
         Supported, selected layers, in ``named_modules()`` order.
     fixed : dict
         ``{parameter name: reason}`` for every parameter held fixed.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skdtda.curvature.layers import find_layers
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+    ...                     nn.LayerNorm(16), nn.Linear(16, 3))
+    >>> specs, fixed = find_layers(net)
+    >>> [(spec.name, spec.shape) for spec in specs]
+    [('0', (4, 10)), ('4', (3, 17))]
+    >>> sorted(fixed)
+    ['3.bias', '3.weight']
+    >>> [spec.name for spec in find_layers(net, modules=[nn.Linear])[0]]
+    ['4']
     """
     modules = _normalise(modules)
     names = {id(p): n for n, p in module.named_parameters()}
