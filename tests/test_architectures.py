@@ -223,13 +223,13 @@ def test_modules_selects_layers_and_single_layer_ekfac_is_the_exact_ggn(float64)
 
 
 def test_auto_takes_ekfac_on_a_cnn_beyond_the_dense_budget():
-    X, y = _data("digits", 64, n=200)
+    X, y = _data("digits", 64, n=400)  # 6,058 parameters; 4000 kernel rows: too many
     ens = SeedEnsembleClassifier(_net(DigitsCNN, max_epochs=1), n_seeds=2,
                                  random_state=0).fit(X, y)
     influence = InfluenceTransformer(ens).fit(X, y)
     assert influence.curvature_ == "ekfac"
     assert influence.fixed_parameters_ == {}
-    assert influence.transform(X[:3]).shape == (3, 200)
+    assert influence.transform(X[:3]).shape == (3, 400)
 
 
 def test_cg_on_attention_runs_or_names_the_op(fitted):

@@ -313,12 +313,21 @@ def test_auto_curvature_takes_the_exact_ggn_only_where_it_is_cheap(iris):
     X, y = iris
     small = InfluenceTransformer(_ensemble_with((8,))).fit(X, y)
     assert small.curvature_ == "ggn"
-    # 4 -> 70 -> 70 -> 3: 5.5k parameters, over the dense limit
+    # 4 -> 70 -> 70 -> 3: 5.5k parameters, over the dense limit; on 150 rows x 3
+    # outputs the kernel form is cheap (450^2 x 5.5k), on 1500 rows it is not
     wide = InfluenceTransformer(_ensemble_with((70, 70))).fit(X, y)
-    assert wide.curvature_ == "ekfac"
+    assert wide.curvature_ == "ggn"
     np.testing.assert_allclose(
         wide.transform(X[:3]),
-        InfluenceTransformer(wide.estimator_, curvature="ekfac").fit(X, y).transform(X[:3]))
+        InfluenceTransformer(wide.estimator_, curvature="ggn").fit(X, y).transform(X[:3]))
+    many = np.repeat(X, 10, axis=0), np.repeat(y, 10)
+    wide_many = InfluenceTransformer(_ensemble_with((70, 70))).fit(*many)
+    assert wide_many.curvature_ == "ekfac"
+    np.testing.assert_allclose(
+        wide_many.transform(X[:3]),
+        InfluenceTransformer(wide_many.estimator_, curvature="ekfac").fit(*many).transform(X[:3]))
+    # the kernel form needs a positive damping: without it the dense limit applies
+    assert InfluenceTransformer(wide.estimator_, damping=0).fit(X, y).curvature_ == "ekfac"
 
 
 class _Residual(torch.nn.Module):
@@ -363,9 +372,13 @@ def test_auto_curvature_refuses_a_large_module_without_layers(iris):
     X, y = iris
     net = NeuralNetClassifier(_Scaled, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
                               train_split=None, verbose=0)
+    X, y = np.repeat(X, 20, axis=0), np.repeat(y, 20)  # too many rows for the kernel form
     ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="curvature='cg'"):
         InfluenceTransformer(ens).fit(X, y)
+    # on few rows the exact GGN in kernel form serves any module
+    few = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X[::20], y[::20])
+    assert InfluenceTransformer(few).fit(X[::20], y[::20]).curvature_ == "ggn"
 
 
 def _ensemble_with(hidden):

@@ -33,12 +33,15 @@ _AUTO_MAX_PARAMS = 4096
 _AUTO_MAX_MACS = 2.5e10
 
 
-def resolve_curvature(kind, member, X):
+def resolve_curvature(kind, member, X, damping=None):
     """The backend ``kind`` stands for: itself, or the choice ``"auto"`` makes.
 
     ``"auto"`` takes the exact GGN (``"ggn"``) when building it costs at most
-    2.5e10 multiply-adds (``n_train * n_outputs * n_params**2``, about a
-    second per seed on one core) and ``n_params <= 4096``; otherwise EK-FAC
+    2.5e10 multiply-adds, about a second per seed on one core: in its dense
+    form ``n_train * n_outputs * n_params**2`` with ``n_params <= 4096``, or,
+    with a positive damping and ``n_train * n_outputs < n_params``, in its
+    kernel form ``(n_train * n_outputs)**2 * n_params`` with
+    ``n_train * n_outputs <= 4096`` (few rows, a wide net); otherwise EK-FAC
     over every supported layer (Linear, Conv1d/2d, Embedding/Bag, wherever
     they sit). On digits (docs/influence.md) the exact GGN predicts
     leave-one-out retraining far better than EK-FAC (correlation 0.86
@@ -52,6 +55,9 @@ def resolve_curvature(kind, member, X):
         A flat member over all parameters.
     X : ndarray of shape (n_train, ...)
         The training rows (their number and the output size set the cost).
+    damping : float, default=None
+        The damping the curvature will get; the kernel form needs it positive
+        (None: only the dense form is considered).
 
     Returns
     -------
@@ -65,6 +71,10 @@ def resolve_curvature(kind, member, X):
         n_outputs = member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
     n_params = member.n_params
     if n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS:
+        return "ggn"
+    rows = len(X) * n_outputs  # of the kernel form's system (at most: null directions drop)
+    if (damping is not None and damping > 0 and rows < n_params and rows <= _AUTO_MAX_PARAMS
+            and rows**2 * n_params <= _AUTO_MAX_MACS):
         return "ggn"
     member._trace(member.tensors(X[:8], [0])[0])
     if member.layers:

@@ -73,7 +73,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Curvature of the mean training loss. ``"auto"`` (recorded in
         ``curvature_``) takes the exact Gauss-Newton where building it is cheap
         (``n_train * n_outputs * n_params**2 <= 2.5e10`` and
-        ``n_params <= 4096``), else EK-FAC: on small models the exact
+        ``n_params <= 4096``, or in its kernel form for few rows and a wide
+        net, ``(n_train * n_outputs)**2 * n_params <= 2.5e10`` and
+        ``n_train * n_outputs <= 4096``), else EK-FAC: on small models the exact
         Gauss-Newton predicts leave-one-out retraining much better
         (docs/influence.md). EK-FAC or K-FAC of the Gauss-Newton work layer by
         layer over every supported layer (Linear, Conv1d/2d, Embedding/Bag,
@@ -223,7 +225,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         """
         self._adopt_ensemble(X, y)
         ens = self.estimator_
-        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train)
+        self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train,
+                                            self.damping)
         if self.curvature == "auto":
             logger.info("curvature='auto' chose %r", self.curvature_)
         layered = self.curvature_ in LAYERED
