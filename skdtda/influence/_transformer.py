@@ -34,7 +34,8 @@ __all__ = ["InfluenceTransformer"]
 
 logger = logging.getLogger("skdtda")
 
-# Bytes of solved query gradients (all members) held at once while scoring.
+# Bytes of solved query gradients held at once while scoring (all members, or one
+# member and the query chunk's responses when scored member by member).
 _SOLUTION_BUDGET = 256 * 2**20
 # Bytes of one training chunk's per-row gradient blocks.
 _GRADIENT_BUDGET = 128 * 2**20
@@ -120,10 +121,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         Use only this member: the classical fixed-seed influence the paper
         compares against. None uses every member.
     batch_size : int, default=256
-        Training rows per chunk, and the least number of query rows per
-        chunk; a query chunk holds as many rows as keep its solved gradients
-        (``n_seeds * n_params`` numbers each) within 256 MiB. Memory stays
-        bounded in the number of training rows and of queries.
+        Training rows per chunk (fewer where their per-row gradients,
+        ``n_params_attributed_`` numbers each, would pass 128 MiB). A query
+        chunk holds as many rows as keep the solved gradients of all seeds
+        within 256 MiB, at least ``batch_size``; beyond that (large nets, many
+        seeds) seeds are scored one at a time, with one seed's solved
+        gradients and the chunk's responses each within 256 MiB. Memory stays
+        bounded in the number of training rows, of queries and of parameters.
     n_jobs : int, default=None
         Joblib jobs over seeds while preparing curvature in ``fit``. None
         means 1; any joblib backend (e.g. Dask) applies.
