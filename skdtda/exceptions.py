@@ -1,5 +1,7 @@
 """Exceptions raised by skdtda."""
 
+import contextlib
+
 __all__ = ["TrainingDivergedError", "UnsupportedOperationError"]
 
 
@@ -26,3 +28,16 @@ class UnsupportedOperationError(ValueError):
             f"support ({type(exc).__name__}: {first}); use curvature='ekfac' or 'kfac', "
             "which capture layer inputs and output gradients with hooks and one backward "
             "pass")
+
+
+@contextlib.contextmanager
+def unsupported_ops(what):
+    """Report a torch op that a transform (vmap, double backward) lacks as an
+    :class:`UnsupportedOperationError` naming ``what`` needed it; other errors pass."""
+    try:
+        yield
+    except (NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
+                "not implemented" not in str(exc).lower():
+            raise
+        raise UnsupportedOperationError.of(exc, what) from exc

@@ -15,7 +15,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch.func import vjp, vmap
 
-from ..exceptions import UnsupportedOperationError
+from ..exceptions import unsupported_ops
 
 __all__ = ["CGCurvature"]
 
@@ -63,18 +63,13 @@ class CGCurvature:
             def f(theta):
                 return member.outputs(theta, Xc).reshape(len(Xc), -1)
 
-            try:
+            with unsupported_ops("curvature='cg'"):
                 out, pullback = vjp(f, member.theta)
                 # J v: the pullback u -> J^T u is linear; its own pullback is J
                 _, push = vjp(lambda u: pullback(u)[0], torch.zeros_like(out))
                 jv = vmap(lambda v: push(v)[0])(V)  # (m, n, K)
                 hjv = torch.einsum("nkl,mnl->mnk", h_out, jv)
                 total += vmap(lambda u: pullback(u)[0])(hjv).detach().double()
-            except (NotImplementedError, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
-                        "not implemented" not in str(exc).lower():
-                    raise
-                raise UnsupportedOperationError.of(exc, "curvature='cg'") from exc
         return total / self.n
 
     def solve(self, vectors):

@@ -9,6 +9,8 @@ Meant for small models (P up to a few thousand).
 import torch
 from torch.func import jacrev, vmap
 
+from ..exceptions import unsupported_ops
+
 __all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn", "ggn_rows"]
 
 
@@ -25,8 +27,8 @@ def dense_hessian(member, X, y, chunk=512):
     X, y = member.tensors(X, y)
     total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
     for rows in _chunks(len(X), chunk):
-        h = _guarded(jacrev(jacrev(member.mean_loss)), "the exact Hessian")(
-            member.theta, X[rows], y[rows]).detach()
+        with unsupported_ops("the exact Hessian"):
+            h = jacrev(jacrev(member.mean_loss))(member.theta, X[rows], y[rows]).detach()
         total += h.double() * (rows.stop - rows.start)
     return total / len(X)
 
@@ -48,8 +50,9 @@ def ggn_rows(member, X, y, chunk=256, drop_null=False):
         return member.outputs(theta, x[None])[0].reshape(-1)
 
     for rows in _chunks(len(X), chunk):
-        jac = _guarded(vmap(jacrev(out_one), in_dims=(None, 0)), "the exact Gauss-Newton")(
-            member.theta, X[rows]).detach().double()
+        with unsupported_ops("the exact Gauss-Newton"):
+            jac = vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X[rows])
+        jac = jac.detach().double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
         root = member.output_hessian_roots(outputs, y[rows])
@@ -81,21 +84,6 @@ def dense_ggn(member, X, y, chunk=256):
     for rotated in ggn_rows(member, X, y, chunk):
         total += rotated.T @ rotated
     return total / len(X)
-
-
-def _guarded(fn, what):
-    """``fn`` with a torch op that a transform lacks reported as a clear error."""
-    from ..exceptions import UnsupportedOperationError
-
-    def call(*args):
-        try:
-            return fn(*args)
-        except (NotImplementedError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
-                    "not implemented" not in str(exc).lower():
-                raise
-            raise UnsupportedOperationError.of(exc, what) from exc
-    return call
 
 
 class EigenCurvature:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..curvature._trace import LayerTracer
-from ..exceptions import UnsupportedOperationError
+from ..exceptions import unsupported_ops
 from ..measurements import get_measurement
 
 __all__ = ["FunctionalMember", "optimizer_weight_decay"]
@@ -176,13 +176,8 @@ class FunctionalMember:
         X, y = self.tensors(X, y)
         if self._flat_from_layers(X):
             return self._flat(self.tracer.row_grads(fn, X, y), len(X))
-        try:
+        with unsupported_ops("per-row gradients of all parameters"):
             g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
-        except (NotImplementedError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "vmap" not in str(exc):
-                raise
-            raise UnsupportedOperationError.of(exc, "per-row gradients of all parameters") \
-                from exc
         return g.detach()
 
     def _flat(self, blocks, n):
