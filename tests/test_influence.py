@@ -409,3 +409,13 @@ def test_weight_decay_is_read_from_the_optimizer_itself(iris):
                                   criterion=torch.nn.CrossEntropyLoss, optimizer=optimizer,
                                   max_epochs=1, train_split=None, verbose=0, **kwargs)
         assert optimizer_weight_decay(net.fit(X.astype(np.float32), y)) == expected
+
+
+def test_ekfac_refuses_a_module_without_supported_layers(iris):
+    X, y = iris
+    net = NeuralNetClassifier(_Scaled, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+                              train_split=None, verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"no attributable layer .*weight.*"
+                                         r"use curvature='ggn' or 'cg'"):
+        InfluenceTransformer(ens, curvature="ekfac").fit(X, y)

@@ -17,11 +17,11 @@
 from ._cg import CGCurvature
 from ._dense import EigenCurvature, IdentityCurvature, dense_ggn, dense_hessian
 from ._kernel import KernelCurvature
-from ._kfac import KroneckerCurvature, kfac_supported_reason
+from ._kfac import KroneckerCurvature
 
 __all__ = ["CGCurvature", "CURVATURES", "EigenCurvature", "IdentityCurvature", "KernelCurvature",
            "KroneckerCurvature", "LAYERED", "dense_ggn", "dense_hessian", "fit_curvature",
-           "kfac_supported_reason", "resolve_curvature", "solve_blocks"]
+           "resolve_curvature", "solve_blocks"]
 
 CURVATURES = ("auto", "exact", "ggn", "kfac", "ekfac", "cg", "identity")
 #: Curvatures that work layer by layer (per-layer blocks, supported layers only).
@@ -31,6 +31,14 @@ LAYERED = ("kfac", "ekfac")
 # (N * K * P^2, the product that builds it): about a second per seed on one core.
 _AUTO_MAX_PARAMS = 4096
 _AUTO_MAX_MACS = 2.5e10
+
+
+def _n_outputs(member, X):
+    """Numbers in one row's output of the member's module."""
+    import torch
+
+    with torch.no_grad():
+        return member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
 
 
 def resolve_curvature(kind, member, X, damping=None):
@@ -65,10 +73,7 @@ def resolve_curvature(kind, member, X, damping=None):
     """
     if kind != "auto":
         return kind
-    import torch
-
-    with torch.no_grad():
-        n_outputs = member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
+    n_outputs = _n_outputs(member, X)
     n_params = member.n_params
     if n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS:
         return "ggn"
@@ -112,9 +117,6 @@ def fit_curvature(kind, member, X, y, damping, options=None):
         if unknown:
             raise ValueError(f"curvature={kind!r} takes curvature_options 'samples', got "
                              f"{unknown}")
-        reason = kfac_supported_reason(member)
-        if reason is not None:
-            raise ValueError(f"curvature={kind!r}: {reason}")
         return KroneckerCurvature(member, X, y, damping, corrected=kind == "ekfac",
                                   samples=options.get("samples", "auto"))
     form = options.pop("form", "auto") if kind == "ggn" else "auto"
@@ -127,9 +129,7 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     import torch
 
     if kind == "ggn" and form == "auto" and damping > 0:
-        with torch.no_grad():
-            n_outputs = member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
-        form = "kernel" if len(X) * n_outputs < member.n_params else "dense"
+        form = "kernel" if len(X) * _n_outputs(member, X) < member.n_params else "dense"
     if kind == "ggn" and form == "kernel":
         return KernelCurvature(member, X, y, damping)
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)

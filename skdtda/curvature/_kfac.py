@@ -22,22 +22,14 @@ custom ``forward`` methods need nothing special.
 Written here rather than taken from curvlinops: its K-FAC is a linear operator
 on flat parameter vectors; the factored scoring here needs the factors and
 eigenbases per layer, in the member's dtype, and per-row gradient blocks from
-the same hooks (docs/influence.md has the measurement).
+the same hooks (docs/architectures.md has the measurement).
 """
 
 import torch
 
-__all__ = ["KroneckerCurvature", "kfac_supported_reason"]
+__all__ = ["KroneckerCurvature"]
 
 _BLOCK_BUDGET = 128 * 2**20
-
-
-def kfac_supported_reason(member):
-    """Why K-FAC cannot run on this member (no attributable layer), or None."""
-    if member.layers:
-        return None
-    return (f"{type(member.module).__name__} has no attributable layer (Linear, Conv1d/2d, "
-            "Embedding/EmbeddingBag); use curvature='ggn' or 'cg' for this module")
 
 
 class KroneckerCurvature:

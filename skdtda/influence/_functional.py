@@ -89,7 +89,7 @@ class FunctionalMember:
                 raise ValueError(
                     f"{type(self.module).__name__} has no attributable layer (Linear, "
                     "Conv1d/2d, Embedding/Bag) among the selected modules: "
-                    f"{_reasons(self.fixed)}")
+                    f"{_reasons(self.fixed)}; use curvature='ggn' or 'cg' for this module")
             names = [n for spec in self.layers for n in spec.param_names]
         elif modules is None:
             names = list(every)
