@@ -27,6 +27,8 @@ the same hooks (docs/architectures.md has the measurement).
 
 import torch
 
+from .layers import DensePatches
+
 __all__ = ["KroneckerCurvature"]
 
 _BLOCK_BUDGET = 128 * 2**20
@@ -110,7 +112,7 @@ class KroneckerCurvature:
                  for f in self.factors]
         for rows in range(0, len(X), chunk):
             patches, columns = self._pass(X, y, rows, chunk, seed=1)
-            single = [getattr(p, "n_pos", 0) == 1 and hasattr(p, "a") for p in patches]
+            single = [isinstance(p, DensePatches) and p.n_pos == 1 for p in patches]
             rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
                          else None for p, one, (_, q_a) in zip(patches, single, bases)]
             for_rows = [None] * len(patches)

@@ -43,7 +43,6 @@ class LayerSpec:
 
     def __init__(self, name, module, kind, param_names):
         self.name, self.module, self.kind = name, module, kind
-        self.params = [p for _, p in kind.parameters(module)]
         self.param_names = param_names
         self.shape = kind.block_shape(module)
         self.size = self.shape[0] * self.shape[1]

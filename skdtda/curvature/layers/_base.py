@@ -83,10 +83,6 @@ class LayerKind:
         """Split blocks ``(n, out, in)`` into the parameters' shapes, ``[(n, *shape)]``."""
         raise NotImplementedError
 
-    def from_params(self, module, parts):
-        """Inverse of :meth:`to_params`: ``[(n, *shape)]`` to blocks ``(n, out, in)``."""
-        raise NotImplementedError
-
 
 def move_batch_first(t, batch_axis):
     return t if batch_axis == 0 else t.movedim(batch_axis, 0)

@@ -7,7 +7,6 @@ patch at output position ``t`` (``torch.nn.functional.unfold``), ``g_nt`` the
 output gradient there.
 """
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -63,16 +62,9 @@ class ConvKind(LayerKind):
         return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)  # (n, T, out)
 
     def to_params(self, module, block):
-        n, out_dim = block.shape[:2]
+        n = block.shape[0]
         size = module.weight[0].numel()
         parts = [block[:, :, :size].reshape((n,) + tuple(module.weight.shape))]
         if module.bias is not None:
             parts.append(block[:, :, size])
         return parts
-
-    def from_params(self, module, parts):
-        n, out_dim = parts[0].shape[:2]
-        weight = parts[0].reshape(n, out_dim, -1)
-        if module.bias is None:
-            return weight
-        return torch.cat([weight, parts[1][:, :, None]], dim=2)

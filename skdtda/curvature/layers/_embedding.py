@@ -113,6 +113,3 @@ class EmbeddingKind(LayerKind):
 
     def to_params(self, module, block):
         return [block.transpose(1, 2)]
-
-    def from_params(self, module, parts):
-        return parts[0].transpose(1, 2)

@@ -40,8 +40,3 @@ class LinearKind(LayerKind):
         if module.bias is not None:
             parts.append(block[:, :, in_dim])
         return parts
-
-    def from_params(self, module, parts):
-        if module.bias is None:
-            return parts[0]
-        return torch.cat([parts[0], parts[1][:, :, None]], dim=2)
