@@ -7,15 +7,15 @@ has kronfluence (never a dependency of skdtda)::
 
 ``FOLDER`` holds what the main script saved: ``data.npz`` (train and query rows,
 targets as class indices), ``members.pt`` (one ``state_dict`` per seed of an
-``skdtda.nets.MLP``, whose layers are those of a plain ``nn.Sequential``, or of
-a class of ``benchmarks/_architectures.py``) and ``meta.json`` (layer sizes, or
-``model`` and ``kwargs``; ``bench_architectures.py`` writes the latter). For each seed this fits EK-FAC factors on the
-training rows and computes the (n_query, n_train) pairwise scores
-``g_q^T (F + damping I)^{-1} g_k``; the time of the whole loop, from the saved
-weights to all scores, and the process's peak RSS go to ``kronfluence.json``,
-the scores to ``kronfluence_scores.npy`` (n_seeds, n_query, n_train).
-``--label-seed-offset`` redraws the sampled Fisher labels (a noise ceiling).
-"""
+``skdtda.nets.MLP``, whose layers are those of a plain ``nn.Sequential``, or of a
+class of ``benchmarks/_architectures.py``) and ``meta.json`` (layer sizes, or
+``model`` and ``kwargs``; ``bench_architectures.py`` writes the latter). For each
+seed this fits EK-FAC factors on the training rows and computes the (n_query,
+n_train) pairwise scores ``g_q^T (F + damping I)^{-1} g_k``; the time of the whole
+loop, from the saved weights to all scores, and the process's peak RSS go to
+``kronfluence.json``, the scores to ``kronfluence_scores.npy`` (n_seeds, n_query,
+n_train). ``--label-seed-offset`` redraws the sampled Fisher labels (a noise
+ceiling). """
 
 import argparse
 import importlib

@@ -23,14 +23,15 @@ seeds (a CPU-sized run; the full case is meant for a GPU machine or a long run).
 Measured, each side in a fresh process after a warm-up: the time from the fitted
 ensemble to the seed-averaged (n_query, n_train) matrix of the queries' loss
 (skdtda: ``InfluenceTransformer(ens, curvature="ekfac", damping=D)`` ``fit`` +
-``influence_samples(X_q, y_q)``; kronfluence: EK-FAC factors + pairwise scores
-per seed), the peak resident set of each process (VmHWM), and their rank
-agreement (Spearman over training rows, averaged over queries) per seed and on
-the seed-averaged matrix. kronfluence's Fisher samples labels from the model, so
-it is rerun with other labels on ``--ceiling-seeds`` members: its agreement with
-its first run is the ceiling of any agreement with one kronfluence run. Both hold the same parameters fixed (BatchNorm and
-LayerNorm affine parameters, the transformer's positional embedding): kronfluence
-tracks Linear and Conv2d modules only, skdtda's attributed set is printed.
+``influence_samples(X_q, y_q)``; kronfluence: EK-FAC factors + pairwise scores per
+seed), the peak resident set of each process (VmHWM), and their rank agreement
+(Spearman over training rows, averaged over queries) per seed and on the
+seed-averaged matrix. kronfluence's Fisher samples labels from the model, so it is rerun
+with other labels on ``--ceiling-seeds`` members: its agreement with its first run
+is the ceiling of any agreement with one kronfluence run. Both hold the same
+parameters fixed (BatchNorm and LayerNorm affine parameters, the transformer's
+positional embedding): kronfluence tracks Linear and Conv2d modules only, skdtda's
+attributed set is printed.
 """
 
 import argparse
@@ -213,7 +214,8 @@ def _print_row(row):
           f"peak {sk['peak_mib']:.0f} MiB")
     if "kronfluence" in row:
         kf = row["kronfluence"]
-        print(f"  kronfluence    {kf['seconds']:8.1f} s                peak {kf['peak_mib']:.0f} MiB")
+        print(f"  kronfluence    {kf['seconds']:8.1f} s                "
+              f"peak {kf['peak_mib']:.0f} MiB")
         print(f"  speed-up {row['speedup']:.2f}x (target >= 3)  memory {row['memory_ratio']:.2f}x "
               f"kronfluence's (target <= 1.5)  rank agreement per seed "
               f"{row['agreement_per_seed']:.3f}, seed-averaged {row['agreement_mean']:.3f} "

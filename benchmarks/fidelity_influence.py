@@ -234,8 +234,9 @@ def main(argv=None):
         # 43 epochs keep the 300 optimizer steps of the full-data run (301).
         batches = -(-n // 32)
         kept = -(-int(round(0.7 * n)) // 32)
-        longer = SeedEnsembleClassifier(_net(args.model).set_params(max_epochs=round(30 * batches / kept)),
-                                        n_seeds=32, random_state=3)
+        longer = SeedEnsembleClassifier(
+            _net(args.model).set_params(max_epochs=round(30 * batches / kept)),
+            n_seeds=32, random_state=3)
         steps = retrain_distributions(longer, X_tr, y_tr, X_q, y_q, remove=subsets,
                                       n_seeds=n_truth, random_state=2, memory=args.cache,
                                       verbose=1)

@@ -157,8 +157,8 @@ class DataPruner(BaseEstimator):
         mean influence. With ``objective="validation"`` the lowest values
         go first, so use a signed statistic there (``"mean"``,
         ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"``,
-        ``"wasserstein_smooth"`` and ``"ks"`` are never negative. Ignored by the ``"fixed_seed"`` and
-        ``"random"`` modes.
+        ``"wasserstein_smooth"`` and ``"ks"`` are never negative. Ignored by the
+        ``"fixed_seed"`` and ``"random"`` modes.
     mode : {{"distributional", "fixed_seed", "random"}}, default="distributional"
         ``"distributional"``: ``statistic`` over all seeds of the ensemble,
         one common pruned set. ``"fixed_seed"``: the classical baseline, the
