@@ -134,6 +134,8 @@ def fit_curvature(kind, member, X, y, damping, options=None):
         return KernelCurvature(member, X, y, damping)
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)
     matrix += member.weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
+    if member.penalty is not None:
+        matrix.diagonal().add_(member.penalty.to(matrix.dtype))
     return EigenCurvature(matrix, damping)
 
 

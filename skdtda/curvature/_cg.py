@@ -40,7 +40,7 @@ class CGCurvature:
 
     def __init__(self, member, X, y, damping, maxiter=100, tol=1e-6, chunk=1024):
         self.shift = damping + member.weight_decay
-        if self.shift <= 0:
+        if self.shift <= 0 and not _penalised_everywhere(member):
             raise ValueError("curvature='cg' needs damping > 0 (or weight decay): the GGN of "
                              "a net is singular")
         self.member, self.maxiter, self.tol = member, maxiter, tol
@@ -85,6 +85,8 @@ class CGCurvature:
             if bool((rs <= target).all()):
                 break
             Ap = self.ggn_product(p) + self.shift * p
+            if self.member.penalty is not None:
+                Ap += self.member.penalty * p
             alpha = rs / (p * Ap).sum(dim=1).clamp_min(torch.finfo(torch.float64).tiny)
             x += alpha[:, None] * p
             r -= alpha[:, None] * Ap
@@ -100,3 +102,7 @@ class CGCurvature:
                 "curvature_options={'maxiter': ...} or the damping",
                 ConvergenceWarning, stacklevel=3)
         return x
+
+
+def _penalised_everywhere(member):
+    return member.penalty is not None and bool((member.penalty > 0).all())

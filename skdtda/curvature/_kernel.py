@@ -52,17 +52,32 @@ class KernelCurvature:
 
     def __init__(self, member, X, y, damping, chunk=256):
         self.shift = float(damping) + member.weight_decay
-        if self.shift <= 0:
-            raise ValueError(f"the kernel form of the GGN needs damping + weight decay > 0, got "
-                             f"{self.shift}")
+        # the diagonal D = c I + penalty: (U^T U + D)^{-1} v
+        #   = D^{-1} v - D^{-1} U^T (I + U D^{-1} U^T)^{-1} U D^{-1} v
+        self.diagonal = None
+        if member.penalty is not None:
+            self.diagonal = member.penalty.double() + self.shift
+        smallest = self.shift if self.diagonal is None else float(self.diagonal.min())
+        if smallest <= 0:
+            raise ValueError(f"the kernel form of the GGN needs damping + weight decay > 0 "
+                             f"on every parameter, got {smallest}")
         factor = torch.cat(list(ggn_rows(member, X, y, chunk, drop_null=True)))
         self.factor = factor / len(X) ** 0.5
-        gram = self.factor @ self.factor.T
-        gram.diagonal().add_(self.shift)
+        if self.diagonal is None:
+            gram = self.factor @ self.factor.T
+            gram.diagonal().add_(self.shift)
+        else:
+            gram = (self.factor / self.diagonal) @ self.factor.T
+            gram.diagonal().add_(1.0)
         self.cholesky = torch.linalg.cholesky(gram)
 
     def solve(self, vectors):
-        """``(G + c I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64."""
+        """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with
+        ``D = c I`` plus the member's parameter-wise penalty, if any."""
         v = vectors.double()
+        if self.diagonal is not None:
+            v = v / self.diagonal
+            kernel_side = torch.cholesky_solve(self.factor @ v.T, self.cholesky)
+            return v - (self.factor.T @ kernel_side).T / self.diagonal
         kernel_side = torch.cholesky_solve(self.factor @ v.T, self.cholesky)
         return (v - (self.factor.T @ kernel_side).T) / self.shift

@@ -98,6 +98,13 @@ class KroneckerCurvature:
                                  "eig": lam_g.clamp_min(0)[:, None] * lam_a.clamp_min(0)})
         if corrected:
             self._correct(X, y, chunk)
+        # A parameter-wise penalty D enters as diag(Q^T D Q), its exact diagonal in
+        # each layer's eigenbasis: sum_{o,a} D[o, a] Q_G[o, i]^2 Q_A[a, j]^2.
+        self.penalty = [None] * len(self.factors)
+        if member.penalty is not None:
+            for i, (f, d) in enumerate(zip(self.factors, member.to_blocks(member.penalty))):
+                out = f["q_g"].pow(2).T @ d
+                self.penalty[i] = out if f["q_a"] is None else out @ f["q_a"].pow(2)
         # Kept in the member's dtype only: for a float32 net of 1M parameters and 16
         # seeds the float64 eigenbases alone would hold about a GiB.
         self.factors = [{key: None if value is None else value.to(member.dtype)
@@ -148,16 +155,20 @@ class KroneckerCurvature:
                                                samples=self.samples, generator=generator)
 
     def solve_blocks(self, blocks):
-        """``(G_kfac + (damping + weight decay) I)^{-1} v`` for per-layer blocks
+        """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
         ``[(n, out, in)]``, in the member's dtype (float32 gradients of a float32
         net are rotated and scaled in float32; the decompositions were float64)."""
         shift = self.damping + self.member.weight_decay
         out = []
-        for block, f in zip(blocks, self.factors):
+        for block, f, penalty in zip(blocks, self.factors, self.penalty):
             block = block.to(f["q_g"].dtype)
             rotated = _sandwich(f["q_g"].T, block, f["q_a"])
             denom = f["eig"] + shift
-            if shift == 0:
+            floor = shift
+            if penalty is not None:
+                denom = denom + penalty.to(denom.dtype)
+                floor = shift + float(penalty.min())
+            if floor == 0:
                 safe = denom > denom.max() * 1e-12
                 rotated = torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
             else:

@@ -16,7 +16,36 @@ from ..curvature._trace import LayerTracer
 from ..exceptions import unsupported_ops
 from ..measurements import get_measurement
 
-__all__ = ["FunctionalMember", "optimizer_weight_decay"]
+__all__ = ["FunctionalMember", "L2Penalty", "optimizer_weight_decay"]
+
+
+class L2Penalty:
+    """A parameter-wise L2 term of a member's training objective.
+
+    The curvature of the objective gains ``diag(coefficients)``: the
+    objective, written as the *mean* training loss plus penalty, holds
+    ``sum_p coefficients[p] / 2 * theta_p^2``. scikit-learn's models carry
+    such terms (on weights, not on intercepts); a skorch net's uniform
+    optimizer weight decay is read separately (:func:`optimizer_weight_decay`).
+
+    Parameters
+    ----------
+    coefficients : dict
+        ``{parameter name: coefficient}``, a float or an array broadcastable
+        to the parameter's shape; parameters not named carry none.
+    normalised : bool
+        Whether the penalty is divided by the number of training rows N with
+        the losses (``C * sum loss + |w|^2 / 2`` as scikit-learn's
+        ``LogisticRegression`` trains, or ``alpha |w|^2 / (2 N)`` as its
+        full-batch ``MLPClassifier``): then removing rows scales it by
+        ``N / N_kept``, and the full objective's gradient (not only the
+        losses') is what vanishes at the optimum. False: a fixed term
+        (optimizer weight decay, ``SGDClassifier``'s ``alpha``).
+    """
+
+    def __init__(self, coefficients, normalised):
+        self.coefficients = dict(coefficients)
+        self.normalised = bool(normalised)
 
 
 def optimizer_weight_decay(net):
@@ -74,6 +103,7 @@ class FunctionalMember:
         self.measure_fn = (measurement if callable(measurement)
                            else get_measurement(measurement, kind))
         self.weight_decay = optimizer_weight_decay(net)
+        penalty = getattr(net, "l2_penalty_", None)
         specs, self.fixed = find_layers(self.module, modules)
         every = dict(self.module.named_parameters())
         self.dtype = next(iter(every.values())).dtype if every else torch.float32
@@ -110,6 +140,12 @@ class FunctionalMember:
         self.shapes = [every[n].shape for n in names]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.theta = torch.cat([every[n].detach().reshape(-1) for n in names])
+        self.penalty, self.penalty_normalised = None, False
+        if penalty is not None and penalty.coefficients:
+            parts = [torch.as_tensor(penalty.coefficients.get(n, 0.0), dtype=torch.float64)
+                     .expand(every[n].shape).reshape(-1) for n in names]
+            self.penalty = torch.cat(parts).to(self.device)
+            self.penalty_normalised = penalty.normalised
 
     def _trace(self, X):
         """Hook the supported layers (once), probing where they keep their rows."""
@@ -189,16 +225,42 @@ class FunctionalMember:
         return torch.cat([parts[name] for name in self.names], dim=1)
 
     def mean_grads(self, X, y, chunk=1024):
-        """Mean training-loss gradient (no weight decay), float64, in the blocks of
-        :meth:`grads` without their row axis."""
+        """Gradient of the part of the objective that is normalised by N, float64,
+        in the blocks of :meth:`grads` without their row axis.
+
+        That is the mean training-loss gradient (no weight decay), plus the
+        penalty's gradient when the penalty is normalised with the losses
+        (:class:`L2Penalty`): a row's first-order effect is its gradient minus
+        this mean, which vanishes at the optimum.
+        """
+        normalised = self.penalty if self.penalty_normalised else None
         if not self.layered:
-            return [self.mean_loss_grad(X, y, chunk)]
+            mean = self.mean_loss_grad(X, y, chunk)
+            return [mean if normalised is None else mean + normalised * self.theta.double()]
         total = None
         for start in range(0, len(X), chunk):
             blocks = self.grads("loss", X[start:start + chunk], y[start:start + chunk])
             sums = [b.double().sum(dim=0) for b in blocks]
             total = sums if total is None else [t + s for t, s in zip(total, sums)]
-        return [t / len(X) for t in total]
+        total = [t / len(X) for t in total]
+        if normalised is not None:
+            pen = self.to_blocks(normalised * self.theta.double())
+            total = [t + p for t, p in zip(total, pen)]
+        return total
+
+    def to_blocks(self, flat):
+        """A flat vector over the attributed parameters as per-layer blocks
+        (``(out, in)`` each, the layout of :meth:`grads`); float64."""
+        by_name = dict(zip(self.names, flat.double().split(self.sizes)))
+        blocks = []
+        for spec in self.layers:
+            shape = tuple(spec.shape)
+            index = torch.arange(int(np.prod(shape)), dtype=torch.float64).reshape((1,) + shape)
+            block = torch.zeros(int(np.prod(shape)), dtype=torch.float64)
+            for name, where in zip(spec.param_names, spec.kind.to_params(spec.module, index)):
+                block[where.reshape(-1).long()] = by_name[name].reshape(-1).cpu()
+            blocks.append(block.reshape(shape).to(flat.device))
+        return blocks
 
     def measure(self, X, y):
         X, y = self.tensors(X, y)
