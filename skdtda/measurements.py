@@ -23,11 +23,15 @@ def log_proba_from_output(net, y_pred):
 
     Follows skorch's own reading of the output: logits for
     ``CrossEntropyLoss``, probabilities for ``NLLLoss`` (with skorch's ``eps``
-    guard), otherwise the net's predict nonlinearity.
+    guard), the criterion's own ``log_proba`` where it has one (the one-vs-rest
+    losses of scikit-learn's ``SGDClassifier``), otherwise the net's predict
+    nonlinearity.
     """
     criterion = net.criterion_
     if isinstance(criterion, torch.nn.CrossEntropyLoss):
         return torch.log_softmax(y_pred, dim=-1)
+    if hasattr(criterion, "log_proba"):  # a criterion that knows its model's link
+        return criterion.log_proba(y_pred)
     if isinstance(criterion, torch.nn.NLLLoss):
         return torch.log(y_pred + torch.finfo(y_pred.dtype).eps)
     proba = net._get_predict_nonlinearity()(y_pred)

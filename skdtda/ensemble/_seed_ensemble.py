@@ -28,7 +28,7 @@ from torch import nn
 from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
 from ..nets import MLP
-from . import _batched
+from . import _batched, _sklearn
 from ._fingerprint import fingerprint
 
 __all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor"]
@@ -187,6 +187,9 @@ class _BaseSeedEnsemble(BaseEstimator):
 
     def _fit(self, X, y):
         self._draw_seeds()
+        self._torch_cache = None
+        if _sklearn.is_sklearn_model(self.net):
+            return self._fit_sklearn(X, y)
         n_outputs = self._n_net_outputs
         template = self._make_template(n_outputs)
         probe = _initialize_member(self._member(template, 0), self.init_seeds_[0])
@@ -242,6 +245,70 @@ class _BaseSeedEnsemble(BaseEstimator):
         self.estimators_ = fitted
         return self
 
+    def _fit_sklearn(self, X, y):
+        """Members are clones of a scikit-learn model, each with its own random_state,
+        trained by scikit-learn itself (joblib over members)."""
+        _sklearn.check_model(self.net, self.vary)
+        if _sklearn.is_deterministic(self.net):
+            if self.n_seeds != 1:
+                logger.info("%s fits deterministically: the ensemble has one member "
+                            "(n_seeds=%d ignored)", type(self.net).__name__, self.n_seeds)
+            self.seeds_, self.init_seeds_, self.order_seeds_ = (
+                a[:1] for a in (self.seeds_, self.init_seeds_, self.order_seeds_))
+        # one random_state draws both the initialisation and the shuffling
+        self.init_seeds_ = self.order_seeds_ = self.seeds_
+        self._dtype = torch.float64
+        self.vectorized_ = False
+        X = np.require(X, dtype=np.float64, requirements=["C", "W"])
+        y_net = self._net_targets(y)
+        self.training_fingerprint_ = fingerprint(X, y_net)
+        y_fit = y_net.reshape(-1) if self._kind == "classifier" or self._y_ndim == 1 else y_net
+        template = clone(self.net)
+        has_seed = "random_state" in template.get_params()
+        members = [clone(template).set_params(random_state=int(seed)) if has_seed
+                   else clone(template) for seed in self.seeds_]
+        fit = _sklearn.fit_member
+        if self.memory is not None:
+            fit = check_memory(self.memory).cache(_sklearn.fit_member,
+                                                  ignore=["estimator", "X", "y"])
+        singles = [np.array([i]) for i in range(len(members))]
+        keys = self._memory_keys(template, singles, "sklearn")
+        calls = [(m, X, y_fit) for m in members]
+        self._log_stored(fit, calls, keys, singles)
+        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        bar = _member_bar(len(members), self.verbose)
+        fitted = []
+        try:
+            for member in Parallel(n_jobs=n_jobs, return_as="generator")(
+                    delayed(fit)(*args, key=key) for args, key in zip(calls, keys)):
+                fitted.append(member)
+                if bar is not None:
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+        for i, member in enumerate(fitted):
+            reason = _sklearn.check_fitted_member(member)
+            if reason is not None:
+                raise TrainingDivergedError(
+                    f"ensemble member {i} (random_state={self.seeds_[i]}) diverged: {reason}. "
+                    "Lower the learning rate or scale the features.")
+        self.estimators_ = fitted
+        return self
+
+    def _torch_members(self):
+        """The members as skorch nets: themselves, or, for scikit-learn members, the
+        torch functions they compute (built once, see ``_sklearn.torch_member``)."""
+        if not _sklearn.is_sklearn_model(self.estimators_[0]):
+            return self.estimators_
+        cache = getattr(self, "_torch_cache", None)
+        if cache is None or cache[0] is not self.estimators_:
+            nets = [_sklearn.torch_member(m, self.training_fingerprint_.n_samples,
+                                          self._kind == "classifier")
+                    for m in self.estimators_]
+            self._torch_cache = cache = (self.estimators_, nets)
+        return cache[1]
+
     def _memory_keys(self, template, groups, path):
         """One key per unit of work stored by ``memory=``: what determines its members.
 
@@ -254,9 +321,11 @@ class _BaseSeedEnsemble(BaseEstimator):
             return [None] * len(groups)
         from .. import __version__
 
-        shared = (type(self).__name__, _settings_key(template), path, self.vary,
-                  str(self._dtype), self.training_fingerprint_.key(), __version__,
-                  torch.__version__, skorch.__version__)
+        import sklearn
+
+        shared = (type(self).__name__, type(template).__name__, _settings_key(template), path,
+                  self.vary, str(self._dtype), self.training_fingerprint_.key(), __version__,
+                  torch.__version__, skorch.__version__, sklearn.__version__)
         return [joblib.hash((shared, [(int(i), int(self.init_seeds_[i]),
                                        int(self.order_seeds_[i])) for i in g]))
                 for g in groups]
@@ -291,7 +360,7 @@ class _BaseSeedEnsemble(BaseEstimator):
 
     def _member_outputs(self, X):
         """Each member's raw module output on X, as torch tensors on the CPU."""
-        return [member.forward(X, training=False) for member in self.estimators_]
+        return [member.forward(X, training=False) for member in self._torch_members()]
 
     def measure(self, X, y=None, measurement="loss"):
         """Distribution over seeds of a per-sample measurement.
@@ -327,7 +396,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         y_t = torch.as_tensor(y_net)
         with torch.no_grad():
             values = [fn(m, out, y_t).cpu().numpy() for m, out
-                      in zip(self.estimators_, self._member_outputs(X))]
+                      in zip(self._torch_members(), self._member_outputs(X))]
         return np.stack(values).astype(np.float64)
 
     def __sklearn_tags__(self):
@@ -520,7 +589,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     _kind = "classifier"
     _parameter_constraints = {
         **_BaseSeedEnsemble._parameter_constraints,
-        "net": [NeuralNetClassifier, None],
+        "net": [NeuralNetClassifier, *_sklearn.CLASSIFIERS, None],
     }
 
     def _default_net(self):
@@ -571,7 +640,17 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         return self._net_targets(y)
 
     def _member_proba(self, X):
-        return np.stack([member.predict_proba(X) for member in self.estimators_])
+        probas = []
+        for member in self.estimators_:
+            proba = member.predict_proba(X)
+            seen = getattr(member, "classes_", None)
+            if seen is not None and len(seen) != len(self.classes_):
+                # a scikit-learn member fitted without some class (rows removed)
+                full = np.zeros((len(X), len(self.classes_)), dtype=proba.dtype)
+                full[:, np.asarray(seen, dtype=int)] = proba
+                proba = full
+            probas.append(proba)
+        return np.stack(probas)
 
     def _predict_index(self, X):
         return self._member_proba(X).mean(axis=0).argmax(axis=1)
@@ -672,7 +751,7 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
     _kind = "regressor"
     _parameter_constraints = {
         **_BaseSeedEnsemble._parameter_constraints,
-        "net": [NeuralNetRegressor, None],
+        "net": [NeuralNetRegressor, *_sklearn.REGRESSORS, None],
     }
 
     def _default_net(self):

@@ -236,7 +236,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         layered = self.curvature_ in LAYERED
         if layered:
             self._members = [
-                FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
+                FunctionalMember(ens._torch_members()[i], self.measurement, ens._kind,
                                  modules=self.modules, layered=True, probe_X=self._X_train[:8])
                 for i in self.members_]
         lead = self._members[0]
@@ -298,7 +298,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self._X_train = self._as_net_input(X)
         self._y_train = ens._net_targets(y)
         self.n_train_ = len(X)
-        self._members = [FunctionalMember(ens.estimators_[i], self.measurement, ens._kind,
+        self._members = [FunctionalMember(ens._torch_members()[i], self.measurement, ens._kind,
                                           # UnrolledInfluence has no modules=: all parameters
                                           modules=getattr(self, "modules", None))
                          for i in self.members_]

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_memory
 from ...discrepancy import STATISTICS
 from ...ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 from ...ensemble._seed_ensemble import _initialize_member
+from ...ensemble._sklearn import is_sklearn_model
 from ...measurements import MEASUREMENTS
 from .._transformer import _CONVENTION, InfluenceTransformer
 from ._replay import _Replay, _removal_directions
@@ -237,6 +238,13 @@ class UnrolledInfluence(InfluenceTransformer):
         self : UnrolledInfluence
             The fitted transformer.
         """
+        net = getattr(self.estimator, "net", None)
+        if is_sklearn_model(net):
+            raise ValueError(
+                f"UnrolledInfluence replays a member's training step by step, which it can do "
+                f"for skorch nets but not for scikit-learn's own optimizers "
+                f"({type(net).__name__}); use InfluenceTransformer, which attributes "
+                "scikit-learn models through the function and loss they fit")
         self._adopt_ensemble(X, y)
         ens = self.estimator_
         n = self.n_train_
