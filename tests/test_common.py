@@ -6,6 +6,8 @@ import tempfile
 
 import torch
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
+from sklearn.linear_model import LogisticRegression, Ridge, SGDRegressor
+from sklearn.neural_network import MLPClassifier
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
@@ -51,6 +53,12 @@ CASES = [
     (InfluenceTransformer(_classifier(), curvature="kfac"), _FLOAT32_SUBSET),
     (InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein"),
      _FLOAT32_SUBSET),
+    # scikit-learn's own models as members
+    (SeedEnsembleClassifier(MLPClassifier(hidden_layer_sizes=(16,), max_iter=200), n_seeds=2,
+                            random_state=0), {}),
+    (SeedEnsembleClassifier(LogisticRegression(), random_state=0), {}),
+    (SeedEnsembleRegressor(SGDRegressor(max_iter=20), n_seeds=2, random_state=0), {}),
+    (InfluenceTransformer(SeedEnsembleRegressor(Ridge(), random_state=0)), {}),
 ]
 ESTIMATORS = [estimator for estimator, _ in CASES]
 EXPECTED_FAILURES = {id(estimator): failures for estimator, failures in CASES}

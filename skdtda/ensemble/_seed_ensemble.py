@@ -17,7 +17,7 @@ import torch
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
@@ -833,5 +833,7 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
+        # skorch nets fit several targets; a scikit-learn member says for itself
+        tags.target_tags.multi_output = (not _sklearn.is_sklearn_model(self.net)
+                                         or get_tags(self.net).target_tags.multi_output)
         return tags
