@@ -473,18 +473,23 @@ def _check_outputs_suit_criterion(net, X):
 _NET_DOC = """
     Parameters
     ----------
-    net : {net_class}, default=None
+    net : {net_class}, {sklearn_models} or None, default=None
         Unfitted skorch net; each member is a clone of it. ``train_split=None``
         is recommended for attribution, so that every member trains on all
         rows. When the module is :class:`skdtda.nets.MLP`, its ``n_features``
         and ``n_outputs`` are filled in from the data. None gives a small MLP
-        ({default_net}).
+        ({default_net}). One of scikit-learn's own models (unfitted) instead:
+        each member is a clone with its own ``random_state`` (the model's own
+        is replaced), trained by scikit-learn; the deterministic ones
+        ({deterministic}) make a one-member ensemble, whatever ``n_seeds``.
+        See docs/sklearn.md.
     n_seeds : int, default=16
         Number of members, i.e. samples from the distribution of trained nets.
     vary : {{"both", "init", "order"}}, default="both"
         Which source of randomness differs between members: the
         initialisation, the minibatch order, or both. The other one is shared
-        by all members.
+        by all members. scikit-learn's models draw both from one
+        ``random_state``, so they take only "both".
     random_state : int, RandomState instance or None, default=None
         Draws the member seeds. The same value gives the same ensemble, bit for
         bit on the CPU.
@@ -519,7 +524,7 @@ _NET_DOC = """
 
     Attributes
     ----------
-    estimators_ : list of {net_class}
+    estimators_ : list of {net_class} or of the scikit-learn model
         The fitted members, each usable on its own (class indices as labels).
     seeds_ : ndarray of shape (n_seeds,)
         The seed drawn for each member.
@@ -583,6 +588,9 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     >>> import shutil
     >>> shutil.rmtree(folder)
     """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetClassifier",
+                                      sklearn_models="MLPClassifier, SGDClassifier, "
+                                      "LogisticRegression",
+                                      deterministic="LogisticRegression",
                                       default_net="one hidden layer of 32 units, SGD "
                                       "with momentum, 30 epochs"))
 
@@ -745,6 +753,9 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
     >>> ens.predict_members(scale(X)[:3]).shape
     (4, 3)
     """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetRegressor",
+                                      sklearn_models="MLPRegressor, SGDRegressor, Ridge, "
+                                      "LinearRegression",
+                                      deterministic="Ridge, LinearRegression",
                                       default_net="one hidden layer of 32 units, Adam "
                                       "with lr=0.01, 30 epochs"))
 
