@@ -218,3 +218,41 @@ def test_correction_is_validated(ridge):
         InfluenceTransformer(ens, correction="second-order").fit(X, y)
     with pytest.raises(ValueError, match="'exact', 'ggn', 'kfac', 'ekfac', 'cg'"):
         InfluenceTransformer(ens, curvature="identity", correction="newton").fit(X, y)
+
+
+@pytest.mark.parametrize("normalised", [True, False])
+def test_newton_rescales_a_normalised_penalty(ridge, normalised):
+    """A penalty normalised with the losses grows by N/N' when rows leave; a fixed one
+    does not (L2Penalty). Weights penalised, the bias not; no weight decay."""
+    from skdtda.influence._functional import L2Penalty
+
+    ens, X, y, A, _, queries = ridge
+    n, c = len(X), 0.3
+    ens.estimators_[0].optimizer_.param_groups[0]["weight_decay"] = 0.0
+    ens.estimators_[0].l2_penalty_ = L2Penalty({"0.weight": c}, normalised=normalised)
+    diagonal = np.r_[np.full(X.shape[1], c), 0.0]
+
+    def fit(keep):  # mean squared error + (N/N' if normalised) c/2 |w|^2
+        scale = n / keep.sum() if normalised else 1.0
+        Ak, yk = A[keep], y[keep]
+        return np.linalg.solve(2 / len(Ak) * Ak.T @ Ak + scale * np.diag(diagonal),
+                               2 / len(Ak) * Ak.T @ yk)
+
+    theta = fit(np.ones(n, dtype=bool))
+    _set_linear(ens, theta[None, :-1], theta[-1:])
+    Aq = np.hstack([queries, np.ones((len(queries), 1))])
+    keep = np.ones(n, dtype=bool)
+    keep[::3] = False
+    for curvature in ("exact", "ggn", "cg"):
+        influence = InfluenceTransformer(ens, curvature=curvature, damping=0 if curvature != "cg"
+                                         else 1e-14, measurement="prediction",
+                                         curvature_options={"maxiter": 50, "tol": 1e-14}
+                                         if curvature == "cg" else None,
+                                         correction="newton").fit(X, y)
+        change = (influence.predict_removal(queries, remove=~keep)
+                  - influence.measure(queries))[0]
+        np.testing.assert_allclose(change, Aq @ (fit(keep) - theta), rtol=1e-7)
+        if curvature != "cg":
+            delta = influence.influence_samples(queries)[0][:, :4]
+            truth = np.stack([Aq @ (fit(np.arange(n) != k) - theta) for k in range(4)], axis=1)
+            np.testing.assert_allclose(delta, truth, rtol=1e-8)
