@@ -41,6 +41,9 @@ per-seed change ``s_k / N``; the same damping), averaged over seeds and per seed
 ``alpha=1e-4`` L2 term), members trained by scikit-learn, attributed through
 the torch function each fitted member computes.
 
+``--corrections none,newton`` scores each curvature both first order and with
+``correction="newton"`` (each removal set re-solved with the kept rows' curvature).
+
 ``--cache DIR`` keeps every retrained set, so an interrupted run resumes and
 later runs (other curvatures) skip the retraining.
 """
@@ -202,6 +205,9 @@ def main(argv=None):
                              "auto,ekfac,kfac,cg,ggn,exact,identity; for the CNN "
                              "auto,ekfac,kfac,ggn,identity)")
     parser.add_argument("--model", choices=("mlp", "cnn", "sklearn-mlp"), default="mlp")
+    parser.add_argument("--corrections", default="none",
+                        help="comma-separated corrections to score each curvature with: "
+                             "'none' (first order) and/or 'newton'")
     parser.add_argument("--sets", type=int, default=None,
                         help="leave-one-out rows and random subsets each (default 40; 8 quick)")
     parser.add_argument("--kronfluence-python", default=None,
@@ -269,14 +275,19 @@ def main(argv=None):
     ceilings += [noise_ceiling(truth_lds, TRUTH_STATISTIC.get(s, s), random_state=0).ceiling
                  for s in STATISTICS]
     print(f"{'noise ceiling':20s} " + " ".join(f"{c:17.2f}" for c in ceilings))
-    for spec in args.curvatures.split(","):
+    runs = [(spec, correction) for spec in args.curvatures.split(",")
+            for correction in args.corrections.split(",")]
+    for spec, correction in runs:
         curvature, _, damping = spec.partition("@")
+        correction = None if correction == "none" else correction
         for seed_index in (None, 0):
-            label = spec if seed_index is None else f"{spec} fixed-seed"
+            label = spec if correction is None else f"{spec}+{correction}"
+            label = label if seed_index is None else f"{label} fixed-seed"
             tic = time.perf_counter()
             influence = InfluenceTransformer(ensemble, curvature=curvature,
                                              damping=float(damping or 1e-3),
-                                             seed_index=seed_index).fit(X_tr, y_tr)
+                                             seed_index=seed_index,
+                                             correction=correction).fit(X_tr, y_tr)
             pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
             pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
             seconds = time.perf_counter() - tic

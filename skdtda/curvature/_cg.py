@@ -43,7 +43,7 @@ class CGCurvature:
         if self.shift <= 0 and not _penalised_everywhere(member):
             raise ValueError("curvature='cg' needs damping > 0 (or weight decay): the GGN of "
                              "a net is singular")
-        self.member, self.maxiter, self.tol = member, maxiter, tol
+        self.member, self.maxiter, self.tol, self.chunk = member, maxiter, tol, chunk
         X, y = member.tensors(X, y)
         self.chunks = []
         for start in range(0, len(X), chunk):

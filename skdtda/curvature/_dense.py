@@ -105,6 +105,7 @@ class EigenCurvature:
 
     def __init__(self, matrix, damping):
         matrix = (matrix.double() + matrix.double().T) / 2
+        self.damping = damping
         self.cholesky = None
         if damping > 0:
             shifted = matrix + damping * torch.eye(len(matrix), dtype=matrix.dtype)
@@ -125,6 +126,17 @@ class EigenCurvature:
                     "eigenvalues: use curvature='ggn' or another damping")
             inverse = 1 / shifted
         self.inverse = inverse
+
+    def matrix(self):
+        """The symmetric ``H`` (without the damping) rebuilt from its factor, (P, P)
+        float64: nothing but the factor is stored (``correction="newton"`` needs H
+        again, once per removal set; it costs one ``P^3`` product)."""
+        if self.cholesky is not None:
+            matrix = self.cholesky @ self.cholesky.T
+            matrix.diagonal().sub_(self.damping)
+            return matrix
+        q = self.eigenvectors
+        return (q * self.eigenvalues) @ q.T
 
     def solve(self, vectors):
         """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""

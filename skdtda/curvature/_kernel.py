@@ -44,6 +44,8 @@ class KernelCurvature:
     ----------
     factor : tensor of shape (M, P)
         ``U``, float64.
+    sample_of_row : tensor of int of shape (M,)
+        The training row of each row of ``U``.
     cholesky : tensor of shape (M, M)
         Lower Cholesky factor of ``U U^T + c I``.
     shift : float
@@ -61,8 +63,17 @@ class KernelCurvature:
         if smallest <= 0:
             raise ValueError(f"the kernel form of the GGN needs damping + weight decay > 0 "
                              f"on every parameter, got {smallest}")
-        factor = torch.cat(list(ggn_rows(member, X, y, chunk, drop_null=True)))
-        self.factor = factor / len(X) ** 0.5
+        blocks = list(ggn_rows(member, X, y, chunk, drop_null=True))
+        # which training row each row of U belongs to (C may differ between chunks)
+        sample_of_row = torch.cat([
+            torch.arange(start, min(start + chunk, len(X))).repeat_interleave(
+                len(block) // (min(start + chunk, len(X)) - start))
+            for start, block in zip(range(0, len(X), chunk), blocks)])
+        self._factorise(torch.cat(blocks) / len(X) ** 0.5, sample_of_row)
+
+    def _factorise(self, factor, sample_of_row):
+        self.factor = factor
+        self.sample_of_row = sample_of_row.to(factor.device)
         if self.diagonal is None:
             gram = self.factor @ self.factor.T
             gram.diagonal().add_(self.shift)
@@ -70,6 +81,16 @@ class KernelCurvature:
             gram = (self.factor / self.diagonal) @ self.factor.T
             gram.diagonal().add_(1.0)
         self.cholesky = torch.linalg.cholesky(gram)
+
+    @classmethod
+    def from_factor(cls, factor, shift, diagonal, sample_of_row):
+        """The solver of ``U^T U + D`` for a given ``U`` (``factor``) and ``D`` (``shift``
+        times I, or ``diagonal``): a refactorisation of the ``(M, M)`` Gram matrix
+        (``correction="newton"``: the kept rows' ``U``, rescaled)."""
+        self = cls.__new__(cls)
+        self.shift, self.diagonal = shift, diagonal
+        self._factorise(factor, sample_of_row)
+        return self
 
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with

@@ -63,6 +63,7 @@ class KroneckerCurvature:
         self.member = member
         self.damping = damping
         self.samples = samples
+        self.corrected, self.chunk = corrected, chunk
         specs = member.layers
         X, y = member.tensors(X, y)
         n = len(X)

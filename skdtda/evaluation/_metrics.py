@@ -25,7 +25,7 @@ _METHODS = ("spearman", "pearson")
 
 
 def predict_distributions(influence, X_query, y_query=None, *, remove):
-    """First-order samples of each query's measurement after each removal set.
+    """Predicted samples of each query's measurement after each removal set.
 
     Parameters
     ----------
@@ -46,7 +46,11 @@ def predict_distributions(influence, X_query, y_query=None, *, remove):
         the member's predicted changes over the set (the convention of
         docs/design.md: predicted change when removed, already divided by N,
         summed over a group). Computed chunk by chunk: the (n_seeds, n_query,
-        n_train) array of per-row changes is never built.
+        n_train) array of per-row changes is never built. With an influence
+        fitted with ``correction="newton"``, each set is re-solved with the
+        curvature of its kept rows instead of summing first-order changes (one
+        new factorisation per member and set; one-row sets by a low-rank
+        update, see :class:`~skdtda.InfluenceTransformer`).
     """
     from ..influence import InfluenceTransformer  # UnrolledInfluence is a subclass
 
@@ -55,6 +59,8 @@ def predict_distributions(influence, X_query, y_query=None, *, remove):
                          f"got {type(influence).__name__}")
     X_query, y_query = influence._query(X_query, y_query)
     masks = removal_masks(remove, influence.n_train_).astype(np.float64)
+    if getattr(influence, "correction", None) == "newton":
+        return Distributions(*influence._newton_distributions(X_query, y_query, masks > 0))
     before = np.empty((len(influence._members), len(X_query)))
     shift = np.zeros((len(masks),) + before.shape)
     for q_rows, t_rows, measured, delta in influence._blocks(X_query, y_query):

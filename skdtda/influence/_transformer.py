@@ -24,6 +24,8 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..curvature import CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks
+from ..curvature._newton import (NEWTON_ROWS, NEWTON_SETS, kept_curvature, row_factors,
+                                 tilde_curvature, woodbury_solve)
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 from ..ensemble._seed_ensemble import _numpy_dtype
@@ -134,6 +136,24 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     verbose : int, default=0
         Progress bars over seeds while preparing curvature, and over blocks of
         queries x training rows while scoring.
+    correction : {{None, "newton"}}, default=None
+        None: first-order influence, with the curvature of all N rows.
+        ``"newton"``: one Newton step on the objective of the *kept* rows, with
+        their curvature ``H_keep`` (exact on a quadratic objective; see
+        docs/influence.md, "Beyond first order"). A removal set ``S`` of
+        ``predict_removal`` or :func:`skdtda.evaluation.predict_distributions`
+        is re-solved with ``H_keep`` (the curvatures ``"exact"``, ``"ggn"``,
+        ``"kfac"``, ``"ekfac"``, ``"cg"``): **one new factorisation per member
+        and set** (dense: the removed rows' terms, ``|S| C P^2``, a ``P^3``
+        product and a Cholesky factor; kernel: a new ``(M', M')`` Gram matrix;
+        K-FAC/EK-FAC: factors and eigenvalues refitted over the kept rows; CG:
+        a solve over the kept rows). Single rows (``transform``,
+        ``influence_samples``, one-row sets) take a low-rank (Woodbury) update
+        of each row's own term (curvatures ``"exact"`` and ``"ggn"``): one
+        refactorisation per member and query chunk, plus **C extra solves per
+        training row** (C the number of outputs; with ``"exact"``, the rank of
+        the row's Hessian and an eigendecomposition of it). The other
+        curvatures refuse single rows with ``"newton"``.
 
     Attributes
     ----------
@@ -193,11 +213,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
+        "correction": [StrOptions({"newton"}), None],
     }
 
     def __init__(self, estimator=None, *, curvature="auto", damping=1e-3, measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, modules=None,
-                 seed_index=None, batch_size=256, n_jobs=None, verbose=0):
+                 seed_index=None, batch_size=256, n_jobs=None, verbose=0, correction=None):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -210,6 +231,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.correction = correction
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -233,6 +255,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                                             self.damping)
         if self.curvature == "auto":
             logger.info("curvature='auto' chose %r", self.curvature_)
+        if self._newton() and self.curvature_ not in NEWTON_SETS:
+            raise ValueError(
+                f"correction='newton' refits the curvature to the kept rows, which "
+                f"curvature={self.curvature_!r} cannot do; use one of "
+                f"{', '.join(map(repr, NEWTON_SETS))} (single rows: {NEWTON_ROWS}), or "
+                "correction=None")
         layered = self.curvature_ in LAYERED
         if layered:
             self._members = [
@@ -347,8 +375,15 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         per_response = len(self._members) * self.n_train_ * 8
         return max(1, min(_SOLUTION_BUDGET // per_query, _SOLUTION_BUDGET // per_response)), True
 
+    def _newton(self):
+        # UnrolledInfluence, a subclass, has no correction=
+        return getattr(self, "correction", None) == "newton"
+
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
+        if self._newton():
+            yield from self._newton_blocks(X, y)
+            return
         q_size, by_member = self._query_chunk()
         bar = None
         if self.verbose:
@@ -409,6 +444,113 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                 if bar is not None:
                     bar.update()
                 yield q_rows, t_rows, measured, delta
+
+    # -- correction="newton" -------------------------------------------------------------
+    def _measured(self, X, y):
+        return np.stack([member.measure(X, y).double().cpu().numpy()
+                         for member in self._members])
+
+    def _newton_blocks(self, X, y, rows=None):
+        """Single-row Newton: yield (query rows, positions in ``rows``, m, delta).
+
+        For each training row ``k`` (all rows, or ``rows``),
+        ``delta_sk = (1/N') grad m^T (H~ - U_k S_k U_k^T / N')^{-1} (g_k - gbar)``
+        with ``N' = N - 1`` (:mod:`skdtda.curvature._newton`): per member and
+        query chunk one new factorisation (``H~``), per training row ``r + 1``
+        solves (``r`` = the rank of the row's curvature term: its outputs).
+        """
+        if self.curvature_ not in NEWTON_ROWS:
+            raise ValueError(
+                f"correction='newton' for single rows (transform, influence_samples, "
+                f"one-row removal sets) needs curvature in {NEWTON_ROWS}: a low-rank update "
+                f"of each row's own curvature term; with curvature={self.curvature_!r} it "
+                "applies to removal sets of two rows or more (predict_removal, "
+                "skdtda.evaluation.predict_distributions). Use correction=None for "
+                "first-order per-row scores")
+        rows = np.arange(self.n_train_) if rows is None else np.asarray(rows)
+        member = self._members[0]
+        per_query = member.n_params * 8
+        per_response = len(self._members) * max(len(rows), 1) * 8
+        q_size = max(1, min(_SOLUTION_BUDGET // per_query, _SOLUTION_BUDGET // per_response))
+        # a training row holds its gradient, U_k and H~^{-1} U_k (r = outputs) or, with
+        # "exact", its (P, P) Hessian
+        width = (member.n_params if self.curvature_ == "exact"
+                 else 2 * self._n_outputs() + 2)
+        t_size = max(1, min(self.batch_size,
+                            _GRADIENT_BUDGET // (width * member.n_params * 8)))
+        n_kept = self.n_train_ - 1
+        members = list(zip(self._members, self.curvatures_, self._mean_grads))
+        for q_rows in self._chunks(len(X), q_size):
+            Xq, yq = X[q_rows], y[q_rows]
+            measured = self._measured(Xq, yq)
+            delta = np.empty((len(members), len(Xq), len(rows)))
+            for s, (member, curv, (mean_grad,)) in enumerate(members):
+                tilde = tilde_curvature(self.curvature_, curv, member, self.n_train_,
+                                        self.damping)
+                query = member.per_sample_grads("measurement", Xq, yq).double()
+                for t in self._chunks(len(rows), t_size):
+                    Xt, yt = self._X_train[rows[t]], self._y_train[rows[t]]
+                    v = member.per_sample_grads("loss", Xt, yt).double() - mean_grad
+                    U, signs = row_factors(self.curvature_, member, Xt, yt)
+                    solved = woodbury_solve(tilde, U, signs, v, n_kept)
+                    delta[s, :, t] = (query @ solved.T).cpu().numpy() / n_kept
+                del tilde
+            for t in self._chunks(len(rows), t_size):
+                yield q_rows, t, measured, delta[:, :, t]
+
+    def _n_outputs(self):
+        from ..curvature import _n_outputs
+
+        return _n_outputs(self._members[0], self._X_train)
+
+    def _newton_set_shifts(self, X, y, masks):
+        """Set Newton: (n_sets, n_seeds, n_query) predicted changes, each set re-solved
+        with the curvature of its kept rows (one refactorisation per member and set)."""
+        shifts = np.zeros((len(masks), len(self._members), len(X)))
+        q_size = self._query_chunk()[0]
+        members = list(zip(self._members, self.curvatures_, self._mean_grads))
+        for s, (member, curv, mean_grad) in enumerate(members):
+            matrix = curv.matrix() if hasattr(curv, "matrix") else None
+            for i, mask in enumerate(masks):
+                removed = np.flatnonzero(mask)
+                if not len(removed):
+                    continue
+                n_kept = self.n_train_ - len(removed)
+                kept = kept_curvature(self.curvature_, curv, member, self._X_train,
+                                      self._y_train, ~mask, self.damping, matrix=matrix)
+                total = None
+                for t in self._chunks(len(removed)):
+                    blocks = member.grads("loss", self._X_train[removed[t]],
+                                          self._y_train[removed[t]])
+                    sums = [b.double().sum(dim=0) for b in blocks]
+                    total = sums if total is None else [a + b for a, b in zip(total, sums)]
+                v = [t - len(removed) * m for t, m in zip(total, mean_grad)]
+                step = solve_blocks(kept, [b[None] for b in v])
+                step = [b.double().reshape(-1) for b in step]
+                for q_rows in self._chunks(len(X), q_size):
+                    query = member.grads("measurement", X[q_rows], y[q_rows])
+                    change = sum(g.double().reshape(len(g), -1) @ b for g, b in zip(query, step))
+                    shifts[i, s, q_rows] = change.cpu().numpy() / n_kept
+        return shifts
+
+    def _newton_distributions(self, X, y, masks):
+        """``(before, after)`` of :func:`skdtda.evaluation.predict_distributions` with
+        ``correction="newton"``: one-row sets by the Woodbury update where the
+        curvature allows it, the others re-solved with their kept rows."""
+        masks = np.asarray(masks, dtype=bool)
+        before = self._measured(X, y)
+        after = np.broadcast_to(before, (len(masks),) + before.shape).copy()
+        sizes = masks.sum(axis=1)
+        single = np.flatnonzero(sizes == 1) if self.curvature_ in NEWTON_ROWS else []
+        if len(single):
+            delta = np.empty((len(self._members), len(X), len(single)))
+            for q_rows, t, _, part in self._newton_blocks(X, y, masks[single].argmax(axis=1)):
+                delta[:, q_rows, t] = part
+            after[single] += np.moveaxis(delta, 2, 0)
+        rest = np.setdiff1d(np.flatnonzero(sizes > 0), single)
+        if len(rest):
+            after[rest] += self._newton_set_shifts(X, y, masks[rest])
+        return before, after
 
     def influence_samples(self, X, y=None):
         """Per-seed predicted change of each query's measurement when each training row is removed.
@@ -499,10 +641,15 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         -------
         samples : ndarray of shape (n_seeds, n_query)
             ``m_s + sum_{k in remove} delta_sk``: first-order samples of the
-            measurement's distribution after the removal.
+            measurement's distribution after the removal. With
+            ``correction="newton"``, ``m_s + grad m^T H_keep^{-1} (1/N')
+            sum_{k in remove} (g_k - gbar)`` instead: the set re-solved with the
+            curvature of the ``N'`` kept rows (one new factorisation per member).
         """
         X, y = self._query(X, y)
         mask = self._removal_mask(remove)
+        if self._newton():
+            return self._measured(X, y) + self._newton_set_shifts(X, y, mask[None])[0]
         total = np.zeros((len(self._members), len(X)))
         measured_all = np.zeros_like(total)
         for q_rows, t_rows, measured, delta in self._blocks(X, y):
