@@ -195,13 +195,14 @@ def test_logistic_curvature_equals_its_closed_form(float64):
     np.testing.assert_allclose(influence.curvatures_[0].solve(g), expected, rtol=1e-8)
 
 
-def _loo_truth_and_prediction(estimator, X, y, kind, rows, X_query, y_query, correction=None):
+def _loo_truth_and_prediction(estimator, X, y, kind, rows, X_query, y_query, correction=None,
+                              measurement="loss"):
     ens_class = SeedEnsembleClassifier if kind == "classifier" else SeedEnsembleRegressor
     ens = ens_class(estimator, random_state=0).fit(X, y)
-    options = {} if correction is None else {"correction": correction}
-    influence = InfluenceTransformer(ens, curvature="exact", damping=0.0, **options).fit(X, y)
+    influence = InfluenceTransformer(ens, curvature="exact", damping=0.0, correction=correction,
+                                     measurement=measurement).fit(X, y)
     predicted = influence.influence_samples(X_query, y_query)[0][:, rows]
-    truth = retrain_distributions(ens, X, y, X_query, y_query,
+    truth = retrain_distributions(ens, X, y, X_query, y_query, measurement=measurement,
                                   remove=leave_one_out(len(X), rows))
     actual = truth.after[:, 0, :] - truth.before[0][None, :]  # (n_sets, n_query)
     return predicted.T, actual
@@ -220,6 +221,18 @@ def test_logistic_regression_influence_tracks_leave_one_out_retraining():
     assert 1.0 < ratio < 1.6
 
 
+def test_logistic_regression_newton_matches_the_size_of_the_change():
+    X, y = load_breast_cancer(return_X_y=True)
+    X, y = scale(X[:300]), y[:300]
+    estimator = LogisticRegression(C=0.3, tol=1e-10, max_iter=2000)
+    rows = np.arange(0, 300, 5)
+    predicted, actual = _loo_truth_and_prediction(estimator, X, y, "classifier", rows,
+                                                  X[300 - 20:], y[300 - 20:], "newton")
+    assert np.corrcoef(predicted.ravel(), actual.ravel())[0, 1] >= 0.99
+    ratio = np.sum(actual * predicted) / np.sum(predicted ** 2)
+    assert abs(ratio - 1) < 0.05
+
+
 def test_ridge_influence_tracks_leave_one_out_retraining():
     X, y = _diabetes()
     X, y = X[:200], y[:200]
@@ -227,6 +240,11 @@ def test_ridge_influence_tracks_leave_one_out_retraining():
     predicted, actual = _loo_truth_and_prediction(Ridge(alpha=2.0), X, y, "regressor", rows,
                                                   X[:15], y[:15])
     assert np.corrcoef(predicted.ravel(), actual.ravel())[0, 1] >= 0.98
+    # ridge is quadratic and its prediction linear in the weights: one Newton step with
+    # the kept rows' curvature (alpha grows by N / N' with them) is scikit-learn's refit
+    predicted, actual = _loo_truth_and_prediction(Ridge(alpha=2.0), X, y, "regressor", rows,
+                                                  X[:15], y[:15], "newton", "prediction")
+    np.testing.assert_allclose(predicted, actual, rtol=1e-7, atol=1e-10 * np.abs(actual).max())
 
 
 def test_mlp_ensemble_members_differ_by_seed_and_attribute():
