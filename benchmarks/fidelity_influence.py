@@ -44,6 +44,9 @@ the torch function each fitted member computes.
 ``--corrections none,newton`` scores each curvature both first order and with
 ``correction="newton"`` (each removal set re-solved with the kept rows' curvature).
 
+``--optimizer adam`` and ``--epochs N`` change the skorch recipe's training (Adam
+with lr 0.005; N epochs instead of 30): the recipes of the damping study.
+
 ``--cache DIR`` keeps every retrained set, so an interrupted run resumes and
 later runs (other curvatures) skip the retraining.
 """
@@ -74,7 +77,7 @@ TRUTH_STATISTIC = {"wasserstein_smooth": "wasserstein"}
 _LABELS = {"wasserstein_smooth": "W2-smooth", "wasserstein": "Wasserstein"}
 
 
-def _net(model="mlp"):
+def _net(model="mlp", optimizer="sgd", epochs=30):
     if model == "sklearn-mlp":
         from sklearn.neural_network import MLPClassifier
 
@@ -89,10 +92,10 @@ def _net(model="mlp"):
         module, extra = DigitsCNN, {}
     else:
         module, extra = MLP, {"module__hidden_layer_sizes": (32,)}
-    return NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss,
-                               optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.05,
-                               max_epochs=30, batch_size=32, train_split=None, verbose=0,
-                               **extra)
+    training = (dict(optimizer=torch.optim.Adam, lr=0.005) if optimizer == "adam"
+                else dict(optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.05))
+    return NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=epochs,
+                               batch_size=32, train_split=None, verbose=0, **training, **extra)
 
 
 def _kronfluence_delta(ensemble, X_tr, y_tr, X_q, y_q, damping, python):
@@ -205,6 +208,11 @@ def main(argv=None):
                              "auto,ekfac,kfac,cg,ggn,exact,identity; for the CNN "
                              "auto,ekfac,kfac,ggn,identity)")
     parser.add_argument("--model", choices=("mlp", "cnn", "sklearn-mlp"), default="mlp")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                        help="the skorch recipe's optimizer: SGD with momentum 0.9 and lr 0.05, "
+                             "or Adam with lr 0.005")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="the skorch recipe's epochs (default 30)")
     parser.add_argument("--corrections", default="none",
                         help="comma-separated corrections to score each curvature with: "
                              "'none' (first order) and/or 'newton'")
@@ -243,7 +251,10 @@ def main(argv=None):
     if args.model == "cnn":
         X = X.astype(np.float32)
         X_tr, X_q = X_tr.astype(np.float32), X_q.astype(np.float32)
-    ensemble = SeedEnsembleClassifier(_net(args.model), n_seeds=32, random_state=3)
+    if (args.optimizer == "adam" or args.epochs is not None) and args.model == "sklearn-mlp":
+        parser.error("--optimizer and --epochs apply to the skorch models")
+    net = _net(args.model, args.optimizer, args.epochs or 30)
+    ensemble = SeedEnsembleClassifier(net, n_seeds=32, random_state=3)
     truth_loo = retrain_distributions(ensemble, X_tr, y_tr, X_q, y_q, remove=loo,
                                       n_seeds=n_truth, random_state=1, memory=args.cache,
                                       verbose=1)
@@ -256,7 +267,7 @@ def main(argv=None):
         batches = -(-n // 32)
         kept = -(-int(round(0.7 * n)) // 32)
         longer = SeedEnsembleClassifier(
-            _net(args.model).set_params(max_epochs=round(30 * batches / kept)),
+            _net(args.model, args.optimizer).set_params(max_epochs=round(30 * batches / kept)),
             n_seeds=32, random_state=3)
         steps = retrain_distributions(longer, X_tr, y_tr, X_q, y_q, remove=subsets,
                                       n_seeds=n_truth, random_state=2, memory=args.cache,

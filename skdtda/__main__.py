@@ -147,7 +147,7 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     delta = influence.influence_samples(X_test[queries], y_test[queries])
     # "auto" curvature records its choice in curvature_ (older versions had no "auto").
     curvature = getattr(influence, "curvature_", influence.curvature)
-    print(f"per-seed influence ({curvature} curvature, damping {influence.damping}) of "
+    print(f"per-seed influence ({curvature} curvature, damping {influence.damping_:g}) of "
           f"{len(X_train)} training rows on {n_queries} test losses in "
           f"{time.perf_counter() - tic:.1f} s")
     first = None

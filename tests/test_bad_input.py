@@ -16,6 +16,7 @@ from scipy import sparse
 from sklearn.datasets import load_iris
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import scale
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
@@ -117,7 +118,9 @@ CASES = [
      "'n_seeds' parameter of SeedEnsembleClassifier must be an int in the range"),
     ("clf-vary", lambda f: _ens(vary="all").fit(f.X, f.y), ValueError,
      "'vary' parameter of SeedEnsembleClassifier must be a str among"),
-    ("clf-net-not-skorch", lambda f: SeedEnsembleClassifier(LogisticRegression()).fit(f.X, f.y),
+    ("clf-net-unsupported", lambda f: SeedEnsembleClassifier(KNeighborsClassifier()).fit(f.X, f.y),
+     ValueError, "'net' parameter of SeedEnsembleClassifier must be an instance of"),
+    ("clf-net-sklearn-regressor", lambda f: SeedEnsembleClassifier(Ridge()).fit(f.X, f.y),
      ValueError, "'net' parameter of SeedEnsembleClassifier must be an instance of"),
     ("clf-net-regressor", lambda f: SeedEnsembleClassifier(_reg_net()).fit(f.X, f.y),
      ValueError, "'net' parameter of SeedEnsembleClassifier"),
@@ -168,7 +171,7 @@ CASES = [
     ("if-curvature", lambda f: InfluenceTransformer(f.ens, curvature="hessian").fit(f.X, f.y),
      ValueError, "'curvature' parameter of InfluenceTransformer must be a str among"),
     ("if-damping-negative", lambda f: InfluenceTransformer(f.ens, damping=-1).fit(f.X, f.y),
-     ValueError, r"'damping' parameter .* range \[0.0, inf\)\. Got -1"),
+     ValueError, r"'damping' parameter .* range \[0.0, inf\) or a str among {'auto'}\. Got -1"),
     ("if-damping-nan", lambda f: InfluenceTransformer(f.ens, damping=np.nan).fit(f.X, f.y),
      ValueError, "'damping' parameter .* Got nan"),
     ("if-statistic", lambda f: InfluenceTransformer(f.ens, statistic="median").fit(f.X, f.y),

@@ -30,6 +30,7 @@ from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 from ..ensemble._seed_ensemble import _numpy_dtype
 from ..measurements import MEASUREMENTS
+from ._damping import auto_damping
 from ._functional import FunctionalMember
 
 __all__ = ["InfluenceTransformer"]
@@ -88,9 +89,18 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         conjugate gradients use exact Gauss-Newton-vector products
         (matrix-free, any module, slow: only when asked for); the identity is
         a gradient dot product (no damping).
-    damping : float, default=1e-3
+    damping : float or "auto", default=1e-3
         Added to the curvature's eigenvalues. With ``curvature="exact"`` or
         ``"ggn"``, 0 gives the pseudo-inverse (null space dropped).
+        ``"auto"`` (recorded in ``damping_``) takes the damping that the
+        members' own training implies, ``1 / tau`` with ``tau`` the summed
+        effective learning rate of their optimizer steps: finite training
+        responds along a curvature direction ``h`` as ``(1 - (1 - eta h)^T) /
+        h``, whose two limits are those of ``1 / (h + 1 / tau)``. SGD (with
+        momentum), Adam/AdamW and scikit-learn's solvers are read from the
+        fitted members; a fit run to convergence gets 0 where its L2 term
+        keeps the curvature definite; anything else gets 1e-3. See
+        docs/benchmarks.md ("Damping") for how it compares with fixed values.
     measurement : str or callable, default="loss"
         ``"loss"``, ``"margin"``, ``"log_proba"``, ``"proba"`` or
         ``"prediction"`` (see :meth:`SeedEnsembleClassifier.measure`), or a
@@ -161,6 +171,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         The fitted ensemble.
     curvature_ : str
         The curvature used: ``curvature``, or what ``"auto"`` chose.
+    damping_ : float
+        The damping used: ``damping``, or what ``"auto"`` chose.
     curvatures_ : list
         Per attributed member, its inverse-curvature solver.
     n_params_attributed_ : int
@@ -203,7 +215,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "estimator": [SeedEnsembleClassifier, SeedEnsembleRegressor, None],
         "curvature": [StrOptions(set(CURVATURES))],
-        "damping": [Interval(Real, 0, None, closed="left")],
+        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "statistic": [StrOptions(set(STATISTICS)), callable],
         "q": [Interval(Real, 0, 1, closed="both")],
@@ -251,8 +263,14 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         """
         self._adopt_ensemble(X, y)
         ens = self.estimator_
+        self.damping_ = self.damping
+        if self.damping == "auto":
+            self.damping_, how = auto_damping([ens.estimators_[i] for i in self.members_],
+                                              [ens._torch_members()[i] for i in self.members_],
+                                              self.n_train_)
+            logger.info("damping='auto' chose %.4g: %s", self.damping_, how)
         self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train,
-                                            self.damping)
+                                            self.damping_)
         if self.curvature == "auto":
             logger.info("curvature='auto' chose %r", self.curvature_)
         if self._newton() and self.curvature_ not in NEWTON_SETS:
@@ -283,7 +301,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                        unit="seed", leave=self.verbose > 1)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
-                                     self.damping, self.curvature_options, self._train_chunk())
+                                     self.damping_, self.curvature_options, self._train_chunk())
             for member in self._members)
         self.curvatures_, self._mean_grads = [], []
         for curvature, mean_grad in jobs:
@@ -486,7 +504,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             delta = np.empty((len(members), len(Xq), len(rows)))
             for s, (member, curv, (mean_grad,)) in enumerate(members):
                 tilde = tilde_curvature(self.curvature_, curv, member, self.n_train_,
-                                        self.damping)
+                                        self.damping_)
                 query = member.per_sample_grads("measurement", Xq, yq).double()
                 for t in self._chunks(len(rows), t_size):
                     Xt, yt = self._X_train[rows[t]], self._y_train[rows[t]]
@@ -517,7 +535,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                     continue
                 n_kept = self.n_train_ - len(removed)
                 kept = kept_curvature(self.curvature_, curv, member, self._X_train,
-                                      self._y_train, ~mask, self.damping, matrix=matrix)
+                                      self._y_train, ~mask, self.damping_, matrix=matrix)
                 total = None
                 for t in self._chunks(len(removed)):
                     blocks = member.grads("loss", self._X_train[removed[t]],

@@ -1,0 +1,131 @@
+"""damping="auto": the damping that the members' own training implies (1 / tau).
+
+Truths: the rule's value from the optimizer's settings and state, computed here
+independently; and unrolled differentiation of the actual training run
+(UnrolledInfluence), which the influence function approximates only for long
+training (the paper's Theorem 2): for short training, the auto damping must
+bring the influence function closer to it.
+"""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+from sklearn.model_selection import GridSearchCV
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import scale
+from skorch import NeuralNetClassifier
+
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.evaluation import make_lds_scorer, query_folds, random_subsets, retrain_distributions
+from skdtda.influence._damping import FALLBACK
+from skdtda.nets import MLP
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return scale(X), y
+
+
+def _net(optimizer=torch.optim.SGD, epochs=6, batch_size=32, lr=0.05, hidden=(6,), **kw):
+    return NeuralNetClassifier(MLP, module__hidden_layer_sizes=hidden,
+                               criterion=torch.nn.CrossEntropyLoss, optimizer=optimizer, lr=lr,
+                               max_epochs=epochs, batch_size=batch_size, train_split=None,
+                               verbose=0, **kw)
+
+
+def test_sgd_with_momentum_and_dampening(iris):
+    X, y = iris
+    net = _net(optimizer__momentum=0.8, optimizer__dampening=0.5, epochs=7)
+    ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, damping="auto").fit(X, y)
+    steps = 7 * 5  # 150 rows in batches of 32
+    assert influence.damping_ == pytest.approx((1 - 0.8) / (steps * 0.05 * (1 - 0.5)))
+
+
+def test_adam_reads_the_second_moments_of_the_fitted_optimizer(iris):
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(torch.optim.Adam, lr=0.01), n_seeds=3,
+                                 random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, damping="auto").fit(X, y)
+    taus = []
+    for member in ens.estimators_:
+        opt = member.optimizer_
+        rates = [(0.01 / ((opt.state[p]["exp_avg_sq"].double()
+                           / (1 - 0.999 ** float(opt.state[p]["step"]))).sqrt() + 1e-8))
+                 .reshape(-1) for p in opt.param_groups[0]["params"]]
+        taus.append(6 * 5 * float(torch.cat(rates).median()))
+    assert influence.damping_ == pytest.approx(1 / np.median(taus))
+
+
+def test_scikit_learn_solvers(iris):
+    X, y = iris
+    converged = SeedEnsembleClassifier(LogisticRegression()).fit(X, y)
+    assert InfluenceTransformer(converged, damping="auto").fit(X, y).damping_ == 0.0
+    sgd = SeedEnsembleClassifier(SGDClassifier(loss="log_loss", learning_rate="constant",
+                                               eta0=0.01, max_iter=5, tol=None),
+                                 n_seeds=2, random_state=0).fit(X, y)
+    assert InfluenceTransformer(sgd, damping="auto").fit(X, y).damping_ == pytest.approx(
+        1 / (5 * 150 * 0.01))
+    mlp = SeedEnsembleClassifier(MLPClassifier(hidden_layer_sizes=(5,), solver="sgd",
+                                               momentum=0.5, learning_rate_init=0.02,
+                                               batch_size=50, max_iter=8, tol=0,
+                                               n_iter_no_change=8),
+                                 n_seeds=2, random_state=0).fit(X, y)
+    assert InfluenceTransformer(mlp, damping="auto").fit(X, y).damping_ == pytest.approx(
+        (1 - 0.5) / (8 * 3 * 0.02))
+    Xr, yr = X[:, :3], X[:, 3]
+    ols = SeedEnsembleRegressor(LinearRegression()).fit(Xr, yr)
+    assert InfluenceTransformer(ols, damping="auto").fit(Xr, yr).damping_ == FALLBACK
+
+
+def test_unknown_optimizer_falls_back(iris):
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(torch.optim.RMSprop, lr=0.01), n_seeds=2,
+                                 random_state=0).fit(X, y)
+    assert InfluenceTransformer(ens, damping="auto").fit(X, y).damping_ == FALLBACK
+
+
+def test_auto_damping_tracks_the_unrolled_response_of_short_training(iris, float64):
+    """A few epochs of SGD: the influence function with the damping of the training
+    time approximates what the run itself does (unrolled differentiation) better than
+    a small fixed damping, and the gap closes as training grows longer."""
+    from skdtda import UnrolledInfluence
+
+    X, y = iris
+    queries = [0, 60, 120, 75]
+    errors = {}
+    for epochs in (3, 40):
+        net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(),
+                                  criterion=torch.nn.CrossEntropyLoss,
+                                  optimizer=torch.optim.SGD, optimizer__momentum=0.5,
+                                  optimizer__weight_decay=1e-2, lr=0.05, batch_size=50,
+                                  max_epochs=epochs, train_split=None, verbose=0)
+        ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+        truth = UnrolledInfluence(ens).fit(X, y).influence_samples(X[queries], y[queries])
+        for damping in ("auto", 1e-3):
+            pred = InfluenceTransformer(ens, curvature="exact", damping=damping).fit(X, y) \
+                .influence_samples(X[queries], y[queries])
+            errors[epochs, damping] = np.linalg.norm(pred - truth) / np.linalg.norm(truth)
+    assert errors[3, "auto"] < 0.5 * errors[3, 1e-3], errors
+    assert errors[40, "auto"] < errors[40, 1e-3], errors
+
+
+def test_grid_search_tunes_damping_with_the_lds_scorer(iris):
+    X, y = iris
+    ens = SeedEnsembleClassifier(_net(epochs=10, optimizer__momentum=0.9), n_seeds=4,
+                                 random_state=0).fit(X, y)
+    queries = np.arange(0, 150, 6)
+    remove = random_subsets(len(X), 10, keep_fraction=0.8, random_state=0)
+    truth = retrain_distributions(ens, X, y, X[queries], y[queries], remove=remove, n_seeds=8)
+    scorer = make_lds_scorer(truth, remove=remove, X_query=X[queries], y_query=y[queries])
+    X_cv, y_cv, cv = query_folds(X, y, X[queries], y[queries], n_splits=3, random_state=0)
+    search = GridSearchCV(InfluenceTransformer(ens, curvature="ggn"),
+                          {"damping": [1e-4, 1e-2, 0.3, "auto"]}, scoring=scorer, cv=cv,
+                          refit=False, error_score="raise")
+    search.fit(X_cv, y_cv)
+    scores = search.cv_results_["mean_test_score"]
+    assert np.isfinite(scores).all() and len(set(np.round(scores, 12))) == 4
+    assert list(search.cv_results_["param_damping"]) == [1e-4, 1e-2, 0.3, "auto"]
