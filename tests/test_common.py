@@ -50,9 +50,10 @@ CASES = [
     (SeedEnsembleClassifier(n_seeds=2), {}),
     (SeedEnsembleRegressor(n_seeds=2), _FLOAT32_SUBSET),
     (_classifier().set_params(memory=_MEMORY), {}),
-    (InfluenceTransformer(_classifier(), curvature="kfac"), _FLOAT32_SUBSET),
-    (InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein"),
-     _FLOAT32_SUBSET),
+    # (their subset-invariance check passes since the default damping is "auto"; a
+    # strict xfail listed here would fail the run)
+    (InfluenceTransformer(_classifier(), curvature="kfac"), {}),
+    (InfluenceTransformer(_regressor(), curvature="ggn", statistic="wasserstein"), {}),
     # scikit-learn's own models as members
     (SeedEnsembleClassifier(MLPClassifier(hidden_layer_sizes=(16,), max_iter=200), n_seeds=2,
                             random_state=0), {}),
