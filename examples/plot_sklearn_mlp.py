@@ -200,21 +200,21 @@ axes[0].legend(fontsize=8)
 #
 # * **The mean** is predicted well enough to act on. For query 0 every chosen
 #   set moves the mean loss in the predicted direction: the 10 rows predicted
-#   to raise it most raise it by 1.21 (predicted 1.01); those predicted to
-#   lower it lower it by 0.66, less than the predicted 1.63. The random sets
-#   barely move it, as predicted.
-# * **The variance** is harder. The rows predicted to lower it lower it
-#   (-0.28, predicted -0.45), but the rows predicted to raise it most barely
-#   do (+0.07, predicted +2.13), and the set that lowers the mean was
-#   predicted to widen the distribution and narrowed it. The largest retrained
-#   increase of the variance comes from removing the rows that help query 0
-#   (+0.61, predicted +0.72): without them its loss is higher *and* more
-#   dependent on the seed.
-# * Over all sets and queries the predicted changes are too large (the median
-#   ratios printed above), and the variance's agree in sign less often than
-#   the mean's; most sign errors are changes close to zero. The sets chosen
-#   for query 0 move some other queries too (the points far from zero that are
-#   not circled), mostly in the predicted direction for the mean.
+#   to raise it most raise it by 1.65 (predicted 0.83); those predicted to
+#   lower it lower it by 0.76 (predicted 1.22). The random sets barely move
+#   it, as predicted.
+# * **The variance** is predicted in direction too: the rows chosen to raise it
+#   raise it (+0.47, predicted +0.81), those chosen to lower it lower it
+#   (-0.36, predicted -0.24). The set that lowers the mean also narrows the
+#   distribution, more than predicted (-0.38 against -0.10), and removing the
+#   rows that help query 0 widens it about as predicted (+0.59, predicted
+#   +0.62): without them its loss is higher *and* more dependent on the seed.
+# * Over all sets and queries the predictions correlate with the retrained
+#   changes (the Pearson correlations printed above) but are smaller (the
+#   median ratios); the variance's changes agree in sign less often than the
+#   mean's, and most sign errors are changes close to zero. The sets chosen for query 0 move some
+#   other queries too (the points far from zero that are not circled), mostly
+#   in the predicted direction.
 #
 # So the mean-influence ranking answers "which rows help or hurt this test
 # row"; the variance ranking points at rows that make the answer depend on the
