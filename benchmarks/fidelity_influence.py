@@ -120,6 +120,13 @@ def _kronfluence_delta(ensemble, X_tr, y_tr, X_q, y_q, damping, python):
     return scores / len(X_tr)
 
 
+def _damping(text):
+    """The ``@`` suffix of a curvature spec: a float, "auto", or 1e-3 when absent."""
+    if not text:
+        return 1e-3
+    return text if text == "auto" else float(text)
+
+
 def _shifted(before, delta, sets):
     """Distributions from per-seed changes: before + the sum over each set."""
     from skdtda.evaluation import removal_masks
@@ -204,7 +211,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="8 removals, 64 seeds")
     parser.add_argument("--cache", help="folder keeping the retrained ground truth")
     parser.add_argument("--curvatures", default=None,
-                        help="comma-separated; 'name@damping' overrides the damping (default: "
+                        help="comma-separated; 'name@damping' overrides the damping (a float "
+                             "or 'auto'; default 1e-3) (default: "
                              "auto,ekfac,kfac,cg,ggn,exact,identity; for the CNN "
                              "auto,ekfac,kfac,ggn,identity)")
     parser.add_argument("--model", choices=("mlp", "cnn", "sklearn-mlp"), default="mlp")
@@ -296,7 +304,7 @@ def main(argv=None):
             label = label if seed_index is None else f"{label} fixed-seed"
             tic = time.perf_counter()
             influence = InfluenceTransformer(ensemble, curvature=curvature,
-                                             damping=float(damping or 1e-3),
+                                             damping=_damping(damping),
                                              seed_index=seed_index,
                                              correction=correction).fit(X_tr, y_tr)
             pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)

@@ -104,8 +104,10 @@ class KroneckerCurvature:
         self.penalty = [None] * len(self.factors)
         if member.penalty is not None:
             for i, (f, d) in enumerate(zip(self.factors, member.to_blocks(member.penalty))):
-                out = f["q_g"].pow(2).T @ d
-                self.penalty[i] = out if f["q_a"] is None else out @ f["q_a"].pow(2)
+                out = f["q_g"].double().pow(2).T @ d
+                if f["q_a"] is not None:
+                    out = out @ f["q_a"].double().pow(2)
+                self.penalty[i] = out.to(f["eig"].dtype)
         # Kept in the member's dtype only: for a float32 net of 1M parameters and 16
         # seeds the float64 eigenbases alone would hold about a GiB.
         self.factors = [{key: None if value is None else value.to(member.dtype)

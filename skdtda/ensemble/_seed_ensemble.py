@@ -652,7 +652,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         for member in self.estimators_:
             proba = member.predict_proba(X)
             seen = getattr(member, "classes_", None)
-            if seen is not None and len(seen) != len(self.classes_):
+            if seen is not None and proba.shape[1] == len(seen) != len(self.classes_):
                 # a scikit-learn member fitted without some class (rows removed)
                 full = np.zeros((len(X), len(self.classes_)), dtype=proba.dtype)
                 full[:, np.asarray(seen, dtype=int)] = proba
