@@ -100,7 +100,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         convergence gets 0 where its L2 term keeps the curvature definite;
         anything else gets 1e-3. On six recipes it came within 0.03 of the
         best fixed damping on 13 of 18 scores and beat the former default
-        1e-3 on 16 (docs/benchmarks.md, "Damping"). A float is the explicit choice; with ``curvature="exact"``
+        1e-3 on 16 (docs/benchmarks.md, "Damping"); it under-damps long Adam
+        training. A float is the explicit choice; with ``curvature="exact"``
         or ``"ggn"``, 0 gives the pseudo-inverse (null space dropped).
     measurement : str or callable, default="loss"
         ``"loss"``, ``"margin"``, ``"log_proba"``, ``"proba"`` or
