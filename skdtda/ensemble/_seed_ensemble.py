@@ -228,19 +228,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             calls = [(m, X, y, s) for m, s in zip(members, self.init_seeds_)]
             keys = self._memory_keys(template, singles, "loop")
             self._log_stored(fit_member, calls, keys, singles)
-            fitted = []
-            bar = _member_bar(self.n_seeds, self.verbose)
-            try:
-                for member in parallel(delayed(fit_member)(*args, key=key)
-                                       for args, key in zip(calls, keys)):
-                    fitted.append(member)
-                    if bar is not None:
-                        losses = _member_losses(member)
-                        bar.set_postfix(loss=f"{losses[-1]:.4g}" if len(losses) else "n/a")
-                        bar.update()
-            finally:
-                if bar is not None:
-                    bar.close()
+            fitted = self._fit_each(fit_member, calls, keys, n_jobs, _last_loss)
         self._check_members(fitted)
         self.estimators_ = fitted
         return self
@@ -253,8 +241,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             if self.n_seeds != 1:
                 logger.info("%s fits deterministically: the ensemble has one member "
                             "(n_seeds=%d ignored)", type(self.net).__name__, self.n_seeds)
-            self.seeds_, self.init_seeds_, self.order_seeds_ = (
-                a[:1] for a in (self.seeds_, self.init_seeds_, self.order_seeds_))
+            self.seeds_ = self.seeds_[:1]
         # one random_state draws both the initialisation and the shuffling
         self.init_seeds_ = self.order_seeds_ = self.seeds_
         self._dtype = torch.float64
@@ -275,18 +262,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         keys = self._memory_keys(template, singles, "sklearn")
         calls = [(m, X, y_fit) for m in members]
         self._log_stored(fit, calls, keys, singles)
-        n_jobs = 1 if self.n_jobs is None else self.n_jobs
-        bar = _member_bar(len(members), self.verbose)
-        fitted = []
-        try:
-            for member in Parallel(n_jobs=n_jobs, return_as="generator")(
-                    delayed(fit)(*args, key=key) for args, key in zip(calls, keys)):
-                fitted.append(member)
-                if bar is not None:
-                    bar.update()
-        finally:
-            if bar is not None:
-                bar.close()
+        fitted = self._fit_each(fit, calls, keys, 1 if self.n_jobs is None else self.n_jobs)
         for i, member in enumerate(fitted):
             reason = _sklearn.check_fitted_member(member)
             if reason is not None:
@@ -295,6 +271,24 @@ class _BaseSeedEnsemble(BaseEstimator):
                     "Lower the learning rate or scale the features.")
         self.estimators_ = fitted
         return self
+
+    def _fit_each(self, fit, calls, keys, n_jobs, shown_loss=None):
+        """``fit(*call, key=key)`` for every member through joblib, in order, with a
+        progress bar over members (``shown_loss(member)``: the loss it shows)."""
+        fitted = []
+        bar = _member_bar(len(calls), self.verbose)
+        try:
+            for member in Parallel(n_jobs=n_jobs, return_as="generator")(
+                    delayed(fit)(*args, key=key) for args, key in zip(calls, keys)):
+                fitted.append(member)
+                if bar is not None:
+                    if shown_loss is not None:
+                        bar.set_postfix(loss=shown_loss(member))
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+        return fitted
 
     def _torch_members(self):
         """The members as skorch nets: themselves, or, for scikit-learn members, the
@@ -403,6 +397,11 @@ class _BaseSeedEnsemble(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
         return tags
+
+
+def _last_loss(member):
+    losses = _member_losses(member)
+    return f"{losses[-1]:.4g}" if len(losses) else "n/a"
 
 
 def _member_bar(n_seeds, verbose):

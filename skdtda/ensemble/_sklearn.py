@@ -214,7 +214,8 @@ def _layers(member):
     return [coef.T], [intercept], "identity"
 
 
-def _mlp_batch(member, n_train):
+def mlp_batch(member, n_train):
+    """The rows per step of a scikit-learn MLP's solver (N for lbfgs, full batch)."""
     if member.solver == "lbfgs":
         return n_train
     if member.batch_size == "auto":
@@ -287,25 +288,23 @@ def torch_member(member, n_train, classifier):
     names = [f"layers.{i}.weight" for i in range(len(weights))]
     predict_nonlinearity = "auto"
     binary_logit = False
+    if isinstance(member, (MLPClassifier, MLPRegressor)):
+        # alpha / (2 B) |W|^2 on the mean loss of a batch of B rows (for the regressor,
+        # (1/2) squared error, a mean over rows and outputs); B = N for lbfgs
+        batch = mlp_batch(member, n_train)
+        penalty = L2Penalty({n: member.alpha / batch for n in names},
+                            normalised=batch == n_train)
     if isinstance(member, MLPClassifier):
         if member.out_activation_ not in ("softmax", "logistic") or member.n_outputs_ != (
                 1 if len(member.classes_) == 2 else len(member.classes_)):
             raise ValueError("a multilabel MLPClassifier is not supported")
         binary_logit = member.out_activation_ == "logistic"
         criterion = nn.CrossEntropyLoss()
-        batch = _mlp_batch(member, n_train)
-        penalty = L2Penalty({n: member.alpha / batch for n in names},
-                            normalised=batch == n_train)
     elif isinstance(member, MLPRegressor):
         if member.loss != "squared_error":
             raise ValueError(f"MLPRegressor(loss={member.loss!r}) is not supported; use "
                              "loss='squared_error'")
         criterion = HalfSquaredError()
-        batch = _mlp_batch(member, n_train)
-        # scikit-learn's squared loss is a mean over outputs too: alpha / (2 B) |W|^2
-        # against (1/2) mean over rows and outputs
-        penalty = L2Penalty({n: member.alpha / batch for n in names},
-                            normalised=batch == n_train)
     elif isinstance(member, LogisticRegression):
         binary_logit = len(member.classes_) == 2
         criterion = nn.CrossEntropyLoss()

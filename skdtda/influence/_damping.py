@@ -72,11 +72,11 @@ def _skorch_time(net, n_train):
 
 
 def _sklearn_mlp_time(member, n_train):
+    from ..ensemble._sklearn import mlp_batch
+
     if member.solver == "lbfgs":
         return np.inf, "lbfgs, run to convergence"
-    batch = min(200, n_train) if member.batch_size == "auto" else int(
-        np.clip(member.batch_size, 1, n_train))
-    per_epoch = -(-n_train // batch)
+    per_epoch = -(-n_train // mlp_batch(member, n_train))
     opt = member._optimizer
     if member.solver == "adam":
         steps = int(opt.t)
