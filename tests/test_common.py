@@ -4,6 +4,7 @@ import atexit
 import shutil
 import tempfile
 
+import pytest
 import torch
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 from sklearn.linear_model import LogisticRegression, Ridge, SGDRegressor
@@ -36,8 +37,9 @@ atexit.register(shutil.rmtree, _MEMORY, ignore_errors=True)
 # float32 nets: a row's output can differ at the 1e-7 level with the number of
 # rows in the batch (the BLAS picks other kernels for other sizes), which is as
 # large as this check's rtol=1e-7. Whether it fails depends on the weights the
-# check's random_state=1 draws, so it is listed per instance, where it fails
-# (xfails are strict: a listed check that passes fails the run).
+# check's random_state=1 draws and on the machine's BLAS, so it is listed per
+# instance and marked xfail only when it fails (strict xfails would fail the run
+# on a machine where it passes: it passed here and failed on CI, and the reverse).
 _FLOAT32_SUBSET = {
     "check_methods_subset_invariance":
         "float32 outputs vary at 1e-7 with the batch size (BLAS kernel choice), the "
@@ -48,7 +50,7 @@ CASES = [
     (_classifier(), {}),
     (_regressor(), {}),
     (SeedEnsembleClassifier(n_seeds=2), {}),
-    (SeedEnsembleRegressor(n_seeds=2), _FLOAT32_SUBSET),
+    (SeedEnsembleRegressor(n_seeds=2), {}),
     (_classifier().set_params(memory=_MEMORY), {}),
     # (their subset-invariance check passes since the default damping is "auto"; a
     # strict xfail listed here would fail the run)
@@ -65,13 +67,24 @@ ESTIMATORS = [estimator for estimator, _ in CASES]
 EXPECTED_FAILURES = {id(estimator): failures for estimator, failures in CASES}
 
 
+# may fail, depending on the machine: xfail where they do, pass where they do not
+MAY_FAIL = {id(ESTIMATORS[3]): _FLOAT32_SUBSET}
+
+
 def _expected_failures(estimator):
     return EXPECTED_FAILURES[id(estimator)]
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
-    check(estimator)
+    name = getattr(check, "func", check).__name__
+    reason = MAY_FAIL.get(id(estimator), {}).get(name)
+    try:
+        check(estimator)
+    except AssertionError:
+        if reason is None:
+            raise
+        pytest.xfail(reason)
 
 
 def test_param_validation():
