@@ -39,6 +39,7 @@ class CGCurvature:
     """
 
     def __init__(self, member, X, y, damping, maxiter=100, tol=1e-6, chunk=1024):
+        self.damping = damping
         self.shift = damping + member.weight_decay
         if self.shift <= 0 and not _penalised_everywhere(member):
             raise ValueError("curvature='cg' needs damping > 0 (or weight decay): the GGN of "
@@ -71,6 +72,23 @@ class CGCurvature:
                 hjv = torch.einsum("nkl,mnl->mnk", h_out, jv)
                 total += vmap(lambda u: pullback(u)[0])(hjv).detach().double()
         return total / self.n
+
+    def mean_eigenvalue(self, probes=16):
+        """``trace / P`` of the GGN with weight decay and penalty, without the damping:
+        a Hutchinson estimate from ``probes`` Rademacher products (fixed seed)."""
+        member = self.member
+        generator = torch.Generator().manual_seed(0)
+        signs = torch.randint(0, 2, (probes, member.n_params), generator=generator)
+        V = (2 * signs - 1).double().to(member.theta.device)
+        trace = float((V * self.ggn_product(V)).sum()) / probes
+        if member.penalty is not None:
+            trace += float(member.penalty.double().sum())
+        return trace / member.n_params + member.weight_decay
+
+    def set_damping(self, damping):
+        """The damping enters only the solves."""
+        self.shift += damping - self.damping
+        self.damping = damping
 
     def solve(self, vectors):
         """``(G + shift I)^{-1} v`` for each row of ``vectors`` (m, P), by batched CG."""

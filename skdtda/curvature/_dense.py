@@ -104,6 +104,9 @@ class EigenCurvature:
     """
 
     def __init__(self, matrix, damping):
+        self._factor(matrix, damping)
+
+    def _factor(self, matrix, damping):
         matrix = (matrix.double() + matrix.double().T) / 2
         self.damping = damping
         self.cholesky = None
@@ -137,6 +140,17 @@ class EigenCurvature:
             return matrix
         q = self.eigenvectors
         return (q * self.eigenvalues) @ q.T
+
+    def mean_eigenvalue(self):
+        """``trace(H) / P``, regularisation included, damping not."""
+        if self.cholesky is not None:
+            return float(self.cholesky.pow(2).sum()) / len(self.cholesky) - self.damping
+        return float(self.eigenvalues.mean())
+
+    def set_damping(self, damping):
+        """Refactor ``H + damping I`` for a new damping (one ``P^3`` product to
+        rebuild H from its factor, and the factorisation)."""
+        self._factor(self.matrix(), damping)
 
     def solve(self, vectors):
         """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""

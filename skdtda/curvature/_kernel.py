@@ -53,6 +53,7 @@ class KernelCurvature:
     """
 
     def __init__(self, member, X, y, damping, chunk=256):
+        self.damping = float(damping)
         self.shift = float(damping) + member.weight_decay
         # the diagonal D = c I + penalty: (U^T U + D)^{-1} v
         #   = D^{-1} v - D^{-1} U^T (I + U D^{-1} U^T)^{-1} U D^{-1} v
@@ -89,8 +90,23 @@ class KernelCurvature:
         (``correction="newton"``: the kept rows' ``U``, rescaled)."""
         self = cls.__new__(cls)
         self.shift, self.diagonal = shift, diagonal
+        self.damping = None  # not separable from the shift here
         self._factorise(factor, sample_of_row)
         return self
+
+    def mean_eigenvalue(self):
+        """``trace(G + D) / P`` less the damping: ``(||U||_F^2 + trace D) / P - damping``."""
+        n_params = self.factor.shape[1]
+        diagonal = self.shift if self.diagonal is None else float(self.diagonal.mean())
+        return float(self.factor.pow(2).sum()) / n_params + diagonal - self.damping
+
+    def set_damping(self, damping):
+        """Refactor for a new damping: one ``(M, M)`` Gram matrix and its Cholesky factor."""
+        change = float(damping) - self.damping
+        self.damping, self.shift = float(damping), self.shift + change
+        if self.diagonal is not None:
+            self.diagonal = self.diagonal + change
+        self._factorise(self.factor, self.sample_of_row)
 
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with

@@ -157,6 +157,17 @@ class KroneckerCurvature:
         return self.member.tracer.pseudo_grads(X[start:start + chunk], y[start:start + chunk],
                                                samples=self.samples, generator=generator)
 
+    def mean_eigenvalue(self):
+        """``trace / P`` of the Kronecker curvature (the refitted eigenvalues for EK-FAC)
+        with the weight decay and penalty, without the damping."""
+        total = sum(float(f["eig"].double().sum()) for f in self.factors)
+        total += sum(float(p.double().sum()) for p in self.penalty if p is not None)
+        return total / self.member.n_params + self.member.weight_decay
+
+    def set_damping(self, damping):
+        """The damping enters only the solves."""
+        self.damping = damping
+
     def solve_blocks(self, blocks):
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
         ``[(n, out, in)]``, in the member's dtype (float32 gradients of a float32

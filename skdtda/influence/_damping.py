@@ -19,8 +19,13 @@ that a run's own training implies is ``1 / tau``:
 
 Full-batch solvers run to convergence (lbfgs, liblinear, closed forms) are
 the ``tau -> infinity`` limit: no damping where the objective's own L2 term
-keeps the curvature positive definite, else the fixed fallback. Measured
-against retraining in docs/benchmarks.md ("Damping").
+keeps the curvature positive definite, else the fixed fallback.
+
+``1 / tau`` has a floor, kronfluence's rule: a tenth of the curvature's mean
+eigenvalue (:func:`eigenvalue_floor`, applied once the curvature is fitted).
+Long Adam training takes large steps once its second moments have shrunk, so
+``1 / tau`` can fall far below the curvature's own scale; there the floor
+decides. Measured against retraining in docs/benchmarks.md ("Damping").
 """
 
 import logging
@@ -28,13 +33,18 @@ import logging
 import numpy as np
 import torch
 
-__all__ = ["FALLBACK", "auto_damping", "training_time"]
+__all__ = ["EIGENVALUE_FRACTION", "FALLBACK", "auto_damping", "eigenvalue_floor",
+           "training_time"]
 
 logger = logging.getLogger("skdtda")
 
 #: Damping where training says nothing (an unknown optimizer, an unpenalised fit
 #: run to convergence): the former default.
 FALLBACK = 1e-3
+
+#: The floor of ``1 / tau``: this fraction of the curvature's mean eigenvalue
+#: (kronfluence's default damping).
+EIGENVALUE_FRACTION = 0.1
 
 
 def _steps(n_train, batch_size, n_epochs):
@@ -148,15 +158,16 @@ def training_time(member, n_train):
 
 
 def auto_damping(members, torch_members, n_train):
-    """``(damping, how)`` for ``damping="auto"``: ``1 / tau`` over the attributed
-    members (the median of their training times), 0 for a converged penalised
-    fit, :data:`FALLBACK` where training says nothing."""
+    """``(damping, how, floored)`` for ``damping="auto"``: ``1 / tau`` over the
+    attributed members (the median of their training times; ``floored``: the
+    :func:`eigenvalue_floor` applies once the curvature is fitted), 0 for a
+    converged penalised fit, :data:`FALLBACK` where training says nothing."""
     times, how = [], None
     for member in members:
         tau, how = training_time(member, n_train)
         if tau is None:
             logger.info("damping='auto': %s; using %g", how, FALLBACK)
-            return FALLBACK, f"fallback ({how})"
+            return FALLBACK, f"fallback ({how})", False
         times.append(tau)
     tau = float(np.median(times))
     if np.isinf(tau):
@@ -164,6 +175,16 @@ def auto_damping(members, torch_members, n_train):
         penalised = penalty is not None and any(
             np.all(np.asarray(c) > 0) for c in penalty.coefficients.values())
         if penalised:
-            return 0.0, f"{how}: no damping (its L2 term keeps the curvature definite)"
-        return FALLBACK, f"{how}, unpenalised: fallback"
-    return 1.0 / tau, f"1 / tau, tau = {tau:.4g} ({how})"
+            return 0.0, f"{how}: no damping (its L2 term keeps the curvature definite)", False
+        return FALLBACK, f"{how}, unpenalised: fallback", False
+    return 1.0 / tau, f"1 / tau, tau = {tau:.4g} ({how})", True
+
+
+def eigenvalue_floor(curvatures):
+    """:data:`EIGENVALUE_FRACTION` of the fitted curvatures' mean eigenvalue
+    (``trace / P``, averaged over members; regularisation included, damping not),
+    or None where no backend has one (the identity)."""
+    means = [c.mean_eigenvalue() for c in curvatures if hasattr(c, "mean_eigenvalue")]
+    if not means:
+        return None
+    return EIGENVALUE_FRACTION * float(np.mean(means))
