@@ -7,10 +7,12 @@ leave-one-out rows and 20 random 30% removals (``retrain_distributions``, the
 same seeds for every removal). A 16-seed ensemble is attributed with the
 default curvature (``"auto"``: the exact Gauss-Newton on these small nets) at
 each damping of {1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3}, at ``damping="auto"``
-(``1 / tau``, the members' training time), and at kronfluence's heuristic
-(0.1 times the mean eigenvalue of the Gauss-Newton, per member's mean).
-Printed per recipe and setting: LOO correlation, mean-LDS and variance-LDS
-(query loss), and for ``auto`` the gap to the best fixed damping on each.
+(the larger of ``1 / tau``, the inverse of the members' training time, and
+kronfluence's heuristic), and at each of its two parts alone: ``1 / tau``,
+and kronfluence's 0.1 times the curvature's mean eigenvalue (averaged over
+members). Printed per recipe and setting: LOO correlation, mean-LDS and
+variance-LDS (query loss), and for the three rules the gap to the best fixed
+damping on each.
 
 Recipes (``--recipes``, comma-separated):
 
@@ -23,6 +25,15 @@ Recipes (``--recipes``, comma-separated):
 * ``diabetes-sgd``: 300 diabetes rows (scaled), MLP 10-32-1, MSE, SGD momentum
   0.9, lr 0.01, batch 32, 30 epochs; 20 queries.
 * ``diabetes-adam``: the same with Adam, lr 0.01, 100 epochs (long training).
+
+Held out (added after ``1 / tau`` was chosen on the six above, to test it and
+the floor proposed then, before their results were seen):
+
+* ``digits-adam-long``: ``digits-adam`` for 100 epochs.
+* ``breast-adam-long``: 300 breast-cancer rows (scaled), MLP 30-32-2, Adam,
+  lr 0.01, batch 32, 100 epochs; 20 queries.
+* ``friedman-adam-long``: ``diabetes-adam`` on ``make_friedman1`` (as many rows
+  as diabetes, noise 1, scaled): regression, Adam, 100 epochs.
 """
 
 import argparse
@@ -31,17 +42,19 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.datasets import load_diabetes, load_digits
-from skorch import NeuralNetRegressor
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_friedman1
+from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.evaluation import (leave_one_out, lds, loo_correlation, predict_distributions,
                                random_subsets, retrain_distributions)
+from skdtda.influence._damping import auto_damping, eigenvalue_floor
 from skdtda.nets import MLP
 
 FIXED = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3)
 RECIPES = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
            "diabetes-adam")
+HELD_OUT = ("digits-adam-long", "breast-adam-long", "friedman-adam-long")
 
 
 def _recipe(name):
@@ -53,9 +66,22 @@ def _recipe(name):
         ensemble_class = SeedEnsembleClassifier
         net = {"digits-sgd": lambda: _net("mlp"), "digits-adam": lambda: _net("mlp", "adam"),
                "digits-short": lambda: _net("mlp", "sgd", 10),
-               "digits-sklearn": lambda: _net("sklearn-mlp")}[name]()
+               "digits-sklearn": lambda: _net("sklearn-mlp"),
+               "digits-adam-long": lambda: _net("mlp", "adam", 100)}[name]()
+    elif name.startswith("breast"):
+        X, y = load_breast_cancer(return_X_y=True)
+        X = (X - X.mean(0)) / X.std(0)
+        ensemble_class = SeedEnsembleClassifier
+        net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(32,),
+                                  criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
+                                  lr=0.01, max_epochs=100, batch_size=32, train_split=None,
+                                  verbose=0)
     else:
-        X, y = load_diabetes(return_X_y=True)
+        if name.startswith("friedman"):
+            X, y = make_friedman1(n_samples=len(load_diabetes().target), noise=1.0,
+                                  random_state=0)
+        else:
+            X, y = load_diabetes(return_X_y=True)
         X = (X - X.mean(0)) / X.std(0)
         y = (y - y.mean()) / y.std()
         ensemble_class = SeedEnsembleRegressor
@@ -78,16 +104,6 @@ def _recipe(name):
             ensemble_class(net, n_seeds=32, random_state=3))
 
 
-def _mean_eigenvalue(curvature, n_params):
-    """trace(H) / P of a fitted dense or kernel-form Gauss-Newton (weight decay included)."""
-    if hasattr(curvature, "matrix"):
-        return float(torch.diagonal(curvature.matrix()).mean())
-    trace = float(curvature.factor.pow(2).sum())  # kernel form: trace(U^T U)
-    extra = curvature.shift - 1e-3 if curvature.diagonal is None else float(
-        (curvature.diagonal - 1e-3).mean())
-    return trace / n_params + extra
-
-
 def _scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds):
     pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
     pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
@@ -98,7 +114,8 @@ def _scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", help="folder keeping the retrained ground truth")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"comma-separated, of {RECIPES + HELD_OUT}")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
@@ -113,20 +130,23 @@ def main(argv=None):
         truth_seconds = time.perf_counter() - tic
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
         rows = {}
-        for damping in FIXED + ("auto",):
+
+        def row(key, damping):
             tic = time.perf_counter()
             influence = InfluenceTransformer(ens, damping=damping).fit(X_tr, y_tr)
-            rows[damping] = (*_scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds),
-                             time.perf_counter() - tic, influence.damping_,
-                             influence.curvature_)
-            if damping == 1e-3:
-                # kronfluence: 0.1 x the mean eigenvalue of the curvature (the GGN here)
-                heuristic = 0.1 * float(np.mean([_mean_eigenvalue(c, influence.n_params_attributed_)
-                                                 for c in influence.curvatures_]))
-        influence = InfluenceTransformer(ens, damping=heuristic).fit(X_tr, y_tr)
-        rows["kronfluence 0.1 x mean eig"] = (*_scores(influence, X_q, y_q, loo, subsets,
-                                                       truth_loo, truth_lds), 0.0, heuristic,
-                                              influence.curvature_)
+            rows[key] = (*_scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds),
+                         time.perf_counter() - tic, influence.damping_, influence.curvature_)
+            return influence
+
+        for damping in FIXED:
+            fixed = row(damping, damping)
+        row("auto", "auto")
+        # the two parts of the rule, each alone
+        inverse_tau = auto_damping([ens.estimators_[i] for i in fixed.members_],
+                                   [ens._torch_members()[i] for i in fixed.members_],
+                                   len(X_tr))[0]
+        row("1 / tau alone", inverse_tau)
+        row("kronfluence 0.1 x mean eig", eigenvalue_floor(fixed.curvatures_))
         print(f"\n{name} (ground truth {truth_seconds:.0f} s; curvature "
               f"{rows['auto'][5]})")
         print(f"{'damping':>28s} {'value':>9s} {'LOO':>6s} {'mean':>6s} {'var':>6s} "
@@ -135,16 +155,17 @@ def main(argv=None):
             print(f"{str(key):>28s} {value:9.3g} {r_loo:6.2f} {r_mean:6.2f} {r_var:6.2f} "
                   f"{seconds:8.1f}", flush=True)
         best = [max(rows[d][i] for d in FIXED) for i in range(3)]
-        gaps = [rows["auto"][i] - best[i] for i in range(3)]
-        gaps_h = [rows["kronfluence 0.1 x mean eig"][i] - best[i] for i in range(3)]
-        print(f"{'auto - best fixed':>28s} {'':9s} " + " ".join(f"{g:+6.2f}" for g in gaps))
-        print(f"{'kronfluence - best fixed':>28s} {'':9s} "
-              + " ".join(f"{g:+6.2f}" for g in gaps_h))
-        summary.append((name, gaps, gaps_h))
-    print("\nauto minus the best fixed damping (LOO / mean-LDS / variance-LDS):")
-    for name, gaps, gaps_h in summary:
-        print(f"  {name:16s} auto " + " / ".join(f"{g:+.2f}" for g in gaps)
-              + "   kronfluence " + " / ".join(f"{g:+.2f}" for g in gaps_h))
+        gaps = {key: [rows[key][i] - best[i] for i in range(3)]
+                for key in ("auto", "1 / tau alone", "kronfluence 0.1 x mean eig")}
+        for key, gap in gaps.items():
+            print(f"{key.split(' 0.1')[0] + ' - best fixed':>28s} {'':9s} "
+                  + " ".join(f"{g:+6.2f}" for g in gap))
+        summary.append((name, gaps))
+    print("\nminus the best fixed damping (LOO / mean-LDS / variance-LDS):")
+    for name, gaps in summary:
+        print(f"  {name:18s} " + "   ".join(
+            key.split(" 0.1")[0] + " " + " / ".join(f"{g:+.2f}" for g in gap)
+            for key, gap in gaps.items()))
 
 
 if __name__ == "__main__":
