@@ -90,7 +90,7 @@ def resolve_curvature(kind, member, X, damping=None):
         "Conv1d/2d, Embedding/Bag); pass curvature='cg' (matrix-free, slow) explicitly")
 
 
-def fit_curvature(kind, member, X, y, damping, options=None):
+def fit_curvature(kind, member, X, y, damping, options=None, defer=False):
     """Fit the inverse-curvature backend ``kind`` for one member.
 
     Returns an object with ``solve(vectors)`` giving ``(H + damping I)^{-1} v``
@@ -104,6 +104,8 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     to rounding) when ``n_train * n_outputs < n_params`` and ``damping > 0``,
     the dense form otherwise (``damping=0`` is the pseudo-inverse, which only
     the dense form gives); ``options={"form": "dense"}`` or ``{"form": "kernel"}`` forces one.
+    ``defer=True`` leaves a dense matrix unfactored until its ``factorise()``, so
+    that a damping chosen from its trace (``damping="auto"``) costs no refactoring.
     """
     options = dict(options or {})
     if kind == "cg":
@@ -136,7 +138,7 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     matrix += member.weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
     if member.penalty is not None:
         matrix.diagonal().add_(member.penalty.to(matrix.dtype))
-    return EigenCurvature(matrix, damping)
+    return EigenCurvature(matrix, damping, defer=defer)
 
 
 def solve_blocks(curvature, blocks):

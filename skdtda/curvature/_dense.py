@@ -103,8 +103,18 @@ class EigenCurvature:
         space) are dropped, the limit of the paper's Theorem 2.
     """
 
-    def __init__(self, matrix, damping):
+    def __init__(self, matrix, damping, defer=False):
+        self._pending = None
+        if defer:  # keep H (the same memory as its factor) until factorise()
+            self._pending, self.damping = matrix, damping
+            return
         self._factor(matrix, damping)
+
+    def factorise(self):
+        """Factor a deferred ``H + damping I`` (after :meth:`set_damping`)."""
+        if self._pending is not None:
+            matrix, self._pending = self._pending, None
+            self._factor(matrix, self.damping)
 
     def _factor(self, matrix, damping):
         matrix = (matrix.double() + matrix.double().T) / 2
@@ -143,13 +153,18 @@ class EigenCurvature:
 
     def mean_eigenvalue(self):
         """``trace(H) / P``, regularisation included, damping not."""
+        if self._pending is not None:
+            return float(torch.diagonal(self._pending).double().mean())
         if self.cholesky is not None:
             return float(self.cholesky.pow(2).sum()) / len(self.cholesky) - self.damping
         return float(self.eigenvalues.mean())
 
     def set_damping(self, damping):
         """Refactor ``H + damping I`` for a new damping (one ``P^3`` product to
-        rebuild H from its factor, and the factorisation)."""
+        rebuild H from its factor, and the factorisation; nothing while deferred)."""
+        if self._pending is not None:
+            self.damping = damping
+            return
         self._factor(self.matrix(), damping)
 
     def solve(self, vectors):

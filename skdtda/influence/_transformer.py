@@ -50,9 +50,9 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
     helping). Removing a set sums the per-row changes (first order)."""
 
 
-def _prepare_member(member, X, y, curvature, damping, options, chunk):
+def _prepare_member(member, X, y, curvature, damping, options, chunk, defer=False):
     """One member's inverse curvature and mean training gradient (a joblib task)."""
-    solver = fit_curvature(curvature, member, X, y, damping, options)
+    solver = fit_curvature(curvature, member, X, y, damping, options, defer=defer)
     return solver, member.mean_grads(X, y, chunk)
 
 
@@ -310,7 +310,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                        unit="seed", leave=self.verbose > 1)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
-                                     self.damping_, self.curvature_options, self._train_chunk())
+                                     self.damping_, self.curvature_options, self._train_chunk(),
+                                     defer=floored)
             for member in self._members)
         self.curvatures_, self._mean_grads = [], []
         for curvature, mean_grad in jobs:
@@ -326,15 +327,18 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
     def _apply_eigenvalue_floor(self):
         """``damping="auto"``: raise ``1 / tau`` to a tenth of the curvature's mean
-        eigenvalue where it lies below (each backend re-damped in place)."""
+        eigenvalue where it lies below (each backend re-damped in place; a dense
+        one, left unfactored by the fit, is factored once here)."""
         floor = eigenvalue_floor(self.curvatures_)
-        if floor is None or not floor > self.damping_:
-            return
-        logger.info("damping='auto': 1 / tau = %.4g lies below 0.1 x the curvature's mean "
-                    "eigenvalue; using %.4g", self.damping_, floor)
-        for curvature in self.curvatures_:
-            curvature.set_damping(floor)
-        self.damping_ = floor
+        if floor is not None and floor > self.damping_:
+            logger.info("damping='auto': 1 / tau = %.4g lies below 0.1 x the curvature's "
+                        "mean eigenvalue; using %.4g", self.damping_, floor)
+            for curvature in self.curvatures_:
+                curvature.set_damping(floor)
+            self.damping_ = floor
+        for curvature in self.curvatures_:  # dense matrices were left unfactored
+            if hasattr(curvature, "factorise"):
+                curvature.factorise()
 
     def _adopt_ensemble(self, X, y):
         """Validate, fit or adopt the ensemble, and wrap the attributed members."""
