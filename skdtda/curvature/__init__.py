@@ -104,8 +104,9 @@ def fit_curvature(kind, member, X, y, damping, options=None, defer=False):
     to rounding) when ``n_train * n_outputs < n_params`` and ``damping > 0``,
     the dense form otherwise (``damping=0`` is the pseudo-inverse, which only
     the dense form gives); ``options={"form": "dense"}`` or ``{"form": "kernel"}`` forces one.
-    ``defer=True`` leaves a dense matrix unfactored until its ``factorise()``, so
-    that a damping chosen from its trace (``damping="auto"``) costs no refactoring.
+    ``defer=True`` leaves the dense matrix or the kernel form's Gram matrix
+    unfactored until its ``factorise()``, so that a damping chosen from the
+    curvature's trace (``damping="auto"``) costs no refactoring.
     """
     options = dict(options or {})
     if kind == "cg":
@@ -133,7 +134,7 @@ def fit_curvature(kind, member, X, y, damping, options=None, defer=False):
     if kind == "ggn" and form == "auto" and damping > 0:
         form = "kernel" if len(X) * _n_outputs(member, X) < member.n_params else "dense"
     if kind == "ggn" and form == "kernel":
-        return KernelCurvature(member, X, y, damping)
+        return KernelCurvature(member, X, y, damping, defer=defer)
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)
     matrix += member.weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
     if member.penalty is not None:

@@ -52,7 +52,7 @@ class KernelCurvature:
         ``c = damping + weight decay``.
     """
 
-    def __init__(self, member, X, y, damping, chunk=256):
+    def __init__(self, member, X, y, damping, chunk=256, defer=False):
         self.damping = float(damping)
         self.shift = float(damping) + member.weight_decay
         # the diagonal D = c I + penalty: (U^T U + D)^{-1} v
@@ -70,7 +70,16 @@ class KernelCurvature:
             torch.arange(start, min(start + chunk, len(X))).repeat_interleave(
                 len(block) // (min(start + chunk, len(X)) - start))
             for start, block in zip(range(0, len(X), chunk), blocks)])
-        self._factorise(torch.cat(blocks) / len(X) ** 0.5, sample_of_row)
+        self.factor = torch.cat(blocks) / len(X) ** 0.5
+        self.sample_of_row = sample_of_row.to(self.factor.device)
+        self.cholesky = None  # deferred: factorise() after set_damping()
+        if not defer:
+            self.factorise()
+
+    def factorise(self):
+        """Build and factor the Gram matrix for the current damping, if not done yet."""
+        if self.cholesky is None:
+            self._factorise(self.factor, self.sample_of_row)
 
     def _factorise(self, factor, sample_of_row):
         self.factor = factor
@@ -101,12 +110,15 @@ class KernelCurvature:
         return float(self.factor.pow(2).sum()) / n_params + diagonal - self.damping
 
     def set_damping(self, damping):
-        """Refactor for a new damping: one ``(M, M)`` Gram matrix and its Cholesky factor."""
+        """Refactor for a new damping: one ``(M, M)`` Gram matrix and its Cholesky factor
+        (nothing while deferred)."""
         change = float(damping) - self.damping
         self.damping, self.shift = float(damping), self.shift + change
         if self.diagonal is not None:
             self.diagonal = self.diagonal + change
-        self._factorise(self.factor, self.sample_of_row)
+        if self.cholesky is not None:  # else factorise() does it
+            self.cholesky = None
+            self.factorise()
 
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with

@@ -271,9 +271,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.damping_ = self.damping
         floored = False
         if self.damping == "auto":
-            self.damping_, how, floored = auto_damping([ens.estimators_[i] for i in self.members_],
-                                              [ens._torch_members()[i] for i in self.members_],
-                                              self.n_train_)
+            self.damping_, how, floored = auto_damping(
+                [ens.estimators_[i] for i in self.members_],
+                [ens._torch_members()[i] for i in self.members_], self.n_train_)
             if self.damping_ == 0 and self.curvature == "cg":
                 # CG needs a positive shift on every parameter (intercepts are unpenalised)
                 self.damping_, how = FALLBACK, f"{how}; CG needs a positive damping"
@@ -327,8 +327,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
 
     def _apply_eigenvalue_floor(self):
         """``damping="auto"``: raise ``1 / tau`` to a tenth of the curvature's mean
-        eigenvalue where it lies below (each backend re-damped in place; a dense
-        one, left unfactored by the fit, is factored once here)."""
+        eigenvalue where it lies below (each backend re-damped in place; the dense
+        and kernel forms, left unfactored by the fit, are factored once here)."""
         floor = eigenvalue_floor(self.curvatures_)
         if floor is not None and floor > self.damping_:
             logger.info("damping='auto': 1 / tau = %.4g lies below 0.1 x the curvature's "
@@ -336,7 +336,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             for curvature in self.curvatures_:
                 curvature.set_damping(floor)
             self.damping_ = floor
-        for curvature in self.curvatures_:  # dense matrices were left unfactored
+        for curvature in self.curvatures_:  # dense and kernel forms were left unfactored
             if hasattr(curvature, "factorise"):
                 curvature.factorise()
 
