@@ -10,7 +10,8 @@ the objective ``(1/N') sum_{i not in S} l_i + (N/N') P_n + P_f``, whose curvatur
 
 (``G_i`` one row's Gauss-Newton term, or its Hessian with ``curvature="exact"``;
 ``D_n``, ``D_f`` the diagonals of the L2 terms). One Newton step from the
-trained parameters moves them by ``H_keep^{-1} (1/N') sum_{i in S} (g_i - gbar)``,
+trained parameters moves them by ``H_keep^{-1} (1/N') sum_{i in S} (g_i - c)``
+(``c`` the centre of ``retraining=``: ``gbar``, or ``-grad P_f`` for the same epochs),
 exact when the objective is quadratic. First-order influence is the same with
 ``H_keep -> H`` and ``N' -> N``.
 
@@ -47,15 +48,6 @@ def _scaled_member(member, scale):
     scaled = copy.copy(member)
     scaled.penalty = member.penalty * scale
     return scaled
-
-
-def _fixed_diagonal(member):
-    """``D_f``: the weight decay and a non-normalised penalty, (P,) float64."""
-    fixed = torch.full((member.n_params,), float(member.weight_decay), dtype=torch.float64,
-                       device=member.theta.device)
-    if member.penalty is not None and not member.penalty_normalised:
-        fixed = fixed + member.penalty.double()
-    return fixed
 
 
 def _kernel_diagonal(member, damping, scale):
@@ -109,7 +101,7 @@ def kept_curvature(kind, solver, member, X, y, keep, damping, matrix=None):
     scale = n / n_kept
     removed = ~keep
     if isinstance(solver, EigenCurvature):
-        fixed = _fixed_diagonal(member)
+        fixed = member.fixed_diagonal()
         data = solver.matrix() if matrix is None else matrix.clone()
         data.diagonal().sub_(fixed)  # (H_data + D_n): the part normalised by N
         if removed.any():
@@ -144,7 +136,7 @@ def tilde_curvature(kind, solver, member, n_train, damping, n_removed=1):
     n_kept = n_train - n_removed
     scale = n_train / n_kept
     if isinstance(solver, EigenCurvature):
-        fixed = _fixed_diagonal(member)
+        fixed = member.fixed_diagonal()
         data = solver.matrix()
         data.diagonal().sub_(fixed)
         data.mul_(scale)

@@ -248,6 +248,26 @@ class FunctionalMember:
             total = [t + p for t, p in zip(total, pen)]
         return total
 
+    def fixed_diagonal(self):
+        """``D_f``: the curvature of the fixed L2 terms (optimizer weight decay, a
+        non-normalised penalty), (P,) float64."""
+        fixed = torch.full((self.n_params,), float(self.weight_decay), dtype=torch.float64,
+                           device=self.device)
+        if self.penalty is not None and not self.penalty_normalised:
+            fixed = fixed + self.penalty.double()
+        return fixed
+
+    def fixed_penalty_grads(self):
+        """Gradient of the fixed L2 terms at ``theta`` (``D_f theta``), float64, in
+        the blocks of :meth:`mean_grads`.
+
+        They are applied at every optimizer step, so when an epoch's steps grow
+        with the rows, a row's share of them leaves with the row
+        (``retraining="same_epochs"``).
+        """
+        flat = self.fixed_diagonal() * self.theta.double()
+        return self.to_blocks(flat) if self.layered else [flat]
+
     def to_blocks(self, flat):
         """A flat vector over the attributed parameters as per-layer blocks
         (``(out, in)`` each, the layout of :meth:`grads`); float64."""

@@ -3,11 +3,14 @@
 For member ``s`` of a seed ensemble, the influence function predicts the
 response of that run's measurement to removing training row ``k``:
 
-    delta_sk = (1/N) grad m(theta_s)^T (H_s + damping I)^{-1} grad l_k(theta_s)
+    delta_sk = (1/N) grad m(theta_s)^T (H_s + damping I)^{-1} (grad l_k(theta_s) - c_s)
 
 with ``H_s`` the curvature of the *mean* training loss (plus the optimizer's
-weight decay). The pairs ``(m_s, m_s + delta_sk)`` are samples of the
-measurement's distribution before and after the removal; a discrepancy between
+weight decay) and ``c_s`` what a removed row's gradient is measured against:
+minus the per-step weight decay when retraining keeps the epochs (minibatch
+recipes), the mean training gradient when it keeps the steps (full batch;
+:mod:`skdtda.influence._retraining`). The pairs ``(m_s, m_s + delta_sk)`` are
+samples of the measurement's distribution before and after the removal; a discrepancy between
 them (change in mean, increase in variance, Wasserstein-2, ...) is the
 distributional influence of row ``k``.
 """
@@ -32,6 +35,7 @@ from ..ensemble._seed_ensemble import _numpy_dtype
 from ..measurements import MEASUREMENTS
 from ._damping import FALLBACK, auto_damping, eigenvalue_floor
 from ._functional import FunctionalMember
+from ._retraining import RETRAINING, retraining_protocol
 
 __all__ = ["InfluenceTransformer"]
 
@@ -50,9 +54,13 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
     helping). Removing a set sums the per-row changes (first order)."""
 
 
-def _prepare_member(member, X, y, curvature, damping, options, chunk, defer=False):
-    """One member's inverse curvature and mean training gradient (a joblib task)."""
+def _prepare_member(member, X, y, curvature, damping, options, chunk, defer=False,
+                    retraining="same_steps"):
+    """One member's inverse curvature and the centre ``c_s`` each row's gradient is
+    measured against (a joblib task)."""
     solver = fit_curvature(curvature, member, X, y, damping, options, defer=defer)
+    if retraining == "same_epochs":
+        return solver, [-b for b in member.fixed_penalty_grads()]
     return solver, member.mean_grads(X, y, chunk)
 
 
@@ -169,6 +177,23 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         training row** (C the number of outputs; with ``"exact"``, the rank of
         the row's Hessian and an eigendecomposition of it). The other
         curvatures refuse single rows with ``"newton"``.
+    retraining : {{"auto", "same_epochs", "same_steps"}}, default="auto"
+        Which retraining without the rows is predicted; the two differ only
+        where training stopped short of convergence. ``"same_epochs"``: the
+        members' recipe for as many epochs, so that in minibatches a set
+        removing a fraction ``f`` of the rows removes ``f`` of the steps too
+        (as :func:`skdtda.evaluation.retrain_distributions` retrains): a
+        removed row takes its gradient and its share of the per-step L2 terms
+        along (weight decay, a non-normalised penalty: ``c_s = -wd theta_s``).
+        ``"same_steps"``: as many steps on
+        the mean loss of the kept rows, which re-weights them: ``c_s`` is the
+        mean training gradient (full-batch training retrains this way).
+        ``"auto"`` (recorded in ``retraining_``) reads the members' batch size:
+        minibatches give ``"same_epochs"``; full batches and solvers run to
+        convergence ``"same_steps"``. The two shift every row's ``delta`` for
+        a member and query by the same amount, so rankings under ``"mean"``
+        and leave-one-out correlations do not depend on it; the spread over
+        seeds and the Wasserstein distance do (docs/influence.md).
 
     Attributes
     ----------
@@ -178,6 +203,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         The curvature used: ``curvature``, or what ``"auto"`` chose.
     damping_ : float
         The damping used: ``damping``, or what ``"auto"`` chose.
+    retraining_ : str
+        The retraining predicted: ``retraining``, or what ``"auto"`` chose.
     curvatures_ : list
         Per attributed member, its inverse-curvature solver.
     n_params_attributed_ : int
@@ -231,11 +258,13 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "verbose": ["verbose"],
         "correction": [StrOptions({"newton"}), None],
+        "retraining": [StrOptions(set(RETRAINING))],
     }
 
     def __init__(self, estimator=None, *, curvature="auto", damping="auto", measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, modules=None,
-                 seed_index=None, batch_size=256, n_jobs=None, verbose=0, correction=None):
+                 seed_index=None, batch_size=256, n_jobs=None, verbose=0, correction=None,
+                 retraining="auto"):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -249,6 +278,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
         self.correction = correction
+        self.retraining = retraining
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -278,6 +308,10 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                 # CG needs a positive shift on every parameter (intercepts are unpenalised)
                 self.damping_, how = FALLBACK, f"{how}; CG needs a positive damping"
             logger.info("damping='auto' chose %.4g: %s", self.damping_, how)
+        self.retraining_, how = retraining_protocol(
+            [ens.estimators_[i] for i in self.members_], self.n_train_, self.retraining)
+        if self.retraining == "auto":
+            logger.info("retraining='auto' chose %r: %s", self.retraining_, how)
         self.curvature_ = resolve_curvature(self.curvature, self._members[0], self._X_train,
                                             self.damping_)
         if self.curvature == "auto":
@@ -311,12 +345,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
                                      self.damping_, self.curvature_options, self._train_chunk(),
-                                     defer=floored)
+                                     defer=floored, retraining=self.retraining_)
             for member in self._members)
-        self.curvatures_, self._mean_grads = [], []
-        for curvature, mean_grad in jobs:
+        self.curvatures_, self._centres = [], []
+        for curvature, centre in jobs:
             self.curvatures_.append(curvature)
-            self._mean_grads.append(mean_grad)
+            self._centres.append(centre)
             if bar is not None:
                 bar.update()
         if bar is not None:
@@ -443,12 +477,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             if bar is not None:
                 bar.close()
 
-    def _solve_queries(self, member, curv, mean_grad, Xq, yq):
+    def _solve_queries(self, member, curv, centre, Xq, yq):
         """One member's solved query gradients (flattened blocks) and their products
-        with the mean training gradient."""
+        with the centre ``c_s``."""
         solved = solve_blocks(curv, member.grads("measurement", Xq, yq))
         offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
-                     for s, m in zip(solved, mean_grad))
+                     for s, m in zip(solved, centre))
         # The products with training gradients run in the member's dtype (2x
         # faster, half the memory for float32 nets), whatever the solve's.
         return [s.reshape(len(Xq), -1).to(member.dtype) for s in solved], offset
@@ -464,15 +498,15 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         return total.double().sub_(offset[:, None]).cpu().numpy() / self.n_train_
 
     def _scored_blocks(self, X, y, q_size, by_member, bar):
-        members = list(zip(self._members, self.curvatures_, self._mean_grads))
+        members = list(zip(self._members, self.curvatures_, self._centres))
         for q_rows in self._chunks(len(X), q_size):
             Xq, yq = X[q_rows], y[q_rows]
             measured = np.stack([member.measure(Xq, yq).double().cpu().numpy()
                                  for member in self._members])
             if by_member:
                 delta = np.empty((len(members), len(Xq), self.n_train_))
-                for s, (member, curv, mean_grad) in enumerate(members):
-                    solved, offset = self._solve_queries(member, curv, mean_grad, Xq, yq)
+                for s, (member, curv, centre) in enumerate(members):
+                    solved, offset = self._solve_queries(member, curv, centre, Xq, yq)
                     for t_rows in self._chunks(self.n_train_):
                         delta[s, :, t_rows] = self._train_response(member, solved, offset,
                                                                    t_rows)
@@ -481,8 +515,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                         bar.update()
                     yield q_rows, t_rows, measured, delta[:, :, t_rows]
                 continue
-            solved = [self._solve_queries(member, curv, mean_grad, Xq, yq)
-                      for member, curv, mean_grad in members]
+            solved = [self._solve_queries(member, curv, centre, Xq, yq)
+                      for member, curv, centre in members]
             for t_rows in self._chunks(self.n_train_):
                 delta = np.stack([self._train_response(member, sol, offset, t_rows)
                                   for member, (sol, offset) in zip(self._members, solved)])
@@ -499,7 +533,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         """Single-row Newton: yield (query rows, positions in ``rows``, m, delta).
 
         For each training row ``k`` (all rows, or ``rows``),
-        ``delta_sk = (1/N') grad m^T (H~ - U_k S_k U_k^T / N')^{-1} (g_k - gbar)``
+        ``delta_sk = (1/N') grad m^T (H~ - U_k S_k U_k^T / N')^{-1} (g_k - c_s)``
         with ``N' = N - 1`` (:mod:`skdtda.curvature._newton`): per member and
         query chunk one new factorisation (``H~``), per training row ``r + 1``
         solves (``r`` = the rank of the row's curvature term: its outputs).
@@ -524,18 +558,18 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         t_size = max(1, min(self.batch_size,
                             _GRADIENT_BUDGET // (width * member.n_params * 8)))
         n_kept = self.n_train_ - 1
-        members = list(zip(self._members, self.curvatures_, self._mean_grads))
+        members = list(zip(self._members, self.curvatures_, self._centres))
         for q_rows in self._chunks(len(X), q_size):
             Xq, yq = X[q_rows], y[q_rows]
             measured = self._measured(Xq, yq)
             delta = np.empty((len(members), len(Xq), len(rows)))
-            for s, (member, curv, (mean_grad,)) in enumerate(members):
+            for s, (member, curv, (centre,)) in enumerate(members):
                 tilde = tilde_curvature(self.curvature_, curv, member, self.n_train_,
                                         self.damping_)
                 query = member.per_sample_grads("measurement", Xq, yq).double()
                 for t in self._chunks(len(rows), t_size):
                     Xt, yt = self._X_train[rows[t]], self._y_train[rows[t]]
-                    v = member.per_sample_grads("loss", Xt, yt).double() - mean_grad
+                    v = member.per_sample_grads("loss", Xt, yt).double() - centre
                     U, signs = row_factors(self.curvature_, member, Xt, yt)
                     solved = woodbury_solve(tilde, U, signs, v, n_kept)
                     delta[s, :, t] = (query @ solved.T).cpu().numpy() / n_kept
@@ -553,8 +587,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         with the curvature of its kept rows (one refactorisation per member and set)."""
         shifts = np.zeros((len(masks), len(self._members), len(X)))
         q_size = self._query_chunk()[0]
-        members = list(zip(self._members, self.curvatures_, self._mean_grads))
-        for s, (member, curv, mean_grad) in enumerate(members):
+        members = list(zip(self._members, self.curvatures_, self._centres))
+        for s, (member, curv, centre) in enumerate(members):
             matrix = curv.matrix() if hasattr(curv, "matrix") else None
             for i, mask in enumerate(masks):
                 removed = np.flatnonzero(mask)
@@ -569,7 +603,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                                           self._y_train[removed[t]])
                     sums = [b.double().sum(dim=0) for b in blocks]
                     total = sums if total is None else [a + b for a, b in zip(total, sums)]
-                v = [t - len(removed) * m for t, m in zip(total, mean_grad)]
+                v = [t - len(removed) * m for t, m in zip(total, centre)]
                 step = solve_blocks(kept, [b[None] for b in v])
                 step = [b.double().reshape(-1) for b in step]
                 for q_rows in self._chunks(len(X), q_size):
@@ -688,7 +722,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             ``m_s + sum_{k in remove} delta_sk``: first-order samples of the
             measurement's distribution after the removal. With
             ``correction="newton"``, ``m_s + grad m^T H_keep^{-1} (1/N')
-            sum_{k in remove} (g_k - gbar)`` instead: the set re-solved with the
+            sum_{k in remove} (g_k - c_s)`` instead: the set re-solved with the
             curvature of the ``N'`` kept rows (one new factorisation per member).
         """
         X, y = self._query(X, y)

@@ -158,7 +158,8 @@ class UnrolledInfluence(InfluenceTransformer):
     ``-J e_k + (1/N) J 1`` with ``J = d theta_T / d w`` carried forward. For
     small-step SGD run to convergence it tends to
     ``(1/N) (H + wd I)^{{-1}} (grad l_k - gbar)``, the response of
-    :class:`InfluenceTransformer` with ``curvature="exact", damping=0``.
+    :class:`InfluenceTransformer` with ``curvature="exact", damping=0,
+    retraining="same_steps"``: the replay keeps the recorded steps.
 
     Cost, per member: forward mode runs ``ceil((n_train + 1) / n_tangents)``
     replays in ``fit``, each a gradient plus ``n_tangents`` Hessian-vector
