@@ -48,7 +48,7 @@ first run is the noise ceiling of agreement with one kronfluence run.
 
 What is compared: for the same curvature skdtda's ``delta_sk = (kf_sk - c_sq) / N``
 with ``kf_sk = g_q^T (H + D)^{-1} g_k`` kronfluence's score and
-``c_sq = g_q^T (H + D)^{-1} gbar`` (the mean-gradient term) one constant per seed
+``c_sq = g_q^T (H + D)^{-1} c_s`` (the centre of ``retraining=``) one constant per seed
 and query: Spearman per query ignores it and the positive scale 1/N, so the raw
 ``influence_samples`` are compared, with no conversion.
 

@@ -24,8 +24,11 @@ goes through :mod:`skdtda.evaluation`:
   the 210 kept rows takes as many optimizer steps as the full-data run (301
   against 300); fixed epochs and batch size otherwise make every removal also
   a cut of the training time.
-* ``--diagnose``: why Wasserstein-LDS stays low (docs/benchmarks.md): the
-  terms of the predicted and retrained W2, and LDS of their parts.
+* ``--retraining``: the ``retraining=`` values each curvature is scored with
+  (``auto``, the default, reads ``same_epochs`` from this minibatch recipe;
+  ``same_steps`` predicts retraining for as many steps: docs/influence.md).
+* ``--diagnose``: the terms of the predicted and retrained W2, and LDS of their
+  parts (docs/benchmarks.md, "Wasserstein-LDS: which retraining is predicted").
 * Beside every score: a 95% bootstrap interval over queries and the noise
   ceiling of the 256-seed ground truth (``score_report``).
 
@@ -67,8 +70,8 @@ from skorch import NeuralNetClassifier
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda.discrepancy import discrepancy
 from skdtda.evaluation import (distribution_change, leave_one_out, lds, noise_ceiling,
-                               predict_distributions, random_subsets, removal_masks,
-                               retrain_distributions, score_report)
+                               predict_distributions, random_subsets, retrain_distributions,
+                               score_report)
 from skdtda.nets import MLP
 
 STATISTICS = ("mean", "variance", "wasserstein", "wasserstein_smooth")
@@ -147,22 +150,7 @@ def _report(pred, truth, statistic):
     return score_report(pred, truth, truth_statistic, random_state=0)
 
 
-def _mean_gradient_term(influence, X_query, y_query):
-    """``grad m^T (H + damping I)^{-1} gbar`` per member and query, (n_seeds, n_query).
-
-    The term that ``delta`` subtracts (docs/influence.md); a set removing a
-    fraction ``f`` of the rows shifts every member's prediction by ``f`` times
-    it. Read from the fitted transformer's internals: a diagnosis only.
-    """
-    X_query, y_query = influence._query(X_query, y_query)
-    return np.stack([
-        (curv.solve(member.per_sample_grads("measurement", X_query, y_query)).double()
-         @ mean_grad).cpu().numpy()
-        for member, curv, mean_grad in zip(influence._members, influence.curvatures_,
-                                           influence._mean_grads)])
-
-
-def _diagnose(pred, truth, term, fractions):
+def _diagnose(pred, truth):
     """Print the parts of the predicted and retrained W2 and the LDS of each part."""
     def parts(distributions):
         before, after = distributions
@@ -195,12 +183,6 @@ def _diagnose(pred, truth, term, fractions):
             ("|predicted mean change + retrained offset| (oracle)", np.abs(p["mean"] + offset))]
     for label, values in rows:
         print(f"  LDS against the retrained W2 of {label}: {lds(values, t['w2']):.3f}")
-    # delta without its mean-gradient term (the textbook formula): the removal sets'
-    # samples move by fraction * term, a constant per member and query over sets
-    shifted = (pred[0], pred[1] + fractions[:, None, None] * term[None])
-    print("  without the mean-gradient term in delta: " + ", ".join(
-        f"{s}-LDS {lds(shifted, truth, s):.3f}"
-        for s in ("mean", "variance", "wasserstein", "wasserstein_smooth")))
     print(f"  LDS of |predicted mean change| against |retrained mean change|: "
           f"{lds(np.abs(p['mean']), np.abs(t['mean'])):.3f}; signed: "
           f"{lds(p['mean'], t['mean']):.3f}")
@@ -224,6 +206,9 @@ def main(argv=None):
     parser.add_argument("--corrections", default="none",
                         help="comma-separated corrections to score each curvature with: "
                              "'none' (first order) and/or 'newton'")
+    parser.add_argument("--retraining", default="auto",
+                        help="comma-separated retraining= values to score each curvature "
+                             "with: 'auto', 'same_epochs', 'same_steps'")
     parser.add_argument("--sets", type=int, default=None,
                         help="leave-one-out rows and random subsets each (default 40; 8 quick)")
     parser.add_argument("--kronfluence-python", default=None,
@@ -286,27 +271,30 @@ def main(argv=None):
           f"{time.perf_counter() - tic:.0f} s (cached sets are loaded, not retrained)")
 
     ensemble.fit(X_tr, y_tr)
-    header = (f"{'method':20s} {'LOO corr':>17s} " + " ".join(f"{_LABELS.get(s, s) + '-LDS':>17s}"
+    header = (f"{'method':30s} {'LOO corr':>17s} " + " ".join(f"{_LABELS.get(s, s) + '-LDS':>17s}"
                                                              for s in STATISTICS)
               + f" {'seconds':>8s}")
     print(header)
     ceilings = [noise_ceiling(truth_loo, "mean", method="pearson", random_state=0).ceiling]
     ceilings += [noise_ceiling(truth_lds, TRUTH_STATISTIC.get(s, s), random_state=0).ceiling
                  for s in STATISTICS]
-    print(f"{'noise ceiling':20s} " + " ".join(f"{c:17.2f}" for c in ceilings))
-    runs = [(spec, correction) for spec in args.curvatures.split(",")
-            for correction in args.corrections.split(",")]
-    for spec, correction in runs:
+    print(f"{'noise ceiling':30s} " + " ".join(f"{c:17.2f}" for c in ceilings))
+    runs = [(spec, correction, retraining) for spec in args.curvatures.split(",")
+            for correction in args.corrections.split(",")
+            for retraining in args.retraining.split(",")]
+    for spec, correction, retraining in runs:
         curvature, _, damping = spec.partition("@")
         correction = None if correction == "none" else correction
         for seed_index in (None, 0):
             label = spec if correction is None else f"{spec}+{correction}"
+            label = label if retraining == "auto" else f"{label}/{retraining}"
             label = label if seed_index is None else f"{label} fixed-seed"
             tic = time.perf_counter()
             influence = InfluenceTransformer(ensemble, curvature=curvature,
                                              damping=_damping(damping),
                                              seed_index=seed_index,
-                                             correction=correction).fit(X_tr, y_tr)
+                                             correction=correction,
+                                             retraining=retraining).fit(X_tr, y_tr)
             pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
             pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
             seconds = time.perf_counter() - tic
@@ -317,11 +305,11 @@ def main(argv=None):
                     cells.append(f"{'-':>17s}")  # one seed: no spread to change
                 else:
                     cells.append(_cell(_report(pred_lds, truth_lds, statistic)))
-            print(f"{label:20s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
+            print(f"{label:30s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
             if args.diagnose and seed_index is None:
-                fractions = removal_masks(subsets, n).mean(axis=1)
-                _diagnose(pred_lds, truth_lds, _mean_gradient_term(influence, X_q, y_q),
-                          fractions)
+                print(f"  retraining_={influence.retraining_!r}, "
+                      f"damping_={influence.damping_:.4g}")
+                _diagnose(pred_lds, truth_lds)
                 args.diagnose = False
     if args.kronfluence_python and args.model == "cnn":
         tic = time.perf_counter()
@@ -336,7 +324,7 @@ def main(argv=None):
                                         random_state=0))]
             cells += [_cell(_report(pred_lds, truth_lds, st))
                       if len(part) > 1 or st == "mean" else f"{'-':>17s}" for st in STATISTICS]
-            print(f"{label:20s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
+            print(f"{label:30s} " + " ".join(cells) + f" {seconds:8.1f}", flush=True)
 
 
 if __name__ == "__main__":

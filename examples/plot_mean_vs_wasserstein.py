@@ -21,7 +21,7 @@ curvature), and the example checks them by retraining the whole ensemble
 without each candidate. Retraining's Wasserstein-2 ranks ``x_31`` first (0.054
 against 0.023). The prediction gets about half of ``x_31``'s spread change
 (0.025), so at the default damping (here kronfluence's floor, 0.017) its
-Wasserstein ranking puts ``x_30`` narrowly ahead (0.031 against 0.025); at
+Wasserstein ranking puts ``x_30`` narrowly ahead (0.031 against 0.026); at
 ``1 / tau`` alone (0.004) ``x_31`` is ahead by as little (0.028 against 0.025).
 
 Run it with ``OMP_NUM_THREADS=1 python examples/plot_mean_vs_wasserstein.py``.
