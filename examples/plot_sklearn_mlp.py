@@ -200,15 +200,15 @@ axes[0].legend(fontsize=8)
 #
 # * **The mean** is predicted well enough to act on. For query 0 every chosen
 #   set moves the mean loss in the predicted direction: the 10 rows predicted
-#   to raise it most raise it by 1.65 (predicted 0.83); those predicted to
-#   lower it lower it by 0.76 (predicted 1.22). The random sets barely move
+#   to raise it most raise it by 1.65 (predicted 0.81); those predicted to
+#   lower it lower it by 0.76 (predicted 1.23). The random sets barely move
 #   it, as predicted.
 # * **The variance** is predicted in direction too: the rows chosen to raise it
-#   raise it (+0.47, predicted +0.81), those chosen to lower it lower it
+#   raise it (+0.47, predicted +0.82), those chosen to lower it lower it
 #   (-0.36, predicted -0.24). The set that lowers the mean also narrows the
-#   distribution, more than predicted (-0.38 against -0.10), and removing the
+#   distribution, more than predicted (-0.38 against -0.09), and removing the
 #   rows that help query 0 widens it about as predicted (+0.59, predicted
-#   +0.62): without them its loss is higher *and* more dependent on the seed.
+#   +0.63): without them its loss is higher *and* more dependent on the seed.
 # * Over all sets and queries the predictions correlate with the retrained
 #   changes (the Pearson correlations printed above) but are smaller (the
 #   median ratios); the variance's changes agree in sign less often than the
