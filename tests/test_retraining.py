@@ -14,7 +14,8 @@ from sklearn.neural_network import MLPClassifier
 from skorch import NeuralNetRegressor
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
-from skdtda.evaluation import lds, predict_distributions, random_subsets, retrain_distributions
+from skdtda.evaluation import (leave_one_out, lds, predict_distributions, random_subsets,
+                               retrain_distributions)
 from skdtda.influence._retraining import retraining_protocol
 from skdtda.nets import MLP
 
@@ -81,6 +82,13 @@ def test_first_order_and_newton_match_the_closed_form(linear, retraining, curvat
     change = newton.predict_removal(queries, remove=remove)[0] - newton.measure(queries)[0]
     np.testing.assert_allclose(change, _closed_form(A, y, theta, queries, keep, retraining),
                                rtol=1e-6, atol=1e-9)
+    if curvature != "ekfac":  # single rows: the low-rank (Woodbury) update
+        pred = predict_distributions(newton, queries, remove=leave_one_out(n, [0, 7]))
+        for i, k in enumerate([0, 7]):
+            np.testing.assert_allclose(
+                pred.after[i, 0] - pred.before[0],
+                _closed_form(A, y, theta, queries, np.arange(n) != k, retraining),
+                rtol=1e-6, atol=1e-9)
 
 
 def test_the_protocols_differ_by_the_objective_gradient_and_agree_at_its_zero(linear):
