@@ -45,14 +45,16 @@ def linear(float64):
     return ens, X, y, A, theta, queries
 
 
-def _closed_form(A, y, theta, queries, keep, retraining):
-    """``a_q^T H^{-1} (1/N) sum_S (g_k - c)`` with the curvature of the rows ``keep``
-    (first order: all rows, and N for N')."""
-    n_kept = keep.sum()
+def _closed_form(A, y, theta, queries, removed, retraining, newton=True):
+    """``a_q^T H^{-1} (1/N') sum_{k removed} (g_k - c)``: one Newton step with the
+    curvature of the kept rows and ``N'`` of them, or, with ``newton=False``, first
+    order with the curvature of all rows and ``N``."""
+    rows = ~removed if newton else np.ones(len(A), dtype=bool)
+    n_rows = rows.sum()
     g = 2 * A * (A @ theta - y)[:, None]  # per-row gradients of the squared error
     centre = (-WEIGHT_DECAY * theta if retraining == "same_epochs" else g.mean(axis=0))
-    H = 2 / n_kept * A[keep].T @ A[keep] + (WEIGHT_DECAY + DAMPING) * np.eye(A.shape[1])
-    step = np.linalg.solve(H, (g[~keep] - centre).sum(axis=0) / n_kept)
+    H = 2 / n_rows * A[rows].T @ A[rows] + (WEIGHT_DECAY + DAMPING) * np.eye(A.shape[1])
+    step = np.linalg.solve(H, (g[removed] - centre).sum(axis=0) / n_rows)
     return np.hstack([queries, np.ones((len(queries), 1))]) @ step
 
 
@@ -68,26 +70,22 @@ def test_first_order_and_newton_match_the_closed_form(linear, retraining, curvat
     assert influence.retraining_ == retraining
     delta = influence.influence_samples(queries)[0]
     for k in (0, 7, 33):
-        # first order: the curvature of all rows, and 1/N
-        g = 2 * A * (A @ theta - y)[:, None]
-        centre = (-WEIGHT_DECAY * theta if retraining == "same_epochs" else g.mean(axis=0))
-        H = 2 / n * A.T @ A + (WEIGHT_DECAY + DAMPING) * np.eye(5)
-        first = np.hstack([queries, np.ones((5, 1))]) @ np.linalg.solve(H, g[k] - centre) / n
+        first = _closed_form(A, y, theta, queries, np.arange(n) == k, retraining, newton=False)
         np.testing.assert_allclose(delta[:, k], first, rtol=1e-6, atol=1e-9)
     remove = np.random.RandomState(0).choice(n, 18, replace=False)
-    keep = ~np.isin(np.arange(n), remove)
+    removed = np.isin(np.arange(n), remove)
     newton = InfluenceTransformer(ens, curvature=curvature, damping=DAMPING,
                                   curvature_options=options, measurement="prediction",
                                   retraining=retraining, correction="newton").fit(X, y)
     change = newton.predict_removal(queries, remove=remove)[0] - newton.measure(queries)[0]
-    np.testing.assert_allclose(change, _closed_form(A, y, theta, queries, keep, retraining),
+    np.testing.assert_allclose(change, _closed_form(A, y, theta, queries, removed, retraining),
                                rtol=1e-6, atol=1e-9)
     if curvature != "ekfac":  # single rows: the low-rank (Woodbury) update
         pred = predict_distributions(newton, queries, remove=leave_one_out(n, [0, 7]))
         for i, k in enumerate([0, 7]):
             np.testing.assert_allclose(
                 pred.after[i, 0] - pred.before[0],
-                _closed_form(A, y, theta, queries, np.arange(n) != k, retraining),
+                _closed_form(A, y, theta, queries, np.arange(n) == k, retraining),
                 rtol=1e-6, atol=1e-9)
 
 
