@@ -55,25 +55,24 @@ def main(argv=None):
         truth_lds = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=subsets,
                                           n_seeds=256, random_state=2, memory=args.cache)
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
-        chosen = None
-        scores = {}
-        for retraining in ("auto", None):
-            retraining = retraining or OTHER[chosen]
+
+        def score(retraining):
             tic = time.perf_counter()
             influence = InfluenceTransformer(ens, retraining=retraining).fit(X_tr, y_tr)
             pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
             pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
-            seconds = time.perf_counter() - tic
-            chosen = chosen or influence.retraining_
             row = (loo_correlation(pred_loo, truth_loo),
                    *(lds(pred_lds, truth_lds, s) for s in ("mean", "variance", "wasserstein")))
-            scores[retraining] = row
-            label = f"auto: {chosen}" if retraining == "auto" else retraining
+            return influence.retraining_, row, pred_lds, time.perf_counter() - tic
+
+        chosen, *auto = score("auto")
+        runs = {f"auto: {chosen}": auto, OTHER[chosen]: score(OTHER[chosen])[1:]}
+        for label, (row, pred_lds, seconds) in runs.items():
             (offset, up), (true_offset, true_up) = _offset(pred_lds), _offset(truth_lds)
             print(f"{name:18s} {label:>16s} " + " ".join(f"{v:6.2f}" for v in row)
                   + f" {offset:+9.4f} {true_offset:+9.4f} {up:5.0%} {true_up:5.0%} "
                   f"{seconds:8.1f}", flush=True)
-        gains.append((name, chosen, np.subtract(scores["auto"], scores[OTHER[chosen]])))
+        gains.append((name, chosen, np.subtract(auto[0], runs[OTHER[chosen]][0])))
     print("\nauto minus the other protocol (LOO / mean / variance / Wasserstein-LDS):")
     for name, chosen, gain in gains:
         print(f"  {name:18s} ({chosen}) " + " / ".join(f"{g:+.2f}" for g in gain))
