@@ -46,6 +46,26 @@ def test_sgd_with_momentum_and_dampening(iris):
     assert influence.damping_ == pytest.approx((1 - 0.8) / (steps * 0.05 * (1 - 0.5)))
 
 
+@pytest.mark.parametrize("iterator, steps_per_epoch", [
+    ({"iterator_train__batch_size": 32}, 5),  # 150 rows: 4 full batches and one of 22
+    ({"iterator_train__batch_size": 32, "iterator_train__drop_last": True}, 4),
+    ({"batch_size": -1}, 1),
+])
+def test_steps_are_counted_as_the_training_iterator_draws_them(iris, iterator,
+                                                               steps_per_epoch):
+    """The step count follows the iterator the net trained with (skorch's
+    ``iterator_train__*`` over ``batch_size``), as the retraining protocol reads it."""
+    X, y = iris
+    params = {"batch_size": 128, **iterator}
+    net = _net(epochs=4, **params)
+    ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    assert all(len(m.history[-1]["batches"]) == steps_per_epoch for m in ens.estimators_)
+    influence = InfluenceTransformer(ens, damping="auto").fit(X, y)
+    assert influence.damping_ == pytest.approx(1 / (4 * steps_per_epoch * 0.05))
+    full_batch = steps_per_epoch == 1
+    assert influence.retraining_ == ("same_steps" if full_batch else "same_epochs")
+
+
 def test_adam_reads_the_second_moments_of_the_fitted_optimizer(iris):
     X, y = iris
     ens = SeedEnsembleClassifier(_net(torch.optim.Adam, lr=0.01), n_seeds=3,

@@ -370,6 +370,15 @@ def _iterator_settings(net, n_samples):
             bool(kwargs.get("drop_last", False)))
 
 
+def train_steps_per_epoch(net, n_samples):
+    """``(rows per step, steps per epoch)`` of a skorch net's training iterator:
+    ``iterator_train__batch_size`` over ``batch_size``, ``-1`` for full batch,
+    ``drop_last`` honoured (what the batched trainer replays)."""
+    _, _, batch_size, drop_last = _iterator_settings(net, n_samples)
+    steps = n_samples // batch_size if drop_last else -(-n_samples // batch_size)
+    return min(batch_size, n_samples), steps
+
+
 def batch_order(generator, n_samples, shuffle):
     """One epoch's sample order, drawn as skorch's ``DataLoader`` draws it.
 

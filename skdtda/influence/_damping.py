@@ -47,18 +47,14 @@ FALLBACK = 1e-3
 EIGENVALUE_FRACTION = 0.1
 
 
-def _steps(n_train, batch_size, n_epochs):
-    batch = n_train if batch_size in (None, -1) or batch_size >= n_train else batch_size
-    return n_epochs * -(-n_train // batch)
-
-
 def _skorch_time(net, n_train):
+    from ..ensemble._batched import train_steps_per_epoch
+
     optimizer = getattr(net, "optimizer_", None)
     if optimizer is None or len(optimizer.param_groups) != 1:
         return None, "the net has no single optimizer parameter group"
     group = optimizer.param_groups[0]
-    n_epochs = len(net.history)
-    steps = _steps(n_train, net.batch_size, n_epochs)
+    steps = len(net.history) * train_steps_per_epoch(net, n_train)[1]
     if steps == 0:
         return None, "the net records no training epoch"
     lr = float(group["lr"])

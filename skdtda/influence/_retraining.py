@@ -54,9 +54,9 @@ def _recipe(member, n_train):
     elif is_deterministic(member):
         return "same_steps", f"{type(member).__name__}: solved to convergence"
     elif hasattr(member, "get_params_for") and hasattr(member, "batch_size"):
-        from ..ensemble._batched import _iterator_settings
+        from ..ensemble._batched import train_steps_per_epoch
 
-        batch = _iterator_settings(member, n_train)[2]
+        batch = train_steps_per_epoch(member, n_train)[0]
     else:
         return None, f"{type(member).__name__}: no known training recipe"
     if batch >= n_train:
