@@ -57,34 +57,36 @@ RECIPES = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabe
 HELD_OUT = ("digits-adam-long", "breast-adam-long", "friedman-adam-long")
 
 
+def _data(name):
+    """The recipe's dataset, scaled: ``(X, y, ensemble class)``."""
+    if name.startswith("digits"):
+        X, y = load_digits(return_X_y=True)
+        return X / 16, y, SeedEnsembleClassifier
+    if name.startswith("breast"):
+        X, y = load_breast_cancer(return_X_y=True)
+        return (X - X.mean(0)) / X.std(0), y, SeedEnsembleClassifier
+    if name.startswith("friedman"):
+        X, y = make_friedman1(n_samples=len(load_diabetes().target), noise=1.0, random_state=0)
+    else:
+        X, y = load_diabetes(return_X_y=True)
+    return (X - X.mean(0)) / X.std(0), (y - y.mean()) / y.std(), SeedEnsembleRegressor
+
+
 def _recipe(name):
     from fidelity_influence import _net  # benchmarks/ is the script's folder
 
+    X, y, ensemble_class = _data(name)
     if name.startswith("digits"):
-        X, y = load_digits(return_X_y=True)
-        X = X / 16
-        ensemble_class = SeedEnsembleClassifier
         net = {"digits-sgd": lambda: _net("mlp"), "digits-adam": lambda: _net("mlp", "adam"),
                "digits-short": lambda: _net("mlp", "sgd", 10),
                "digits-sklearn": lambda: _net("sklearn-mlp"),
                "digits-adam-long": lambda: _net("mlp", "adam", 100)}[name]()
     elif name.startswith("breast"):
-        X, y = load_breast_cancer(return_X_y=True)
-        X = (X - X.mean(0)) / X.std(0)
-        ensemble_class = SeedEnsembleClassifier
         net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(32,),
                                   criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
                                   lr=0.01, max_epochs=100, batch_size=32, train_split=None,
                                   verbose=0)
     else:
-        if name.startswith("friedman"):
-            X, y = make_friedman1(n_samples=len(load_diabetes().target), noise=1.0,
-                                  random_state=0)
-        else:
-            X, y = load_diabetes(return_X_y=True)
-        X = (X - X.mean(0)) / X.std(0)
-        y = (y - y.mean()) / y.std()
-        ensemble_class = SeedEnsembleRegressor
         if name == "diabetes-sgd":
             training = dict(optimizer=torch.optim.SGD, optimizer__momentum=0.9, lr=0.01,
                             max_epochs=30)
