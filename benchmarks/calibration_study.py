@@ -1,0 +1,123 @@
+"""Calibrating ``damping`` on a small retraining: does it close the gaps of ``"auto"``?
+
+    OMP_NUM_THREADS=1 python benchmarks/calibration_study.py --cache /tmp/damping [--recipes ...]
+
+The recipes, evaluation ground truth and damping grid of ``damping_study.py``
+(256 retrained seeds for 20 leave-one-out rows and 20 random 30% removals, 20
+queries; a 16-seed ensemble). A user who wants more than ``damping="auto"``
+can calibrate with the library's own tools: retrain a few removal sets with a
+few seeds (``retrain_distributions``), and let ``GridSearchCV`` with
+``make_lds_scorer`` pick the damping. Here that calibration retrains
+``--sets`` (8) random 30% removals with ``--seeds`` (16) seeds, on 20 *other*
+queries and other removal sets than the evaluation's, and picks, among the
+fixed grid and ``"auto"``, the damping with the best average of mean-LDS and
+variance-LDS. Printed per recipe: LOO / mean-LDS / variance-LDS on the
+evaluation truth for the best fixed damping (each column's own best), for
+``"auto"`` and for the calibrated choice; the choice; and the calibration's
+cost (its retraining and search) in fits of the 16-seed ensemble and its
+influence.
+"""
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+from damping_study import FIXED, HELD_OUT, RECIPES, _data, _recipe, _scores
+from sklearn.model_selection import GridSearchCV
+
+from skdtda import InfluenceTransformer
+from skdtda.evaluation import make_lds_scorer, query_folds, random_subsets, retrain_distributions
+
+GRID = (*FIXED, "auto")
+
+
+def _calibration_queries(name, X_q):
+    """20 query rows the evaluation does not use: ``order[320:340]`` of the
+    permutation whose ``order[300:320]`` are the evaluation's queries."""
+    X, y, _ = _data(name)
+    order = np.random.RandomState(0).permutation(len(X))
+    assert np.array_equal(X[order[300:320]], X_q)  # the same draw as _recipe's
+    return X[order[320:340]], y[order[320:340]]
+
+
+def calibrate(ensemble, X_tr, y_tr, X_cal, y_cal, n_sets, n_seeds, cache):
+    """The damping a small retraining picks (GridSearchCV over GRID, mean- and
+    variance-LDS averaged), its search results, and the retraining's seconds."""
+    remove = random_subsets(len(X_tr), n_sets, keep_fraction=0.7, random_state=100)
+    tic = time.perf_counter()
+    truth = retrain_distributions(ensemble, X_tr, y_tr, X_cal, y_cal, remove=remove,
+                                  n_seeds=n_seeds, random_state=7, memory=cache)
+    retrain_seconds = time.perf_counter() - tic
+    scoring = {statistic: make_lds_scorer(truth, remove=remove, X_query=X_cal, y_query=y_cal,
+                                          discrepancy=statistic)
+               for statistic in ("mean", "variance")}
+    X_cv, y_cv, cv = query_folds(X_tr, y_tr, X_cal, y_cal, n_splits=2, random_state=0)
+    tic = time.perf_counter()
+    search = GridSearchCV(InfluenceTransformer(ensemble), {"damping": list(GRID)},
+                          scoring=scoring, cv=cv, refit=False, error_score="raise")
+    search.fit(X_cv, y_cv)
+    search_seconds = time.perf_counter() - tic
+    results = search.cv_results_
+    average = (results["mean_test_mean"] + results["mean_test_variance"]) / 2
+    choice = results["params"][int(np.argmax(average))]["damping"]
+    return choice, average, retrain_seconds, search_seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", help="folder keeping the retrained ground truths")
+    parser.add_argument("--recipes", default=",".join(RECIPES + HELD_OUT))
+    parser.add_argument("--sets", type=int, default=8, help="calibration removal sets")
+    parser.add_argument("--seeds", type=int, default=16, help="calibration retrained seeds")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
+    summary = []
+    for name in args.recipes.split(","):
+        X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
+        X_cal, y_cal = _calibration_queries(name, X_q)
+        truth_loo = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=loo,
+                                          n_seeds=256, random_state=1, memory=args.cache)
+        truth_lds = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=subsets,
+                                          n_seeds=256, random_state=2, memory=args.cache)
+        tic = time.perf_counter()
+        ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
+        ensemble_seconds = time.perf_counter() - tic
+        rows = {}
+        for damping in GRID:
+            tic = time.perf_counter()
+            influence = InfluenceTransformer(ens, damping=damping).fit(X_tr, y_tr)
+            rows[damping] = (*_scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds),
+                             time.perf_counter() - tic, influence.damping_)
+        choice, average, retrain_s, search_s = calibrate(ens, X_tr, y_tr, X_cal, y_cal,
+                                                         args.sets, args.seeds, args.cache)
+        fit_seconds = ensemble_seconds + rows["auto"][3]
+        best = [max(rows[d][i] for d in FIXED) for i in range(3)]
+        print(f"\n{name}: calibration retrained {args.sets} sets x {args.seeds} seeds in "
+              f"{retrain_s:.0f} s, searched in {search_s:.0f} s "
+              f"({(retrain_s + search_s) / fit_seconds:.1f} fits of {fit_seconds:.1f} s)")
+        print(f"{'damping':>10s} {'value':>9s} {'LOO':>6s} {'mean':>6s} {'var':>6s} "
+              f"{'calibration score':>18s}")
+        for damping, score in zip(GRID, average):
+            r_loo, r_mean, r_var, _, value = rows[damping]
+            mark = "  <- chosen" if damping == choice else ""
+            print(f"{damping!s:>10s} {value:9.3g} {r_loo:6.2f} {r_mean:6.2f} {r_var:6.2f} "
+                  f"{score:18.2f}{mark}", flush=True)
+        gaps = {key: [rows[key][i] - best[i] for i in range(3)]
+                for key in ("auto", choice)}
+        summary.append((name, choice, rows[choice][4], gaps["auto"], gaps[choice],
+                        (retrain_s + search_s) / fit_seconds))
+    print("\nminus the best fixed damping (LOO / mean-LDS / variance-LDS):")
+    for name, choice, value, auto, chosen, cost in summary:
+        print(f"  {name:18s} auto " + " / ".join(f"{g:+.2f}" for g in auto)
+              + f"   calibrated [{choice} = {value:.3g}] "
+              + " / ".join(f"{g:+.2f}" for g in chosen) + f"   cost {cost:.1f} fits")
+    for label, column in (("auto", 3), ("calibrated", 4)):
+        hits = sum(round(g, 2) >= -0.03 for entry in summary for g in entry[column])
+        print(f"{label}: {hits} of {3 * len(summary)} scores within 0.03 of the best fixed")
+
+
+if __name__ == "__main__":
+    main()
