@@ -13,7 +13,9 @@ single seeds; the share of the squared norm held by the five largest
 (seed, query) cells; and, for the largest seed, its query losses against the
 median seed's. Where a few (seed, query) cells hold most of the norm, the
 seed-mean change of a query is decided by the few seeds that misclassify it,
-and 32 seeds estimate it poorly.
+and 32 seeds estimate it poorly. Last, what a user can check on their own
+model without retraining: ``noise_ceiling`` of the *predicted* distributions
+(the split-half reliability of the seed-mean prediction).
 """
 
 import argparse
@@ -24,6 +26,7 @@ from fidelity_influence import _net  # benchmarks/ is the script's folder
 from sklearn.datasets import load_digits
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+from skdtda.evaluation import leave_one_out, noise_ceiling, predict_distributions, random_subsets
 
 
 def main(argv=None):
@@ -63,6 +66,16 @@ def main(argv=None):
     print("  median seed's query losses:       ", np.round(np.median(loss, 0), 2))
     wrong = (loss > np.log(2)).mean(0)
     print("  share of seeds with a query loss above log 2, per query:", np.round(wrong, 2))
+    # what a user can check without retraining: the split-half reliability of the
+    # *predicted* distributions over the ensemble's seeds (noise_ceiling on predictions)
+    rng = np.random.RandomState(0)
+    for label, sets in (("20 leave-one-out rows", leave_one_out(300, rng.choice(300, 20, False))),
+                        ("20 random 30% removals", random_subsets(300, 20, keep_fraction=0.7,
+                                                                  random_state=rng))):
+        predicted = predict_distributions(influence, X[test], y[test], remove=sets)
+        report = noise_ceiling(predicted, "mean", method="pearson", random_state=0)
+        print(f"  noise_ceiling of the predicted mean change, {label}: split-half "
+              f"{report.split_half:.2f}, ceiling {report.ceiling:.2f}")
 
 
 if __name__ == "__main__":
