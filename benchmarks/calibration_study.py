@@ -15,7 +15,9 @@ variance-LDS. Printed per recipe: LOO / mean-LDS / variance-LDS on the
 evaluation truth for the best fixed damping (each column's own best), for
 ``"auto"`` and for the calibrated choice; the choice; and the calibration's
 cost (its retraining and search) in fits of the 16-seed ensemble and its
-influence.
+influence. With ``--unrolled``, a second calibration: the damping whose
+influence is closest to ``UnrolledInfluence`` (the members' own runs
+differentiated) on 5 of those queries, and ``UnrolledInfluence``'s own scores.
 """
 
 import argparse
@@ -24,10 +26,11 @@ import warnings
 
 import numpy as np
 import torch
-from damping_study import FIXED, HELD_OUT, RECIPES, _data, _recipe, _scores
+from damping_study import (FIXED, HELD_OUT, RECIPES, _data, _ground_truth, _recipe,
+                           _scores)
 from sklearn.model_selection import GridSearchCV
 
-from skdtda import InfluenceTransformer
+from skdtda import InfluenceTransformer, UnrolledInfluence
 from skdtda.evaluation import make_lds_scorer, query_folds, random_subsets, retrain_distributions
 
 GRID = (*FIXED, "auto")
@@ -65,12 +68,33 @@ def calibrate(ensemble, X_tr, y_tr, X_cal, y_cal, n_sets, n_seeds, cache):
     return choice, average, retrain_seconds, search_seconds
 
 
+def unrolled_choice(ensemble, X_tr, y_tr, X_cal, y_cal, n_query=5):
+    """The damping whose per-seed influence is closest (relative Frobenius error)
+    to unrolled differentiation of the members' own runs on ``n_query``
+    calibration queries, the errors over GRID, the seconds, and the fitted
+    UnrolledInfluence (it replays the recorded steps: compared at
+    ``retraining="same_steps"``)."""
+    tic = time.perf_counter()
+    unrolled = UnrolledInfluence(ensemble).fit(X_tr, y_tr)
+    truth = unrolled.influence_samples(X_cal[:n_query], y_cal[:n_query])
+    seconds = time.perf_counter() - tic
+    errors = []
+    for damping in GRID:
+        influence = InfluenceTransformer(ensemble, damping=damping,
+                                         retraining="same_steps").fit(X_tr, y_tr)
+        predicted = influence.influence_samples(X_cal[:n_query], y_cal[:n_query])
+        errors.append(np.linalg.norm(predicted - truth) / np.linalg.norm(truth))
+    return GRID[int(np.argmin(errors))], errors, seconds, unrolled
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", help="folder keeping the retrained ground truths")
     parser.add_argument("--recipes", default=",".join(RECIPES + HELD_OUT))
     parser.add_argument("--sets", type=int, default=8, help="calibration removal sets")
     parser.add_argument("--seeds", type=int, default=16, help="calibration retrained seeds")
+    parser.add_argument("--unrolled", action="store_true",
+                        help="also calibrate against UnrolledInfluence on 5 queries")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
@@ -78,10 +102,7 @@ def main(argv=None):
     for name in args.recipes.split(","):
         X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
         X_cal, y_cal = _calibration_queries(name, X_q)
-        truth_loo = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=loo,
-                                          n_seeds=256, random_state=1, memory=args.cache)
-        truth_lds = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=subsets,
-                                          n_seeds=256, random_state=2, memory=args.cache)
+        truth_loo, truth_lds = _ground_truth(name, args.cache)
         tic = time.perf_counter()
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
         ensemble_seconds = time.perf_counter() - tic
@@ -94,6 +115,18 @@ def main(argv=None):
         choice, average, retrain_s, search_s = calibrate(ens, X_tr, y_tr, X_cal, y_cal,
                                                          args.sets, args.seeds, args.cache)
         fit_seconds = ensemble_seconds + rows["auto"][3]
+        if args.unrolled:
+            by_unrolled, errors, unrolled_s, unrolled = unrolled_choice(ens, X_tr, y_tr,
+                                                                        X_cal, y_cal)
+            own = _scores(unrolled, X_q, y_q, loo, subsets, truth_loo, truth_lds)
+            print(f"\n{name}: UnrolledInfluence on 5 queries in {unrolled_s:.0f} s "
+                  f"({unrolled_s / fit_seconds:.1f} fits); relative error of the influence "
+                  "function against it, per damping: "
+                  + ", ".join(f"{d}: {e:.2f}" for d, e in zip(GRID, errors))
+                  + f"; closest {by_unrolled}, whose LOO / mean / var are "
+                  + " / ".join(f"{v:.2f}" for v in rows[by_unrolled][:3])
+                  + "; UnrolledInfluence's own LOO / mean / var: "
+                  + " / ".join(f"{v:.2f}" for v in own), flush=True)
         best = [max(rows[d][i] for d in FIXED) for i in range(3)]
         print(f"\n{name}: calibration retrained {args.sets} sets x {args.seeds} seeds in "
               f"{retrain_s:.0f} s, searched in {search_s:.0f} s "

@@ -106,6 +106,15 @@ def _recipe(name):
             ensemble_class(net, n_seeds=32, random_state=3))
 
 
+def _ground_truth(name, cache):
+    """The recipe's retrained truth: 256 seeds for its leave-one-out rows and for its
+    random removals (cached in ``cache``)."""
+    X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
+    return tuple(retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=sets,
+                                       n_seeds=256, random_state=seed, memory=cache)
+                 for seed, sets in ((1, loo), (2, subsets)))
+
+
 def _scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds):
     pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
     pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
@@ -125,10 +134,7 @@ def main(argv=None):
     for name in args.recipes.split(","):
         X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
         tic = time.perf_counter()
-        truth_loo = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=loo,
-                                          n_seeds=256, random_state=1, memory=args.cache)
-        truth_lds = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=subsets,
-                                          n_seeds=256, random_state=2, memory=args.cache)
+        truth_loo, truth_lds = _ground_truth(name, args.cache)
         truth_seconds = time.perf_counter() - tic
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
         rows = {}
