@@ -56,7 +56,7 @@ def _skorch_time(net, n_train):
     group = optimizer.param_groups[0]
     steps = len(net.history) * train_steps_per_epoch(net, n_train)[1]
     if steps == 0:
-        return None, "the net records no training epoch"
+        return None, "the net records no optimizer step"
     lr = float(group["lr"])
     if isinstance(optimizer, torch.optim.SGD):
         rate = lr * (1 - group.get("dampening", 0.0)) / (1 - group.get("momentum", 0.0))
