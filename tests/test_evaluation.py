@@ -294,6 +294,33 @@ def test_noise_ceiling_is_the_correlation_a_perfect_method_reaches():
         noise_ceiling(Distributions(truth.before[:3], truth.after[:, :3]))
 
 
+def test_noise_ceiling_of_predictions_says_how_another_draw_of_seeds_agrees():
+    """On *predicted* distributions (docs/architectures.md, "How many seeds"): the
+    squared ceiling of 16 seeds' prediction is how well it agrees with the prediction
+    of 16 other seeds, on a net whose seeds disagree (noisy labels, long training)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(150, 6, n_informative=4, n_classes=3, flip_y=0.2,
+                               random_state=0)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(16,),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              lr=0.5, max_epochs=100, batch_size=16, train_split=None,
+                              verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=32, random_state=0).fit(X, y)
+    queries = np.arange(0, 150, 5)
+    before, after = predict_distributions(InfluenceTransformer(ens).fit(X, y), X[queries],
+                                          y[queries],
+                                          remove=leave_one_out(150, np.arange(1, 150, 6)))
+    first, other = (Distributions(before[seeds], after[:, seeds])
+                    for seeds in (slice(0, 16), slice(16, 32)))
+    report = noise_ceiling(first, "mean", method="pearson", random_state=0)
+    agreement = loo_correlation(first, other)
+    assert agreement < 0.85  # the seeds disagree enough for the check to mean something
+    assert report.ceiling ** 2 == pytest.approx(agreement, abs=0.07)
+    assert report.split_half < agreement - 0.1  # 8 against 8 seeds agree less
+
+
 def test_bootstrap_intervals_cover_the_score_and_shrink_with_queries():
     rng = np.random.RandomState(1)
     true, truth = _noisy_truth(16, 1.0, rng, n_query=200)
