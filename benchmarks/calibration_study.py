@@ -47,7 +47,8 @@ def _calibration_queries(name, X_q):
 
 def calibrate(ensemble, X_tr, y_tr, X_cal, y_cal, n_sets, n_seeds, cache):
     """The damping a small retraining picks (GridSearchCV over GRID, mean- and
-    variance-LDS averaged), its search results, and the retraining's seconds."""
+    variance-LDS averaged), that average per damping, and the seconds of the
+    retraining and of the search."""
     remove = random_subsets(len(X_tr), n_sets, keep_fraction=0.7, random_state=100)
     tic = time.perf_counter()
     truth = retrain_distributions(ensemble, X_tr, y_tr, X_cal, y_cal, remove=remove,
