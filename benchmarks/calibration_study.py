@@ -101,9 +101,10 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
     summary = []
     for name in args.recipes.split(","):
-        X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
+        recipe = _recipe(name)
+        X_tr, y_tr, X_q, y_q, loo, subsets, template = recipe
         X_cal, y_cal = _calibration_queries(name, X_q)
-        truth_loo, truth_lds = _ground_truth(name, args.cache)
+        truth_loo, truth_lds = _ground_truth(recipe, args.cache)
         tic = time.perf_counter()
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
         ensemble_seconds = time.perf_counter() - tic

@@ -106,10 +106,10 @@ def _recipe(name):
             ensemble_class(net, n_seeds=32, random_state=3))
 
 
-def _ground_truth(name, cache):
-    """The recipe's retrained truth: 256 seeds for its leave-one-out rows and for its
-    random removals (cached in ``cache``)."""
-    X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
+def _ground_truth(recipe, cache):
+    """The retrained truth of a :func:`_recipe`: 256 seeds for its leave-one-out rows
+    and for its random removals (cached in ``cache``)."""
+    X_tr, y_tr, X_q, y_q, loo, subsets, template = recipe
     return tuple(retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=sets,
                                        n_seeds=256, random_state=seed, memory=cache)
                  for seed, sets in ((1, loo), (2, subsets)))
@@ -132,9 +132,10 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
     summary = []
     for name in args.recipes.split(","):
-        X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
+        recipe = _recipe(name)
+        X_tr, y_tr, X_q, y_q, loo, subsets, template = recipe
         tic = time.perf_counter()
-        truth_loo, truth_lds = _ground_truth(name, args.cache)
+        truth_loo, truth_lds = _ground_truth(recipe, args.cache)
         truth_seconds = time.perf_counter() - tic
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
         rows = {}

@@ -21,9 +21,10 @@ import warnings
 import numpy as np
 import torch
 
-from damping_study import HELD_OUT, RECIPES, _recipe  # benchmarks/ is the script's folder
+# benchmarks/ is the script's folder
+from damping_study import HELD_OUT, RECIPES, _ground_truth, _recipe
 from skdtda import InfluenceTransformer
-from skdtda.evaluation import lds, loo_correlation, predict_distributions, retrain_distributions
+from skdtda.evaluation import lds, loo_correlation, predict_distributions
 
 OTHER = {"same_epochs": "same_steps", "same_steps": "same_epochs"}
 
@@ -49,11 +50,9 @@ def main(argv=None):
           f"{'seconds':>8s}")
     gains = []
     for name in args.recipes.split(","):
-        X_tr, y_tr, X_q, y_q, loo, subsets, template = _recipe(name)
-        truth_loo = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=loo,
-                                          n_seeds=256, random_state=1, memory=args.cache)
-        truth_lds = retrain_distributions(template, X_tr, y_tr, X_q, y_q, remove=subsets,
-                                          n_seeds=256, random_state=2, memory=args.cache)
+        recipe = _recipe(name)
+        X_tr, y_tr, X_q, y_q, loo, subsets, template = recipe
+        truth_loo, truth_lds = _ground_truth(recipe, args.cache)
         ens = template.set_params(n_seeds=16).fit(X_tr, y_tr)
 
         def score(retraining):
