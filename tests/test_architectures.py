@@ -173,6 +173,53 @@ def test_ekfac_eigenvalues_are_the_exact_ggn_diagonal_in_the_kronecker_basis(flo
         start += spec.size
 
 
+@pytest.mark.parametrize("name", ["few_patches_cnn", "linear_attention", "embeddings",
+                                  "conv1d"])
+def test_query_solves_from_patches_equal_the_dense_kronecker_inverse(fitted, name):
+    """The queries' solves, rotated from their patches (one patch a row, few patches of
+    many inputs, sequences, one-hot tokens), equal (Q (x) Q) diag(1 / (eig + damping))
+    (Q (x) Q)^T built densely per layer and applied to the gradient blocks."""
+    from skdtda.curvature import KroneckerCurvature
+    from skdtda.curvature._kfac import _rotate_patches_first
+
+    if name == "few_patches_cnn":
+        X, y = _data("digits", 64, n=40)
+        ens = SeedEnsembleClassifier(_net(_FewPatchesCNN, max_epochs=1), n_seeds=1,
+                                     random_state=0).fit(X, y)
+    else:
+        ens, X, y = fitted[name]
+    member = FunctionalMember(ens.estimators_[0], "margin", "classifier", layered=True,
+                              probe_X=X[:8])
+    y_net = ens._net_targets(y)
+    kron = KroneckerCurvature(member, X, y_net, damping=1e-2, corrected=True)
+    solved = kron.solve_rows("measurement", X[:5], y_net[:5])
+    blocks = member.grads("measurement", X[:5], y_net[:5])
+    if name == "few_patches_cnn":
+        patches, gs = member.grad_patches("measurement", X[:5], y_net[:5])
+        assert _rotate_patches_first(patches[1], gs[1].shape[-1])  # conv2: 4 patches of 145
+        assert patches[2].n_pos == 1  # the head
+    for spec, f, block, got in zip(member.layers, kron.factors, blocks, solved):
+        q_g = f["q_g"].double().contiguous()
+        q_a = torch.eye(spec.shape[1], dtype=torch.float64) if f["q_a"] is None else \
+            f["q_a"].double().contiguous()
+        basis = torch.kron(q_g, q_a)
+        matrix = basis @ torch.diag(f["eig"].double().reshape(-1) + 1e-2) @ basis.T
+        expected = torch.linalg.solve(matrix, block.double().reshape(5, -1).T).T
+        torch.testing.assert_close(got.double().reshape(5, -1), expected, rtol=2e-3,
+                                   atol=2e-3 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_is_the_sum_of_outer_products(dtype):
+    from skdtda.curvature.layers import gram
+
+    rows = torch.randn(300, 7, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {}
+    for r in (rows, rows[:, 1:6], rows.T.contiguous().T):  # contiguous or not
+        torch.testing.assert_close(gram(r), r.T @ r, **tol)
+    torch.testing.assert_close(gram(rows.int()), rows.int().T @ rows.int())  # no BLAS type
+
+
 def test_sampled_factors_converge_to_the_exact_ones(float64):
     """Random combinations of the root columns are unbiased: with more of them the
     K-FAC factors approach those of every column."""

@@ -21,7 +21,7 @@ from ._kfac import KroneckerCurvature
 
 __all__ = ["CGCurvature", "CURVATURES", "EigenCurvature", "IdentityCurvature", "KernelCurvature",
            "KroneckerCurvature", "LAYERED", "dense_ggn", "dense_hessian", "fit_curvature",
-           "resolve_curvature", "solve_blocks"]
+           "resolve_curvature", "solve_blocks", "solve_grads"]
 
 CURVATURES = ("auto", "exact", "ggn", "kfac", "ekfac", "cg", "identity")
 #: Curvatures that work layer by layer (per-layer blocks, supported layers only).
@@ -148,3 +148,12 @@ def solve_blocks(curvature, blocks):
         return curvature.solve_blocks(blocks)
     (flat,) = blocks
     return [curvature.solve(flat)]
+
+
+def solve_grads(curvature, member, fn_name, X, y):
+    """``(H + damping I)^{-1}`` applied to the member's per-row gradients of
+    ``fn_name`` (``"loss"`` or ``"measurement"``) on ``X, y``, as blocks; a
+    Kronecker-factored backend rotates them from the layers' patches."""
+    if hasattr(curvature, "solve_rows"):
+        return curvature.solve_rows(fn_name, X, y)
+    return solve_blocks(curvature, member.grads(fn_name, X, y))

@@ -27,7 +27,7 @@ the same hooks (docs/architectures.md has the measurement).
 
 import torch
 
-from .layers import DensePatches
+from .layers import DensePatches, gram
 
 __all__ = ["KroneckerCurvature"]
 
@@ -83,8 +83,7 @@ class KroneckerCurvature:
                 patches_seen[i] += p.count()
             for gs in columns:
                 for i, g in enumerate(gs):
-                    g2 = g.reshape(-1, g.shape[-1])
-                    g_t = (g2.T @ g2).double()
+                    g_t = gram(g.reshape(-1, g.shape[-1])).double()
                     G[i] = g_t if G[i] is None else G[i] + g_t
         self.factors = []
         for spec, a_sum, g_sum, count in zip(specs, A, G, patches_seen):
@@ -133,15 +132,11 @@ class KroneckerCurvature:
                         # one patch per row: (Q_G^T g a^T Q_A)^2 = (Q_G^T g)^2 (Q_A^T a)^2
                         g_rot = (g[:, 0] @ q_g).pow(2)
                         for_rows[i] = g_rot if for_rows[i] is None else for_rows[i] + g_rot
-                    elif q_a is not None and _rotate_patches_first(p, g.shape[-1]):
-                        # Q_G^T (sum_t g_t a_t^T) Q_A = sum_t (Q_G^T g_t)(Q_A^T a_t)^T: rotate
-                        # the T patches instead of the (out, in) block when that is cheaper
-                        block = torch.bmm((g @ q_g).transpose(1, 2), p.a @ q_a)
-                        sums[i] += block.pow(2).sum(dim=0).double()
                     else:
-                        block = p.row_grads(g)
-                        rot = _sandwich(q_g.T, block, q_a).pow(2).sum(dim=0)
-                        sums[i] += rot.double()
+                        rot = _rotated_rows(p, g, q_g, q_a)
+                        # the sum of squares over rows as one contraction: 2x faster
+                        # than pow(2).sum(0) on a (113, 128, 1153) float32 chunk
+                        sums[i] += torch.einsum("nij,nij->ij", rot, rot).double()
             for i, one in enumerate(single):
                 if one:
                     sums[i] += (for_rows[i].T @ rotated_a[i]).double()
@@ -172,11 +167,26 @@ class KroneckerCurvature:
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
         ``[(n, out, in)]``, in the member's dtype (float32 gradients of a float32
         net are rotated and scaled in float32; the decompositions were float64)."""
+        return self._solve_rotated([
+            _sandwich(f["q_g"].T, block.to(f["q_g"].dtype), f["q_a"])
+            for block, f in zip(blocks, self.factors)])
+
+    def solve_rows(self, fn_name, X, y):
+        """:meth:`solve_blocks` of the member's per-row gradients of ``fn_name``
+        (``"loss"`` or ``"measurement"``) on rows ``X, y``, rotated into the
+        eigenbases from their patches: a row's ``Q_G^T (sum_t g_t a_t^T) Q_A`` is
+        ``sum_t (Q_G^T g_t)(Q_A^T a_t)^T``, cheaper than rotating its ``(out, in)``
+        block when it has fewer patches than outputs (the deep layers of a CNN)."""
+        patches, gs = self.member.grad_patches(fn_name, X, y)
+        return self._solve_rotated([
+            _rotated_rows(p, g.to(f["q_g"].dtype), f["q_g"], f["q_a"])
+            for p, g, f in zip(patches, gs, self.factors)])
+
+    def _solve_rotated(self, rotated_blocks):
+        """Divide blocks already in the eigenbases by the damped eigenvalues, rotate back."""
         shift = self.damping + self.member.weight_decay
         out = []
-        for block, f, penalty in zip(blocks, self.factors, self.penalty):
-            block = block.to(f["q_g"].dtype)
-            rotated = _sandwich(f["q_g"].T, block, f["q_a"])
+        for rotated, f, penalty in zip(rotated_blocks, self.factors, self.penalty):
             denom = f["eig"] + shift
             floor = shift
             if penalty is not None:
@@ -189,6 +199,21 @@ class KroneckerCurvature:
                 rotated = rotated / denom
             out.append(_sandwich(f["q_g"], rotated, None if f["q_a"] is None else f["q_a"].T))
         return out
+
+
+def _rotated_rows(patches, g, q_g, q_a):
+    """``Q_G^T (sum_t g_nt a_nt^T) Q_A`` for every row ``n``: (n, out, in).
+
+    From the patches when that is cheaper (``sum_t (Q_G^T g_t)(Q_A^T a_t)^T``:
+    always for one patch a row, and for few patches of many inputs); else from
+    the row's ``(out, in)`` gradient block. One-hot patches (``q_a`` None, a
+    diagonal input factor) take the block."""
+    if q_a is not None and isinstance(patches, DensePatches):
+        if patches.n_pos == 1:
+            return (g[:, 0] @ q_g)[:, :, None] * (patches.a[:, 0] @ q_a)[:, None, :]
+        if _rotate_patches_first(patches, g.shape[-1]):
+            return torch.bmm((g @ q_g).transpose(1, 2), patches.a @ q_a)
+    return _sandwich(q_g.T, patches.row_grads(g), q_a)
 
 
 def _rotate_patches_first(patches, out_dim):

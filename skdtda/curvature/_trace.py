@@ -134,15 +134,20 @@ class LayerTracer:
             out.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
         return out
 
-    def row_grads(self, fn, X, y):
-        """Per-row gradient blocks of ``fn(net, outputs, y)``: per layer (n, out, in)."""
+    def row_patches(self, fn, X, y):
+        """Per layer, the patches and the output gradients of ``fn(net, outputs, y)``
+        row by row: ``(patches, [g (n, T, out)])``, the factors of every row's
+        gradient block ``sum_t g_nt a_nt^T``."""
         with torch.enable_grad():
             outputs, calls = self._calls(X, keep_outputs=True)
             values = fn(self.member.net, outputs, y)
             zs = [out for c in calls for _, _, out in c]
             grads = torch.autograd.grad(values.sum(), zs, allow_unused=True)
-        patches = self._patches(calls)
-        gs = self._output_grads(calls, grads)
+        return self._patches(calls), self._output_grads(calls, grads)
+
+    def row_grads(self, fn, X, y):
+        """Per-row gradient blocks of ``fn(net, outputs, y)``: per layer (n, out, in)."""
+        patches, gs = self.row_patches(fn, X, y)
         return [p.row_grads(g) for p, g in zip(patches, gs)]
 
     def pseudo_grads(self, X, y, samples=None, generator=None):

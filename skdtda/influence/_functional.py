@@ -206,6 +206,13 @@ class FunctionalMember:
         X, y = self.tensors(X, y)
         return self.tracer.row_grads(self._fn(fn_name), X, y)
 
+    def grad_patches(self, fn_name, X, y):
+        """A layered member's per-row gradients as factors: per layer, the patches
+        and output gradients whose ``sum_t g_nt a_nt^T`` is each row's block of
+        :meth:`grads` (``(patches, [g (n, T, out)])``)."""
+        X, y = self.tensors(X, y)
+        return self.tracer.row_patches(self._fn(fn_name), X, y)
+
     def per_sample_grads(self, fn_name, X, y):
         """Gradients of the per-sample loss (``"loss"``) or measurement, shape (n, P)."""
         fn = self._fn(fn_name)

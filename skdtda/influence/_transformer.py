@@ -26,7 +26,8 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..curvature import CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks
+from ..curvature import (CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks,
+                         solve_grads)
 from ..curvature._newton import (NEWTON_ROWS, NEWTON_SETS, kept_curvature, row_factors,
                                  tilde_curvature, woodbury_solve)
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
@@ -480,7 +481,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     def _solve_queries(self, member, curv, centre, Xq, yq):
         """One member's solved query gradients (flattened blocks) and their products
         with the centre ``c_s``."""
-        solved = solve_blocks(curv, member.grads("measurement", Xq, yq))
+        solved = solve_grads(curv, member, "measurement", Xq, yq)
         offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
                      for s, m in zip(solved, centre))
         # The products with training gradients run in the member's dtype (2x

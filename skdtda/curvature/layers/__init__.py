@@ -10,12 +10,13 @@ means adding one module with a :class:`LayerKind` subclass and listing it in
 
 from torch import nn
 
-from ._base import DensePatches, LayerKind
+from ._base import DensePatches, LayerKind, gram
 from ._conv import ConvKind
 from ._embedding import EmbeddingKind, OneHotPatches
 from ._linear import LinearKind
 
-__all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "find_layers"]
+__all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "find_layers",
+           "gram"]
 
 KINDS = (LinearKind(), ConvKind(), EmbeddingKind())
 

@@ -13,7 +13,34 @@ block, and whether its input factor is diagonal (one-hot inputs).
 
 import torch
 
-__all__ = ["DensePatches", "LayerKind"]
+__all__ = ["DensePatches", "LayerKind", "gram"]
+
+
+def gram(rows):
+    """``rows^T rows`` for a 2-D tensor: the sum of the outer products of its rows.
+
+    On the CPU this is BLAS's symmetric rank-k update (``?syrk``, through SciPy),
+    which computes one triangle: 1.6-2x faster than the general product for the
+    K-FAC factors of a ResNet (one core, float32, 16k-256k rows of 288-1152
+    inputs). Elsewhere, and for dtypes BLAS lacks, the general product.
+    """
+    if rows.device.type != "cpu" or rows.dtype not in _SYRK or rows.requires_grad:
+        return rows.T @ rows
+    # a C-ordered (n, d) array is a Fortran-ordered (d, n) one: syrk's A A^T of it
+    # is rows^T rows, with no copy
+    upper = torch.from_numpy(_SYRK[rows.dtype]()(1.0, rows.contiguous().numpy().T, trans=0))
+    return upper.triu() + upper.triu(1).T
+
+
+def _syrk(name):
+    def get():
+        from scipy.linalg import blas
+
+        return getattr(blas, name)
+    return get
+
+
+_SYRK = {torch.float32: _syrk("ssyrk"), torch.float64: _syrk("dsyrk")}
 
 
 class DensePatches:
@@ -28,8 +55,7 @@ class DensePatches:
 
     def input_sum(self):
         """``sum a a^T`` over rows and positions, shape (in, in)."""
-        flat = self.a.reshape(-1, self.size)
-        return flat.T @ flat
+        return gram(self.a.reshape(-1, self.size))
 
     def row_grads(self, g):
         """``sum_t g_nt a_nt^T`` for every row: (n, out, in); ``g`` is (n, T, out)."""
