@@ -32,6 +32,12 @@ is the ceiling of any agreement with one kronfluence run. Both hold the same
 parameters fixed (BatchNorm and LayerNorm affine parameters, the transformer's
 positional embedding): kronfluence tracks Linear and Conv2d modules only, skdtda's
 attributed set is printed.
+
+Each case also prints the arithmetic floor of EK-FAC attribution
+(``benchmarks/_ekfac_floor.py``): its matrix products counted from the model's
+layer shapes, at the rate of one large float32 product measured at the start; a
+lower bound for any implementation of the same computation, so both libraries'
+times read as multiples of it.
 """
 
 import argparse
@@ -44,6 +50,7 @@ import time
 
 import numpy as np
 
+from _ekfac_floor import ekfac_macs, floor_seconds, gemm_gflops, layer_shapes
 from _memory import peak_rss_mib  # benchmarks/ is the script's folder
 from bench_influence import DEFAULT_KF_PYTHON, _agreement, _in_subprocess, _kronfluence
 
@@ -108,9 +115,11 @@ def _prepare(folder, case):
     torch.save(members, os.path.join(folder, "members.pt"))
     with open(os.path.join(folder, "meta.json"), "w") as f:
         json.dump(dict(model=case["model"], kwargs=case["kwargs"]), f)
-    n_params = sum(p.numel() for p in ens.estimators_[0].module_.parameters())
+    module = ens.estimators_[0].module_
+    n_params = sum(p.numel() for p in module.parameters())
     return dict(train_seconds=seconds, vectorized=bool(ens.vectorized_), n_params=n_params,
-                query_accuracy=float(ens.score(X_q, y_q)))
+                query_accuracy=float(ens.score(X_q, y_q)),
+                layer_shapes=layer_shapes(module, torch.as_tensor(X[:4])))
 
 
 def _skdtda_run(folder, damping, queue):
@@ -144,7 +153,7 @@ def _skdtda_run(folder, damping, queue):
                    fixed=sorted(influence.fixed_parameters_)))
 
 
-def run_case(name, case, kf_python, ceiling_seeds=4):
+def run_case(name, case, kf_python, ceiling_seeds=4, gflops=None):
     with tempfile.TemporaryDirectory(prefix=f"bench_arch_{name}_") as folder:
         prep = _in_subprocess(_prepare_task, folder, case)
         sk = _in_subprocess(_skdtda_run, folder, DAMPING)
@@ -152,6 +161,10 @@ def run_case(name, case, kf_python, ceiling_seeds=4):
         kf, skipped = _kronfluence(folder, kf_python, DAMPING)
         row = dict(case=name, **{k: v for k, v in case.items() if k != "kwargs"}, **prep,
                    skdtda={k: v for k, v in sk.items()})
+        if gflops:
+            macs = ekfac_macs(prep["layer_shapes"], case["n_train"], case["n_query"])
+            row.update(gemm_gflops=gflops, floor_macs=macs,
+                       floor_seconds=case["n_seeds"] * floor_seconds(macs, gflops))
         if kf is not None:
             kf_scores = kf.pop("scores")
             per_seed, mean = _agreement(sk_scores, kf_scores)
@@ -190,11 +203,13 @@ def main(argv=None):
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = []
+    gflops = gemm_gflops()
+    print(f"one float32 (2048, 2048) product on one thread: {gflops:.0f} GFLOP/s")
     for name in args.cases:
         case = dict(CASES[name])
         if name == "b" and args.size == "small":
             case.update(SMALL_B)
-        row = run_case(name, case, args.kronfluence_python, args.ceiling_seeds)
+        row = run_case(name, case, args.kronfluence_python, args.ceiling_seeds, gflops)
         rows.append(row)
         _print_row(row)
     if args.json:
@@ -228,6 +243,17 @@ def _print_row(row):
                   f"skdtda against it on the same seeds: {same[0]:.3f}, {same[1]:.3f}")
     else:
         print(f"  {row['kronfluence_skipped']}")
+    if "floor_seconds" in row:
+        floor = row["floor_seconds"]
+        parts = ", ".join(f"{k} {v / 1e9:.3g}" for k, v in row["floor_macs"].items())
+        line = (f"  arithmetic floor of EK-FAC (its matrix products alone at "
+                f"{row['gemm_gflops']:.0f} GFLOP/s; GMAC a seed: {parts}): {floor:.1f} s; "
+                f"skdtda at {sk['seconds'] / floor:.2f}x the floor")
+        if "kronfluence" in row:
+            kf = row["kronfluence"]
+            line += (f", kronfluence at {kf['seconds'] / floor:.2f}x; 3x kronfluence's speed "
+                     f"means {kf['seconds'] / 3 / floor:.2f}x the floor")
+        print(line)
 
 
 if __name__ == "__main__":
