@@ -128,3 +128,38 @@ class Conv1dNet(nn.Module):
     def forward(self, x):
         h = torch.relu(self.conv(x[:, None, :]))
         return self.head(torch.relu(self.conv2(h)).flatten(1))
+
+
+class SharedHead(nn.Module):
+    """One Linear module registered under two names and called twice."""
+
+    def __init__(self, n_features=4, n_classes=3, width=16):
+        super().__init__()
+        self.inp = nn.Linear(n_features, width)
+        self.head = nn.Linear(width, n_classes)
+        self.head_again = self.head
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        return self.head(h) + 0.5 * self.head_again(torch.relu(h))
+
+
+class TiedTokens(nn.Module):
+    """Tokens embedded, mixed by two Linear layers sharing one weight, and read out
+    through the embedding's own weight (``h @ W^T``, weight tying as in language
+    models): neither the embedding nor the tied Linears get their whole gradient
+    from their own calls."""
+
+    def __init__(self, n_features=5, n_classes=3, vocabulary=12, dim=6):
+        super().__init__()
+        self.emb = nn.Embedding(vocabulary, dim)
+        self.a = nn.Linear(dim, dim)
+        self.b = nn.Linear(dim, dim)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(vocabulary, n_classes)
+
+    def forward(self, x):
+        h = self.emb(x.long()).mean(dim=1)
+        h = torch.tanh(self.b(torch.tanh(self.a(h))))
+        return self.head(h @ self.emb.weight.T)
+

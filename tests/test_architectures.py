@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits, make_classification, make_regression
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from _models import (BagOfTokens, Conv1dNet, DigitsCNN, LinearAttention, NestedMLP,
-                     NormDropout, ResidualLN, TorchTransformer)
+                     NormDropout, ResidualLN, SharedHead, TiedTokens, TorchTransformer)
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.exceptions import UnsupportedOperationError
 from skdtda.influence._functional import FunctionalMember
@@ -27,6 +27,8 @@ CASES = {
     "embeddings": (BagOfTokens, 5, "tokens"),
     "norm_dropout": (NormDropout, 4, "dense"),
     "conv1d": (Conv1dNet, 8, "dense"),
+    "shared_head": (SharedHead, 4, "dense"),
+    "tied_tokens": (TiedTokens, 5, "tokens"),
 }
 
 
@@ -340,6 +342,50 @@ def test_scoring_a_million_parameter_cnn_with_16_seeds_adds_under_1_5_gib():
     assert result["n_params"] >= 1_000_000
     assert result["finite"] and result["shape"] == [40, 96]
     assert result["peak_mib"] - result["base_mib"] < 1536, result
+
+
+def test_layers_whose_parameters_act_elsewhere_are_held_fixed(fitted):
+    """A weight tied between two Linears, or an embedding read out through its own
+    weight, gets part of its gradient outside the layer's calls: those layers are held
+    fixed (the hooked gradients of the rest equal autograd, test above); a module
+    called under two names is one layer with two calls."""
+    ens, X, y = fitted["tied_tokens"]
+    influence = InfluenceTransformer(ens, curvature="ekfac").fit(X, y)
+    assert influence.attributed_layers_ == ["head"]
+    for name in ("emb.weight", "a.weight", "a.bias", "b.bias"):
+        assert name in influence.fixed_parameters_
+    assert "outside its own calls" in influence.fixed_parameters_["emb.weight"]
+    ens, X, y = fitted["shared_head"]
+    influence = InfluenceTransformer(ens, curvature="ekfac").fit(X, y)
+    assert influence.attributed_layers_ == ["inp", "head"] and not influence.fixed_parameters_
+    assert np.isfinite(influence.transform(X[:3])).all()
+
+
+@pytest.mark.parametrize("name", ["shared_head", "tied_tokens"])
+def test_shared_and_tied_modules_batch_like_the_loop_and_stay_intact(name, float64):
+    """torch.func.functional_call leaves a module registered under two names holding
+    the tensors it was called with; the batched ensemble and the influence code must
+    train and attribute such modules as the loop does and leave them intact."""
+    module, n_features, kind = CASES[name]
+    X, y = _data(kind, n_features)
+    X = X.astype(np.float64)
+    net = _net(module, optimizer=torch.optim.SGD, lr=0.05, optimizer__momentum=0.9)
+    loop = SeedEnsembleClassifier(net, n_seeds=2, random_state=0, vectorize=False).fit(X, y)
+    batched = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    assert batched.vectorized_
+    for a, b in zip(loop.estimators_, batched.estimators_):
+        for (na, pa), (nb, pb) in zip(a.module_.named_parameters(),
+                                      b.module_.named_parameters()):
+            assert na == nb and isinstance(pb, torch.nn.Parameter)
+            torch.testing.assert_close(pa, pb, rtol=1e-8, atol=1e-10)
+    InfluenceTransformer(batched, curvature="ggn").fit(X, y).transform(X[:2])
+    for member in batched.estimators_:
+        module = member.module_
+        assert all(isinstance(p, torch.nn.Parameter) for p in module.parameters())
+        if name == "shared_head":
+            assert module.head_again.weight is module.head.weight
+        else:
+            assert module.b.weight is module.a.weight
 
 
 def test_seed_ensembles_batch_pure_modules_and_loop_over_norm_and_dropout(fitted, caplog):

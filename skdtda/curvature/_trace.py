@@ -110,6 +110,51 @@ class LayerTracer:
                 for name in spec.param_names:
                     self.fixed[name] = reason
         self.specs = kept
+        self._check_gradients(X[np.resize(np.arange(len(X)), _PROBE_SIZES[0])])
+
+    def _check_gradients(self, X):
+        """Hold fixed every layer whose hooked gradient is not its parameters' whole
+        gradient: a parameter tied to another module's (``b.weight = a.weight``) or
+        read outside the layer's own forward (``h @ self.embed.weight.T``) gets part
+        of its gradient elsewhere, and factors of the layer's calls alone would miss
+        it. Checked once, against autograd, on a random combination of the outputs."""
+        if not self.specs:
+            return
+        params = [p for spec in self.specs for _, p in spec.kind.parameters(spec.module)]
+        frozen = [p for p in params if not p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                outputs, calls = self._calls(X, keep_outputs=True)
+                weights = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(0),
+                                      dtype=outputs.dtype).to(outputs.device)
+                zs = [out for c in calls for _, _, out in c]
+                grads = torch.autograd.grad((outputs * weights).sum(), zs + params,
+                                            allow_unused=True)
+        finally:
+            for p in frozen:
+                p.requires_grad_(False)
+        hooked = self._output_grads(calls, grads[:len(zs)])
+        whole = iter(grads[len(zs):])
+        kept = []
+        for spec, patches, g in zip(self.specs, self._patches(calls), hooked):
+            block = patches.row_grads(g).sum(dim=0, keepdim=True)
+            parts = [part[0] for part in spec.kind.to_params(spec.module, block)]
+            # None: the parameter does not reach the outputs (nor does the layer)
+            truth = [torch.zeros_like(part) if t is None else t
+                     for t, part in zip((next(whole) for _ in parts), parts)]
+            scale = max(max(float(t.abs().max()) for t in truth), 1e-30)
+            if all(float((t - part).abs().max()) <= 1e-3 * scale
+                   for t, part in zip(truth, parts)):
+                kept.append(spec)
+                continue
+            for name in spec.param_names:
+                self.fixed[name] = (
+                    "its parameters also act outside its own calls (tied to another "
+                    "module's, or read directly in a forward), so its factors would miss "
+                    "part of their gradient")
+        self.specs = kept
 
     def _patches(self, calls):
         out = []

@@ -25,9 +25,10 @@ import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from skorch.dataset import Dataset as SkorchDataset
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 from torch.utils.data import DataLoader
 
+from .._torch import call_with_parameters
 from ..measurements import get_measurement
 from ..nets import MLP
 
@@ -173,7 +174,7 @@ class _Program:
             self.transposed = {op[1] for op in self.layers if op[0] == "linear"}
         else:
             self.transposed = set()
-            self._vforward = vmap(lambda p, x: functional_call(module, p, (x,)))
+            self._vforward = vmap(lambda p, x: call_with_parameters(module, p, (x,)))
         criterion = lead.criterion_
         self.flat_loss = (
             type(criterion) in _MEAN_CRITERIA

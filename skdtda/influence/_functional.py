@@ -10,8 +10,9 @@ chunks of rows so memory stays bounded.
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
+from .._torch import call_with_parameters
 from ..curvature._trace import LayerTracer
 from ..exceptions import unsupported_ops
 from ..measurements import get_measurement
@@ -176,7 +177,7 @@ class FunctionalMember:
                 in zip(self.names, theta.split(self.sizes), self.shapes)}
 
     def outputs(self, theta, X):
-        return functional_call(self.module, self.unflatten(theta), (X,))
+        return call_with_parameters(self.module, self.unflatten(theta), (X,))
 
     def tensors(self, X, y):
         X = torch.as_tensor(np.asarray(X), device=self.device)
