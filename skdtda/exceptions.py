@@ -33,11 +33,20 @@ class UnsupportedOperationError(ValueError):
 @contextlib.contextmanager
 def unsupported_ops(what):
     """Report a torch op that a transform (vmap, double backward) lacks as an
-    :class:`UnsupportedOperationError` naming ``what`` needed it; other errors pass."""
+    :class:`UnsupportedOperationError` naming ``what`` needed it.
+
+    It wraps only transforms of a module whose plain forward and backward have
+    already run (the members were trained), so a torch error raised inside is the
+    transform's: a missing batching rule, or an op that writes in place into an
+    unbatched tensor (torch's GRU: "output with shape [1, 16] doesn't match the
+    broadcast shape [256, 1, 16]"), which names no transform. Running out of
+    memory passes unchanged.
+    """
+    import torch
+
     try:
         yield
     except (NotImplementedError, RuntimeError) as exc:
-        if isinstance(exc, RuntimeError) and "vmap" not in str(exc) and \
-                "not implemented" not in str(exc).lower():
+        if isinstance(exc, torch.OutOfMemoryError):
             raise
         raise UnsupportedOperationError.of(exc, what) from exc

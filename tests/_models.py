@@ -163,3 +163,16 @@ class TiedTokens(nn.Module):
         h = torch.tanh(self.b(torch.tanh(self.a(h))))
         return self.head(h @ self.emb.weight.T)
 
+
+class GRUNet(nn.Module):
+    """torch's GRU over 4 steps of 2 features: its op writes in place into an
+    unbatched hidden state, which vmap cannot run."""
+
+    def __init__(self, n_features=8, n_classes=3, width=6):
+        super().__init__()
+        self.rnn = nn.GRU(2, width, batch_first=True)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(len(x), -1, 2))
+        return self.head(out.mean(dim=1))

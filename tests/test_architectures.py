@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits, make_classification, make_regression
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from _models import (BagOfTokens, Conv1dNet, DigitsCNN, LinearAttention, NestedMLP,
-                     NormDropout, ResidualLN, SharedHead, TiedTokens, TorchTransformer)
+                     GRUNet, NormDropout, ResidualLN, SharedHead, TiedTokens,
+                     TorchTransformer)
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.exceptions import UnsupportedOperationError
 from skdtda.influence._functional import FunctionalMember
@@ -292,6 +293,24 @@ def test_cg_on_attention_runs_or_names_the_op(fitted):
             assert np.isfinite(influence.transform(X[:2])).all()
     except UnsupportedOperationError as exc:
         assert "curvature='ekfac'" in str(exc)
+
+
+def test_auto_takes_ekfac_where_the_exact_ggn_cannot_run_and_ggn_names_the_op(caplog):
+    """torch's GRU cannot run under vmap: curvature='auto' (small enough for the exact
+    GGN) takes EK-FAC over the Linear head and says why; 'ggn' asked for explicitly
+    raises an UnsupportedOperationError (a ValueError) that names the op, never the
+    torch error alone."""
+    import logging
+
+    X, y = _data("dense", 8)
+    ens = SeedEnsembleClassifier(_net(GRUNet), n_seeds=2, random_state=0).fit(X, y)
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        influence = InfluenceTransformer(ens).fit(X, y)
+    assert influence.curvature_ == "ekfac" and influence.attributed_layers_ == ["head"]
+    assert "exact GGN would be cheap" in caplog.text
+    assert np.isfinite(influence.transform(X[:3])).all()
+    with pytest.raises(UnsupportedOperationError, match="broadcast shape.*curvature='ekfac'"):
+        InfluenceTransformer(ens, curvature="ggn").fit(X, y)
 
 
 def test_dense_ggn_over_all_parameters_of_a_norm_dropout_net(fitted):

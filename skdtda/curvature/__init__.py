@@ -14,8 +14,10 @@
 - ``"identity"``: H = I, a gradient dot product.
 """
 
+import logging
+
 from ._cg import CGCurvature
-from ._dense import EigenCurvature, IdentityCurvature, dense_ggn, dense_hessian
+from ._dense import EigenCurvature, IdentityCurvature, dense_ggn, dense_hessian, jacobian_problem
 from ._kernel import KernelCurvature
 from ._kfac import KroneckerCurvature
 
@@ -53,8 +55,11 @@ def resolve_curvature(kind, member, X, damping=None):
     over every supported layer (Linear, Conv1d/2d, Embedding/Bag, wherever
     they sit). On digits (docs/influence.md) the exact GGN predicts
     leave-one-out retraining far better than EK-FAC (correlation 0.86
-    against 0.60): worth its cost where the cost is small. Conjugate
-    gradients are never chosen: they are taken only when asked for.
+    against 0.60): worth its cost where the cost is small. A module whose
+    ops the exact GGN's per-row Jacobians (``vmap`` of ``jacrev``) cannot
+    run, such as torch's GRU, gets EK-FAC over its supported layers (tried
+    on two rows; logged). Conjugate gradients are never chosen: they are
+    taken only when asked for.
 
     Parameters
     ----------
@@ -75,15 +80,22 @@ def resolve_curvature(kind, member, X, damping=None):
         return kind
     n_outputs = _n_outputs(member, X)
     n_params = member.n_params
-    if n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS:
-        return "ggn"
     rows = len(X) * n_outputs  # of the kernel form's system (at most: null directions drop)
-    if (damping is not None and damping > 0 and rows < n_params and rows <= _AUTO_MAX_PARAMS
-            and rows**2 * n_params <= _AUTO_MAX_MACS):
+    cheap = (n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS
+             or (damping is not None and damping > 0 and rows < n_params
+                 and rows <= _AUTO_MAX_PARAMS and rows**2 * n_params <= _AUTO_MAX_MACS))
+    problem = jacobian_problem(member, X) if cheap else None
+    if cheap and problem is None:
         return "ggn"
     member._trace(member.tensors(X[:8], [0])[0])
     if member.layers:
+        if problem is not None:
+            logging.getLogger("skdtda").info(
+                "curvature='auto' takes EK-FAC although the exact GGN would be cheap: %s",
+                problem)
         return "ekfac"
+    if problem is not None:
+        raise problem
     raise ValueError(
         f"curvature='auto': {type(member.module).__name__} has {n_params} parameters, too "
         "many for the dense Gauss-Newton, and no layer that EK-FAC factors (Linear, "

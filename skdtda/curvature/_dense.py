@@ -9,7 +9,7 @@ Meant for small models (P up to a few thousand).
 import torch
 from torch.func import jacrev, vmap
 
-from ..exceptions import unsupported_ops
+from ..exceptions import UnsupportedOperationError, unsupported_ops
 
 __all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn", "ggn_rows"]
 
@@ -31,6 +31,23 @@ def dense_hessian(member, X, y, chunk=512):
             h = jacrev(jacrev(member.mean_loss))(member.theta, X[rows], y[rows]).detach()
         total += h.double() * (rows.stop - rows.start)
     return total / len(X)
+
+
+def jacobian_problem(member, X):
+    """Why per-row Jacobians of the member's outputs (``vmap`` of ``jacrev``, what
+    the exact Gauss-Newton is built from) cannot be taken, as an
+    :class:`UnsupportedOperationError`; None when they run (tried on two rows)."""
+    X = member.tensors(X[:2], [0] * min(len(X), 2))[0]
+
+    def out_one(theta, x):
+        return member.outputs(theta, x[None])[0].reshape(-1)
+
+    try:
+        with unsupported_ops("the exact Gauss-Newton"):
+            vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X)
+    except UnsupportedOperationError as exc:
+        return exc
+    return None
 
 
 def ggn_rows(member, X, y, chunk=256, drop_null=False):
