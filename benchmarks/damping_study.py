@@ -12,7 +12,8 @@ kronfluence's heuristic), and at each of its two parts alone: ``1 / tau``,
 and kronfluence's 0.1 times the curvature's mean eigenvalue (averaged over
 members). Printed per recipe and setting: LOO correlation, mean-LDS and
 variance-LDS (query loss), and for the three rules the gap to the best fixed
-damping on each.
+damping on each. ``auto``'s variance-LDS comes from the transformer fitted for
+``statistic="variance"``, which takes 3x the damping (a statistic of the spread).
 
 Recipes (``--recipes``, comma-separated):
 
@@ -115,11 +116,16 @@ def _ground_truth(recipe, cache):
                  for seed, sets in ((1, loo), (2, subsets)))
 
 
-def _scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds):
+def _scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds, spread=None):
+    """LOO correlation, mean-LDS and variance-LDS; the last from ``spread``, the
+    transformer fitted for ``statistic="variance"``, where it is given (its
+    ``damping="auto"`` differs)."""
     pred_loo = predict_distributions(influence, X_q, y_q, remove=loo)
     pred_lds = predict_distributions(influence, X_q, y_q, remove=subsets)
+    pred_var = pred_lds if spread is None else predict_distributions(spread, X_q, y_q,
+                                                                     remove=subsets)
     return (loo_correlation(pred_loo, truth_loo), lds(pred_lds, truth_lds, "mean"),
-            lds(pred_lds, truth_lds, "variance"))
+            lds(pred_var, truth_lds, "variance"))
 
 
 def main(argv=None):
@@ -143,7 +149,12 @@ def main(argv=None):
         def row(key, damping):
             tic = time.perf_counter()
             influence = InfluenceTransformer(ens, damping=damping).fit(X_tr, y_tr)
-            rows[key] = (*_scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds),
+            spread = None
+            if damping == "auto":  # statistics of the spread take their own damping
+                spread = InfluenceTransformer(ens, damping=damping,
+                                              statistic="variance").fit(X_tr, y_tr)
+            rows[key] = (*_scores(influence, X_q, y_q, loo, subsets, truth_loo, truth_lds,
+                                  spread),
                          time.perf_counter() - tic, influence.damping_, influence.curvature_)
             return influence
 

@@ -225,3 +225,28 @@ def test_auto_damping_takes_the_eigenvalue_floor_after_long_adam_training(iris, 
                                  curvature_options=options).fit(X, y)
     np.testing.assert_allclose(influence.transform(X[:5]), fixed.transform(X[:5]),
                                rtol=1e-7, atol=1e-12)
+
+
+def test_statistics_of_the_spread_take_three_times_the_auto_damping(iris, float64):
+    """statistic='variance' or 'std' take 3x what damping='auto' gives the mean, on
+    1 / tau and on the eigenvalue floor alike, and score as a fit given that float;
+    a float damping is used as given whatever the statistic."""
+    X, y = iris
+    short = SeedEnsembleClassifier(_net(), n_seeds=2, random_state=0).fit(X, y)
+    long_adam = SeedEnsembleClassifier(_net(torch.optim.Adam, lr=0.02, epochs=150), n_seeds=2,
+                                       random_state=0).fit(X, y)
+    for ens in (short, long_adam):
+        mean = InfluenceTransformer(ens, curvature="ggn").fit(X, y)
+        for statistic in ("variance", "std"):
+            spread = InfluenceTransformer(ens, curvature="ggn", statistic=statistic).fit(X, y)
+            assert spread.damping_ == pytest.approx(3 * mean.damping_, rel=1e-10)
+            fixed = InfluenceTransformer(ens, curvature="ggn", statistic=statistic,
+                                         damping=spread.damping_).fit(X, y)
+            assert fixed.damping_ == spread.damping_
+            np.testing.assert_allclose(spread.transform(X[:5]), fixed.transform(X[:5]),
+                                       rtol=1e-7, atol=1e-12)
+        for statistic in ("wasserstein", "ks"):
+            other = InfluenceTransformer(ens, curvature="ggn", statistic=statistic).fit(X, y)
+            assert other.damping_ == mean.damping_
+    floored = InfluenceTransformer(long_adam, curvature="identity").fit(X, y).damping_
+    assert floored < InfluenceTransformer(long_adam, curvature="ggn").fit(X, y).damping_

@@ -26,6 +26,14 @@ eigenvalue (:func:`eigenvalue_floor`, applied once the curvature is fitted).
 Long Adam training takes large steps once its second moments have shrunk, so
 ``1 / tau`` can fall far below the curvature's own scale; there the floor
 decides. Measured against retraining in docs/benchmarks.md ("Damping").
+
+Statistics of the spread (``"variance"``, ``"std"``) take :data:`SPREAD_FACTOR`
+times that damping. Their change over seeds is quadratic in the per-seed
+responses (``var(m + delta) - var(m) = 2 cov(m, delta) + var(delta)``), so the
+seed-to-seed noise of the weakly curved directions, which the damping bounds,
+enters them squared where the mean sees it averaged away. Measured against
+retraining, variance-LDS peaks at 1.5-10x the damping that is best for the mean
+and leave-one-out (docs/benchmarks.md).
 """
 
 import logging
@@ -33,8 +41,8 @@ import logging
 import numpy as np
 import torch
 
-__all__ = ["EIGENVALUE_FRACTION", "FALLBACK", "auto_damping", "eigenvalue_floor",
-           "training_time"]
+__all__ = ["EIGENVALUE_FRACTION", "FALLBACK", "SPREAD_FACTOR", "SPREAD_STATISTICS",
+           "auto_damping", "damping_factor", "eigenvalue_floor", "training_time"]
 
 logger = logging.getLogger("skdtda")
 
@@ -45,6 +53,19 @@ FALLBACK = 1e-3
 #: The floor of ``1 / tau``: this fraction of the curvature's mean eigenvalue
 #: (kronfluence's default damping).
 EIGENVALUE_FRACTION = 0.1
+
+#: Statistics of the spread over seeds, and the multiple of the damping they take:
+#: chosen on three recipes (diabetes SGD and Adam, digits SGD: variance-LDS within
+#: 0.02 of the best fixed damping on each at 3x, against -0.09 to 0.00 at 1x), then
+#: tested on six others (docs/benchmarks.md, "Damping").
+SPREAD_STATISTICS = ("variance", "std")
+SPREAD_FACTOR = 3.0
+
+
+def damping_factor(statistic):
+    """The multiple of ``damping="auto"``'s value that ``statistic`` takes."""
+    return SPREAD_FACTOR if isinstance(statistic, str) and statistic in SPREAD_STATISTICS \
+        else 1.0
 
 
 def _skorch_time(net, n_train):

@@ -158,7 +158,10 @@ class DataPruner(BaseEstimator):
         go first, so use a signed statistic there (``"mean"``,
         ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"``,
         ``"wasserstein_smooth"`` and ``"ks"`` are never negative. Ignored by the
-        ``"fixed_seed"`` and ``"random"`` modes.
+        ``"fixed_seed"`` and ``"random"`` modes. The samples come from the
+        influence as it is configured: its ``damping="auto"`` takes 3x more
+        for ``statistic="variance"`` or ``"std"`` of its own, so for pruning by
+        the spread give the influence that statistic too.
     mode : {{"distributional", "fixed_seed", "random"}}, default="distributional"
         ``"distributional"``: ``statistic`` over all seeds of the ensemble,
         one common pruned set. ``"fixed_seed"``: the classical baseline, the
