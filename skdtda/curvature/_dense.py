@@ -33,18 +33,22 @@ def dense_hessian(member, X, y, chunk=512):
     return total / len(X)
 
 
-def jacobian_problem(member, X):
-    """Why per-row Jacobians of the member's outputs (``vmap`` of ``jacrev``, what
-    the exact Gauss-Newton is built from) cannot be taken, as an
-    :class:`UnsupportedOperationError`; None when they run (tried on two rows)."""
-    X = member.tensors(X[:2], [0] * min(len(X), 2))[0]
-
+def _row_jacobians(member, X):
+    """Per-row Jacobians of the member's outputs, (n, outputs, P): ``vmap`` of
+    ``jacrev``, with the transform's failures named."""
     def out_one(theta, x):
         return member.outputs(theta, x[None])[0].reshape(-1)
 
+    with unsupported_ops("the exact Gauss-Newton"):
+        return vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X)
+
+
+def jacobian_problem(member, X):
+    """Why the per-row Jacobians that the exact Gauss-Newton is built from cannot
+    be taken, as an :class:`UnsupportedOperationError`; None when they run (tried
+    on two rows)."""
     try:
-        with unsupported_ops("the exact Gauss-Newton"):
-            vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X)
+        _row_jacobians(member, member.tensors(X[:2], [0] * min(len(X), 2))[0])
     except UnsupportedOperationError as exc:
         return exc
     return None
@@ -62,14 +66,8 @@ def ggn_rows(member, X, y, chunk=256, drop_null=False):
     direction, so C = K - 1): ``U^T U`` is unchanged, ``U`` has fewer rows.
     """
     X, y = member.tensors(X, y)
-
-    def out_one(theta, x):
-        return member.outputs(theta, x[None])[0].reshape(-1)
-
     for rows in _chunks(len(X), chunk):
-        with unsupported_ops("the exact Gauss-Newton"):
-            jac = vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X[rows])
-        jac = jac.detach().double()
+        jac = _row_jacobians(member, X[rows]).detach().double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
         root = member.output_hessian_roots(outputs, y[rows])

@@ -304,7 +304,6 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         ens = self.estimator_
         self.damping_ = self.damping
         floored = False
-        self._damping_factor = 1.0
         if self.damping == "auto":
             self.damping_, how, floored = auto_damping(
                 [ens.estimators_[i] for i in self.members_],
@@ -312,11 +311,11 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             if self.damping_ == 0 and self.curvature == "cg":
                 # CG needs a positive shift on every parameter (intercepts are unpenalised)
                 self.damping_, how = FALLBACK, f"{how}; CG needs a positive damping"
-            self._damping_factor = damping_factor(self.statistic)
-            if self._damping_factor != 1:
-                self.damping_ *= self._damping_factor
-                how = (f"{how}; x {self._damping_factor:g} for statistic="
-                       f"{self.statistic!r}, a statistic of the spread over seeds")
+            factor = damping_factor(self.statistic)
+            if factor != 1:
+                self.damping_ *= factor
+                how = (f"{how}; x {factor:g} for statistic={self.statistic!r}, a "
+                       "statistic of the spread over seeds")
             logger.info("damping='auto' chose %.4g: %s", self.damping_, how)
         self.retraining_, how = retraining_protocol(
             [ens.estimators_[i] for i in self.members_], self.n_train_, self.retraining)
@@ -373,13 +372,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         """``damping="auto"``: raise ``1 / tau`` to a tenth of the curvature's mean
         eigenvalue where it lies below (each backend re-damped in place; the dense
         and kernel forms, left unfactored by the fit, are factored once here)."""
+        factor = damping_factor(self.statistic)  # the floor scales as 1 / tau did
         floor = eigenvalue_floor(self.curvatures_)
-        if floor is not None:
-            floor *= self._damping_factor
-        if floor is not None and floor > self.damping_:
+        if floor is not None and factor * floor > self.damping_:
+            floor *= factor
             logger.info("damping='auto': 1 / tau = %.4g lies below 0.1 x the curvature's "
-                        "mean eigenvalue; using %.4g", self.damping_ / self._damping_factor,
-                        floor)
+                        "mean eigenvalue; using %.4g", self.damping_ / factor, floor)
             for curvature in self.curvatures_:
                 curvature.set_damping(floor)
             self.damping_ = floor

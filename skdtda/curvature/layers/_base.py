@@ -12,8 +12,11 @@ block, and whether its input factor is diagonal (one-hot inputs).
 """
 
 import torch
+from scipy.linalg import blas
 
 __all__ = ["DensePatches", "LayerKind", "gram"]
+
+_SYRK = {torch.float32: blas.ssyrk, torch.float64: blas.dsyrk}
 
 
 def gram(rows):
@@ -28,19 +31,8 @@ def gram(rows):
         return rows.T @ rows
     # a C-ordered (n, d) array is a Fortran-ordered (d, n) one: syrk's A A^T of it
     # is rows^T rows, with no copy
-    upper = torch.from_numpy(_SYRK[rows.dtype]()(1.0, rows.contiguous().numpy().T, trans=0))
+    upper = torch.from_numpy(_SYRK[rows.dtype](1.0, rows.contiguous().numpy().T, trans=0))
     return upper.triu() + upper.triu(1).T
-
-
-def _syrk(name):
-    def get():
-        from scipy.linalg import blas
-
-        return getattr(blas, name)
-    return get
-
-
-_SYRK = {torch.float32: _syrk("ssyrk"), torch.float64: _syrk("dsyrk")}
 
 
 class DensePatches:
