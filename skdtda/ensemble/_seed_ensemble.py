@@ -25,6 +25,8 @@ from sklearn.utils.validation import check_is_fitted, check_memory, validate_dat
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
+from .._cache import settings_key
+from .._loops import progress
 from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
 from ..nets import MLP
@@ -72,32 +74,15 @@ def _fit_member(member, X, y, init_seed, key=None):
 def _fit_members_batched(members, X, y, init_seeds, verbose, key=None):
     for member, seed in zip(members, init_seeds):
         _initialize_member(member, seed)
-    progress = _EpochProgress(members[0].max_epochs, len(members), verbose)
-    try:
-        _batched.fit_batched(members, X, y, progress=progress)
-    finally:
-        progress.close()
+    with progress(members[0].max_epochs, f"training {len(members)} seeds (batched)", "epoch",
+                  verbose) as bar:
+        def epoch_done(epoch, loss):
+            logger.debug("batched epoch %d: mean train loss %.4g", epoch + 1, loss)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            bar.update()
+
+        _batched.fit_batched(members, X, y, progress=epoch_done)
     return members
-
-
-class _EpochProgress:
-    def __init__(self, n_epochs, n_members, verbose):
-        self.bar = None
-        if verbose:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=n_epochs, desc=f"training {n_members} seeds (batched)",
-                            unit="epoch", leave=verbose > 1)
-
-    def __call__(self, epoch, loss):
-        logger.debug("batched epoch %d: mean train loss %.4g", epoch + 1, loss)
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4g}")
-            self.bar.update()
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _member_losses(member):
@@ -276,18 +261,13 @@ class _BaseSeedEnsemble(BaseEstimator):
         """``fit(*call, key=key)`` for every member through joblib, in order, with a
         progress bar over members (``shown_loss(member)``: the loss it shows)."""
         fitted = []
-        bar = _member_bar(len(calls), self.verbose)
-        try:
+        with progress(len(calls), "training seeds", "seed", self.verbose) as bar:
             for member in Parallel(n_jobs=n_jobs, return_as="generator")(
                     delayed(fit)(*args, key=key) for args, key in zip(calls, keys)):
                 fitted.append(member)
-                if bar is not None:
-                    if shown_loss is not None:
-                        bar.set_postfix(loss=shown_loss(member))
-                    bar.update()
-        finally:
-            if bar is not None:
-                bar.close()
+                if shown_loss is not None:
+                    bar.set_postfix(loss=shown_loss(member))
+                bar.update()
         return fitted
 
     def _torch_members(self):
@@ -317,7 +297,7 @@ class _BaseSeedEnsemble(BaseEstimator):
 
         import sklearn
 
-        shared = (type(self).__name__, type(template).__name__, _settings_key(template), path,
+        shared = (type(self).__name__, type(template).__name__, settings_key(template), path,
                   self.vary, str(self._dtype), self.training_fingerprint_.key(), __version__,
                   torch.__version__, skorch.__version__, sklearn.__version__)
         return [joblib.hash((shared, [(int(i), int(self.init_seeds_[i]),
@@ -404,34 +384,8 @@ def _last_loss(member):
     return f"{losses[-1]:.4g}" if len(losses) else "n/a"
 
 
-def _member_bar(n_seeds, verbose):
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=n_seeds, desc="training seeds", unit="seed", leave=verbose > 1)
-
-
 def _numpy_dtype(torch_dtype):
     return torch.empty((), dtype=torch_dtype).numpy().dtype
-
-
-def _settings_key(net):
-    """A stable description of a net's settings, for cache keys (its repr is not complete).
-
-    Values that are not plain scalars enter by their joblib hash (classes by
-    name, instances by their state); a value that cannot be pickled enters by
-    its repr, which at worst misses the cache.
-    """
-    items = []
-    for name, value in sorted(net.get_params(deep=True).items()):
-        if not isinstance(value, (int, float, str, bool, type(None))):
-            try:
-                value = joblib.hash(value)
-            except Exception:  # unpicklable (a lambda, a lock): fall back to its repr
-                value = repr(value)
-        items.append((name, value))
-    return items
 
 
 def _check_outputs_suit_criterion(net, X):

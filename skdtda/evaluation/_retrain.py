@@ -22,6 +22,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
+from .._cache import settings_key
+from .._loops import progress
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
@@ -408,24 +410,14 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     if location is not None and len(todo) < len(masks):
         logger.info("retrain_distributions: %d of %d removal sets loaded from %s",
                     len(masks) - len(todo), len(masks), location)
-    bar = None
-    if verbose and todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc="retraining removal sets", unit="set",
-                   leave=verbose > 1)
     jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_and_measure)(template, X, y, ~masks[j], X_query, y_query, measurement,
                                   set_paths[j])
         for j in todo)
-    try:
+    with progress(len(todo), "retraining removal sets", "set", verbose if todo else 0) as bar:
         for j, values in zip(todo, jobs):
             after[j] = values
-            if bar is not None:
-                bar.update()
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update()
     return Distributions(before, after)
 
 
@@ -459,7 +451,10 @@ def _cache_folder(location, template, X, y, X_query, y_query, measurement):
     """The cache's sub-folder for everything that determines the measurements but the set."""
     if location is None:
         return None
-    key = joblib.hash((_settings_key(template), X, y, X_query, y_query, measurement))
+    # memory only says where members are kept; it does not change them (and it
+    # was not a setting when the first caches were written, whose keys stay valid)
+    key = joblib.hash((settings_key(template, exclude=("memory",)), X, y, X_query, y_query,
+                       measurement))
     folder = Path(location) / key[:16]
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "settings.json"
@@ -469,13 +464,3 @@ def _cache_folder(location, template, X, y, X_query, y_query, measurement):
             "y_query": "given" if y_query is not None else "predicted by the full-data ensemble",
             "measurement": repr(measurement)}, indent=1))
     return folder
-
-
-def _settings_key(template):
-    """A stable description of the ensemble's settings (its repr is not complete)."""
-    # memory only says where members are kept; it does not change them (and it
-    # was not a setting when the first caches were written, whose keys stay valid)
-    params = {k: v for k, v in template.get_params(deep=True).items() if k != "memory"}
-    return sorted((name, joblib.hash(value) if not isinstance(value, (int, float, str, bool,
-                                                                      type(None)))
-                   else value) for name, value in params.items())
