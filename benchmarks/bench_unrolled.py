@@ -106,7 +106,7 @@ def _run(what, epochs, n_tangents, queue):
         directions = _removal_directions(np.arange(n_tangents), len(X), torch.float32)
         replay.run(directions[:1])  # warm-up
         if what == "reverse":
-            from skdtda.influence._functional import FunctionalMember
+            from skdtda.model import functional_member as FunctionalMember
 
             member = FunctionalMember(ens.estimators_[0], "loss", "classifier")
             queries = np.arange(len(X) - n_tangents, len(X))

@@ -16,7 +16,7 @@ from _models import (BagOfTokens, Conv1dNet, DigitsCNN, LinearAttention, NestedM
                      TorchTransformer)
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.exceptions import UnsupportedOperationError
-from skdtda.influence._functional import FunctionalMember
+from skdtda.model import functional_member as FunctionalMember
 
 # module, n_features, data kind
 CASES = {

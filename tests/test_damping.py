@@ -173,7 +173,7 @@ def test_mean_eigenvalue_and_redamping_of_every_backend(iris, float64, kind):
     products; K-FAC is its own approximation, so only its redamping is checked), and
     ``set_damping`` solves as a backend fitted with that damping."""
     from skdtda.curvature import fit_curvature, solve_blocks
-    from skdtda.influence._functional import FunctionalMember
+    from skdtda.model import functional_member as FunctionalMember
 
     X, y = iris
     net = _net(epochs=8, optimizer__weight_decay=1e-3)

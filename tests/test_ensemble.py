@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor, TrainingDivergedError
-from skdtda.ensemble._batched import batch_order
+from skdtda.model import batch_order
 from skdtda.nets import MLP
 
 

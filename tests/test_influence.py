@@ -111,7 +111,7 @@ def test_curvatures_agree_in_rank_on_a_tiny_mlp():
 def test_kfac_blocks_are_the_exact_ggn_blocks():
     """The back-propagated output-Hessian roots rebuild each layer's exact GGN block."""
     from skdtda.curvature import dense_ggn
-    from skdtda.influence._functional import FunctionalMember
+    from skdtda.model import functional_member as FunctionalMember
 
     X, y = make_classification(n_samples=60, n_features=4, n_informative=3, n_redundant=0,
                                n_classes=3, random_state=1)
@@ -282,7 +282,7 @@ def test_cg_warns_when_it_stops_before_converging(iris):
 def test_layerwise_per_sample_grads_equal_vmap_grads(iris, float64, measurement):
     from torch.func import grad, vmap
 
-    from skdtda.influence._functional import FunctionalMember
+    from skdtda.model import functional_member as FunctionalMember
 
     X, y = iris
     module = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(),
@@ -301,7 +301,7 @@ def test_layerwise_per_sample_grads_equal_vmap_grads(iris, float64, measurement)
 
 
 def test_closed_form_cross_entropy_root_is_a_root_of_the_output_hessian(float64):
-    from skdtda.influence._functional import FunctionalMember
+    from skdtda.model import functional_member as FunctionalMember
 
     X, y = load_iris(return_X_y=True)
     net = NeuralNetClassifier(MLP, module__n_features=4, module__n_outputs=3,
@@ -352,7 +352,7 @@ def test_auto_curvature_takes_ekfac_for_any_module_with_layers(iris):
     """A residual module (not a plain stack) gets EK-FAC beyond the dense budget; CG is
     never chosen, only taken when asked for."""
     from skdtda.curvature import resolve_curvature
-    from skdtda.influence._functional import FunctionalMember
+    from skdtda.model import functional_member as FunctionalMember
 
     X, y = iris
     net = NeuralNetClassifier(_Residual, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
@@ -405,7 +405,7 @@ def test_verbose_shows_curvature_and_scoring_progress(iris, capsys):
 
 
 def test_weight_decay_is_read_from_the_optimizer_itself(iris):
-    from skdtda.influence._functional import optimizer_weight_decay
+    from skdtda.model import optimizer_weight_decay
 
     X, y = iris
     for optimizer, kwargs, expected in ((torch.optim.AdamW, {}, 0.01),

@@ -8,7 +8,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.curvature import (EigenCurvature, KernelCurvature, dense_ggn, fit_curvature)
-from skdtda.influence._functional import FunctionalMember
+from skdtda.model import functional_member as FunctionalMember
 from skdtda.nets import MLP
 
 

@@ -224,7 +224,7 @@ def test_correction_is_validated(ridge):
 def test_newton_rescales_a_normalised_penalty(ridge, normalised):
     """A penalty normalised with the losses grows by N/N' when rows leave; a fixed one
     does not (L2Penalty). Weights penalised, the bias not; no weight decay."""
-    from skdtda.influence._functional import L2Penalty
+    from skdtda.model import L2Penalty
 
     ens, X, y, A, _, queries = ridge
     n, c = len(X), 0.3

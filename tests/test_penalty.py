@@ -13,7 +13,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.curvature import dense_ggn, fit_curvature, solve_blocks
-from skdtda.influence._functional import FunctionalMember, L2Penalty
+from skdtda.model import L2Penalty, functional_member as FunctionalMember
 from skdtda.nets import MLP
 
 

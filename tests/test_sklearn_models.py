@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler, scale
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
                     SeedEnsembleRegressor, UnrolledInfluence)
 from skdtda.evaluation import leave_one_out, retrain_distributions
-from skdtda.influence._functional import FunctionalMember
+from skdtda.model import functional_member as FunctionalMember
 
 
 @pytest.fixture(autouse=True)

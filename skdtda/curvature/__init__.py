@@ -35,14 +35,6 @@ _AUTO_MAX_PARAMS = 4096
 _AUTO_MAX_MACS = 2.5e10
 
 
-def _n_outputs(member, X):
-    """Numbers in one row's output of the member's module."""
-    import torch
-
-    with torch.no_grad():
-        return member.outputs(member.theta, member.tensors(X[:1], [0])[0])[0].numel()
-
-
 def resolve_curvature(kind, member, X, damping=None):
     """The backend ``kind`` stands for: itself, or the choice ``"auto"`` makes.
 
@@ -78,7 +70,7 @@ def resolve_curvature(kind, member, X, damping=None):
     """
     if kind != "auto":
         return kind
-    n_outputs = _n_outputs(member, X)
+    n_outputs = member.n_outputs(X)
     n_params = member.n_params
     rows = len(X) * n_outputs  # of the kernel form's system (at most: null directions drop)
     cheap = (n_params <= _AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= _AUTO_MAX_MACS
@@ -87,8 +79,7 @@ def resolve_curvature(kind, member, X, damping=None):
     problem = jacobian_problem(member, X) if cheap else None
     if cheap and problem is None:
         return "ggn"
-    member._trace(member.tensors(X[:8], [0])[0])
-    if member.layers:
+    if member.supported_layers(X[:8]):
         if problem is not None:
             logging.getLogger("skdtda").info(
                 "curvature='auto' takes EK-FAC although the exact GGN would be cheap: %s",
@@ -144,7 +135,7 @@ def fit_curvature(kind, member, X, y, damping, options=None, defer=False):
     import torch
 
     if kind == "ggn" and form == "auto" and damping > 0:
-        form = "kernel" if len(X) * _n_outputs(member, X) < member.n_params else "dense"
+        form = "kernel" if len(X) * member.n_outputs(X) < member.n_params else "dense"
     if kind == "ggn" and form == "kernel":
         return KernelCurvature(member, X, y, damping, defer=defer)
     matrix = dense_hessian(member, X, y) if kind == "exact" else dense_ggn(member, X, y)

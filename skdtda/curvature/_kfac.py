@@ -14,9 +14,9 @@ block's diagonal in that basis (George et al., 2018). Blocks of different
 layers are independent (block-diagonal), and every solve happens in the
 eigenbases: ``(Q_G (x) Q_A) diag(1 / (Lambda + damping)) (Q_G (x) Q_A)^T``.
 
-The layers come from walking the module (:mod:`skdtda.curvature.layers`) and
+The layers come from walking the module (:mod:`skdtda.model.layers`) and
 their inputs and output gradients from forward hooks
-(:mod:`skdtda.curvature._trace`), so nested containers, residual blocks and
+(:class:`skdtda.model.LayerTracer`), so nested containers, residual blocks and
 custom ``forward`` methods need nothing special.
 
 Written here rather than taken from curvlinops: its K-FAC is a linear operator
@@ -27,7 +27,8 @@ the same hooks (docs/architectures.md has the measurement).
 
 import torch
 
-from .layers import DensePatches, gram
+from ..model import LayeredMember
+from ..model.layers import DensePatches, gram
 
 __all__ = ["KroneckerCurvature"]
 
@@ -39,8 +40,7 @@ class KroneckerCurvature:
 
     Parameters
     ----------
-    member : FunctionalMember
-        A layered member (``layered=True``).
+    member : LayeredMember
     X, y : arrays
         Training rows and their net targets.
     damping : float
@@ -58,8 +58,8 @@ class KroneckerCurvature:
     """
 
     def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512):
-        if not member.layered:
-            raise ValueError("KroneckerCurvature needs a layered FunctionalMember")
+        if not isinstance(member, LayeredMember):
+            raise ValueError("KroneckerCurvature needs a LayeredMember")
         self.member = member
         self.damping = damping
         self.samples = samples

@@ -8,8 +8,9 @@ optimizer class updates the stacked tensors. The optimizers accepted here act el
 and on the step count, which all members share), so one optimizer over the
 stacks performs exactly the per-member updates of the loop. Minibatches are
 drawn from each member's own generator with the same calls, in the same order,
-as skorch's ``DataLoader``, so for the same seeds the batched pass runs the same
-algorithm as a loop of ``net.fit`` calls; only the order of floating-point
+as skorch's ``DataLoader`` (:meth:`skdtda.model.TrainingRecipe.epoch_order`),
+so for the same seeds the batched pass runs the same algorithm as a loop of
+``net.fit`` calls; only the order of floating-point
 reductions inside the batched matrix products differs.
 
 Anything outside that envelope (callbacks that act between steps, an internal
@@ -30,11 +31,11 @@ from torch.utils.data import DataLoader
 
 from .._torch import call_with_parameters
 from ..measurements import get_measurement
-from ..nets import MLP
+from ..model import TrainingRecipe, plain_stack
 
 per_sample_loss = get_measurement("loss", "classifier")  # the same function for regressors
 
-__all__ = ["fit_batched", "unsupported_reason", "batch_order"]
+__all__ = ["check_vmappable", "fit_batched", "unsupported_reason"]
 
 # Elementwise optimizers: their stacked update equals the per-member updates.
 _OPTIMIZERS = (
@@ -113,36 +114,9 @@ def unsupported_reason(net):
     return None
 
 
-# Elementwise activations: they act on a (n_members, batch, features) stack as
-# they act on one member's (batch, features).
-_ELEMENTWISE = (
-    nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish,
-    nn.Hardsigmoid, nn.LogSigmoid,
-)
-
 # Criteria whose mean reduction is the mean of their elementwise losses.
 _MEAN_CRITERIA = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
                   nn.HuberLoss)
-
-
-def _plain_stack(module):
-    """The layers of a plain Linear/activation stack, in order, or None."""
-    if type(module) not in (nn.Sequential, MLP):
-        return None
-    layers = []
-    for child in module.children():
-        if type(child) is nn.Sequential:
-            inner = _plain_stack(child)
-            if inner is None:
-                return None
-            layers.extend(inner)
-        elif type(child) is nn.Linear or isinstance(child, _ELEMENTWISE) or (
-                type(child) is nn.Dropout and child.p == 0):
-            layers.append(child)
-        else:
-            return None
-    return layers
 
 
 class _Program:
@@ -161,7 +135,7 @@ class _Program:
         self.lead = lead
         module = lead.module_
         self.names = [name for name, _ in module.named_parameters()]
-        layers = _plain_stack(module)
+        layers = plain_stack(module)
         self.plain = layers is not None
         if self.plain:
             ids = {id(p): name for name, p in module.named_parameters()}
@@ -362,40 +336,6 @@ def check_vmappable(lead, X, y):
     return None
 
 
-def _iterator_settings(net, n_samples):
-    kwargs = net.get_params_for("iterator_train")
-    batch_size = kwargs.get("batch_size", net.batch_size)
-    if batch_size == -1:
-        batch_size = n_samples
-    return (bool(kwargs.get("shuffle", False)), kwargs.get("generator"), int(batch_size),
-            bool(kwargs.get("drop_last", False)))
-
-
-def train_steps_per_epoch(net, n_samples):
-    """``(rows per step, steps per epoch)`` of a skorch net's training iterator:
-    ``iterator_train__batch_size`` over ``batch_size``, ``-1`` for full batch,
-    ``drop_last`` honoured (what the batched trainer replays)."""
-    _, _, batch_size, drop_last = _iterator_settings(net, n_samples)
-    steps = n_samples // batch_size if drop_last else -(-n_samples // batch_size)
-    return min(batch_size, n_samples), steps
-
-
-def batch_order(generator, n_samples, shuffle):
-    """One epoch's sample order, drawn as skorch's ``DataLoader`` draws it.
-
-    Each pass over a ``DataLoader`` first draws a base seed from its generator;
-    ``RandomSampler`` then draws a permutation, and a second one for its
-    (empty) remainder when ``num_samples == n``. The same draws here leave the
-    generator in the state the loop leaves it in.
-    """
-    torch.empty((), dtype=torch.int64).random_(generator=generator)
-    if not shuffle:
-        return torch.arange(n_samples)
-    order = torch.randperm(n_samples, generator=generator)
-    torch.randperm(n_samples, generator=generator)
-    return order
-
-
 def _make_optimizer(lead, stacked):
     """The net's optimizer over the stacks, with its fastest kernels.
 
@@ -443,23 +383,21 @@ def fit_batched(members, X, y, *, progress=None):
 
     X_all = torch.as_tensor(X, device=lead.device)
     y_all = torch.as_tensor(y, device=lead.device)
-    settings = [_iterator_settings(m, n_samples) for m in members]
-    shuffle, _, batch_size, drop_last = settings[0]
-    stop = n_samples - n_samples % batch_size if drop_last else n_samples
-    starts = list(range(0, stop, batch_size))
-    sizes = [min(batch_size, n_samples - s) for s in starts]
+    recipes = [TrainingRecipe.read(m, n_samples) for m in members]
+    steps = recipes[0].batch_slices()
+    sizes = [rows.stop - rows.start for rows in steps]
 
     epoch_losses = np.full((lead.max_epochs, n_members), np.nan)
-    batch_losses = np.full((lead.max_epochs, len(starts), n_members), np.nan)
+    batch_losses = np.full((lead.max_epochs, len(steps), n_members), np.nan)
     durations = np.zeros(lead.max_epochs)
     n_done = 0
     for epoch in range(lead.max_epochs):
         tic = time.perf_counter()
-        orders = torch.stack([batch_order(g, n_samples, shuffle) for _, g, _, _ in settings])
+        orders = torch.stack([recipes[0].epoch_order(r.generator) for r in recipes])
         orders = orders.to(lead.device)
         step_losses = []
-        for start, size in zip(starts, sizes):
-            idx = orders[:, start:start + size]
+        for rows in steps:
+            idx = orders[:, rows]
             if manual is not None:
                 losses = manual(stacked, X_all[idx], y_all[idx])
             else:

@@ -29,6 +29,7 @@ from .._cache import settings_key
 from .._loops import progress
 from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
+from ..model import is_deterministic
 from ..nets import MLP
 from . import _batched, _sklearn
 from ._fingerprint import fingerprint
@@ -222,7 +223,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         """Members are clones of a scikit-learn model, each with its own random_state,
         trained by scikit-learn itself (joblib over members)."""
         _sklearn.check_model(self.net, self.vary)
-        if _sklearn.is_deterministic(self.net):
+        if is_deterministic(self.net):
             if self.n_seeds != 1:
                 logger.info("%s fits deterministically: the ensemble has one member "
                             "(n_seeds=%d ignored)", type(self.net).__name__, self.n_seeds)

@@ -11,7 +11,7 @@ For attribution each fitted member becomes the torch function it computes
 (:func:`torch_member`): its layers as ``nn.Linear`` modules holding
 ``coefs_``/``intercepts_`` (or ``coef_``/``intercept_``), its activation, its
 training loss as the criterion, and its L2 regulariser as an
-:class:`~skdtda.influence._functional.L2Penalty` written exactly as
+:class:`~skdtda.model.L2Penalty` written exactly as
 scikit-learn trains it (weights penalised, intercepts not). It is wrapped in
 an initialised (never trained) skorch net, so that measurements, curvature
 and gradients treat it like any skorch member.
@@ -25,13 +25,13 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
+from ..model import L2Penalty, TrainingRecipe, is_deterministic
+
 __all__ = ["CLASSIFIERS", "REGRESSORS", "check_model", "is_sklearn_model", "torch_member"]
 
 #: scikit-learn classifiers and regressors a seed ensemble takes as members.
 CLASSIFIERS = (MLPClassifier, SGDClassifier, LogisticRegression)
 REGRESSORS = (MLPRegressor, SGDRegressor, Ridge, LinearRegression)
-#: Models whose fit has one optimum whatever the seed: a one-member ensemble.
-DETERMINISTIC = (LogisticRegression, Ridge, LinearRegression)
 
 _SGD_PROBA_LOSSES = ("log_loss", "modified_huber")
 _SGD_REGRESSION_LOSSES = ("squared_error", "huber")
@@ -39,10 +39,6 @@ _SGD_REGRESSION_LOSSES = ("squared_error", "huber")
 
 def is_sklearn_model(estimator):
     return isinstance(estimator, CLASSIFIERS + REGRESSORS)
-
-
-def is_deterministic(estimator):
-    return isinstance(estimator, DETERMINISTIC)
 
 
 def check_model(estimator, vary):
@@ -214,15 +210,6 @@ def _layers(member):
     return [coef.T], [intercept], "identity"
 
 
-def mlp_batch(member, n_train):
-    """The rows per step of a scikit-learn MLP's solver (N for lbfgs, full batch)."""
-    if member.solver == "lbfgs":
-        return n_train
-    if member.batch_size == "auto":
-        return min(200, n_train)
-    return int(np.clip(member.batch_size, 1, n_train))
-
-
 def _logistic_penalty(member):
     """The L2 coefficient of ``|w|^2 / 2`` per ``C``, or None when unpenalised."""
     penalty = member.penalty
@@ -281,8 +268,6 @@ def torch_member(member, n_train, classifier):
         ``criterion_`` the member's per-row training loss, and its
         ``l2_penalty_`` the member's regulariser.
     """
-    from ..influence._functional import L2Penalty
-
     _refuse_unsupported_fit(member)
     weights, biases, activation = _layers(member)
     names = [f"layers.{i}.weight" for i in range(len(weights))]
@@ -291,7 +276,7 @@ def torch_member(member, n_train, classifier):
     if isinstance(member, (MLPClassifier, MLPRegressor)):
         # alpha / (2 B) |W|^2 on the mean loss of a batch of B rows (for the regressor,
         # (1/2) squared error, a mean over rows and outputs); B = N for lbfgs
-        batch = mlp_batch(member, n_train)
+        batch = TrainingRecipe.read(member, n_train).batch_size
         penalty = L2Penalty({n: member.alpha / batch for n in names},
                             normalised=batch == n_train)
     if isinstance(member, MLPClassifier):

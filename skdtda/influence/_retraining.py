@@ -30,6 +30,8 @@ effect of ``f`` fewer steps (docs/influence.md).
 
 import logging
 
+from ..model import TrainingRecipe
+
 __all__ = ["RETRAINING", "retraining_protocol"]
 
 logger = logging.getLogger("skdtda")
@@ -38,38 +40,12 @@ logger = logging.getLogger("skdtda")
 RETRAINING = ("auto", "same_epochs", "same_steps")
 
 
-def _recipe(member, n_train):
-    """``(protocol, how)`` for one fitted member, or ``(None, why not)``."""
-    from sklearn.linear_model import SGDClassifier, SGDRegressor
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-
-    from ..ensemble._sklearn import is_deterministic, mlp_batch
-
-    if isinstance(member, (MLPClassifier, MLPRegressor)):
-        if member.solver == "lbfgs":
-            return "same_steps", "lbfgs: full-batch"
-        batch = mlp_batch(member, n_train)
-    elif isinstance(member, (SGDClassifier, SGDRegressor)):
-        return "same_epochs", f"{type(member).__name__}: one step per row"
-    elif is_deterministic(member):
-        return "same_steps", f"{type(member).__name__}: solved to convergence"
-    elif hasattr(member, "get_params_for") and hasattr(member, "batch_size"):
-        from ..ensemble._batched import train_steps_per_epoch
-
-        batch = train_steps_per_epoch(member, n_train)[0]
-    else:
-        return None, f"{type(member).__name__}: no known training recipe"
-    if batch >= n_train:
-        return "same_steps", f"full-batch ({n_train} rows a step)"
-    return "same_epochs", f"minibatches of {batch} rows: an epoch's steps grow with the rows"
-
-
 def retraining_protocol(members, n_train, retraining="auto"):
     """``(protocol, how)``: ``retraining`` itself, or what ``"auto"`` reads from
     the members' recipe (``"same_steps"`` where it says nothing)."""
     if retraining != "auto":
         return retraining, "given"
-    found = {_recipe(member, n_train) for member in members}
+    found = {TrainingRecipe.read(member, n_train).retraining() for member in members}
     if len(found) != 1 or None in {p for p, _ in found}:
         how = "; ".join(sorted(h for _, h in found))
         logger.info("retraining='auto': %s; using 'same_steps'", how)

@@ -35,7 +35,7 @@ from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same
 from ..ensemble._seed_ensemble import _numpy_dtype
 from ..measurements import MEASUREMENTS
 from ._damping import FALLBACK, auto_damping, damping_factor, eigenvalue_floor
-from ._functional import FunctionalMember
+from ..model import FlatMember, LayeredMember
 from ._retraining import RETRAINING, retraining_protocol
 
 __all__ = ["InfluenceTransformer"]
@@ -334,8 +334,8 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         layered = self.curvature_ in LAYERED
         if layered:
             self._members = [
-                FunctionalMember(ens._torch_members()[i], self.measurement, ens._kind,
-                                 modules=self.modules, layered=True, probe_X=self._X_train[:8])
+                LayeredMember(ens._torch_members()[i], self.measurement, ens._kind,
+                              modules=self.modules, probe_X=self._X_train[:8])
                 for i in self.members_]
         lead = self._members[0]
         self.n_params_attributed_ = lead.n_params
@@ -416,9 +416,9 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         self._X_train = self._as_net_input(X)
         self._y_train = ens._net_targets(y)
         self.n_train_ = len(X)
-        self._members = [FunctionalMember(ens._torch_members()[i], self.measurement, ens._kind,
-                                          # UnrolledInfluence has no modules=: all parameters
-                                          modules=getattr(self, "modules", None))
+        self._members = [FlatMember(ens._torch_members()[i], self.measurement, ens._kind,
+                                    # UnrolledInfluence has no modules=: all parameters
+                                    modules=getattr(self, "modules", None))
                          for i in self.members_]
 
     # -- scoring ------------------------------------------------------------------------
@@ -565,7 +565,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         # a training row holds its gradient, U_k and H~^{-1} U_k (r = outputs) or, with
         # "exact", its (P, P) Hessian
         width = (member.n_params if self.curvature_ == "exact"
-                 else 2 * self._n_outputs() + 2)
+                 else 2 * self._members[0].n_outputs(self._X_train) + 2)
         t_size = max(1, min(self.batch_size,
                             _GRADIENT_BUDGET // (width * member.n_params * 8)))
         n_kept = self.n_train_ - 1
@@ -587,11 +587,6 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                 del tilde
             for t in self._chunks(len(rows), t_size):
                 yield q_rows, t, measured, delta[:, :, t]
-
-    def _n_outputs(self):
-        from ..curvature import _n_outputs
-
-        return _n_outputs(self._members[0], self._X_train)
 
     def _newton_set_shifts(self, X, y, masks):
         """Set Newton: (n_sets, n_seeds, n_query) predicted changes, each set re-solved

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from ...ensemble import _batched
+from ...model import plain_stack
 
 # sigma'(z) and sigma''(z) of the activations the hand-written step knows, from
 # the activation's output h.
@@ -51,7 +51,7 @@ class _PlainStackStep:
 
     @staticmethod
     def layers_of(net, y):
-        layers = _batched._plain_stack(net.module_)
+        layers = plain_stack(net.module_)
         criterion = net.criterion_
         if layers is None:
             return None

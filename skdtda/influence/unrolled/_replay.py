@@ -12,7 +12,7 @@ from torch.func import grad, jvp, vmap
 
 from ...ensemble import _batched
 from ...ensemble._seed_ensemble import _initialize_member
-from .._functional import FunctionalMember
+from ...model import FlatMember, TrainingRecipe
 from ._optimizers import (_OPTIMIZERS, _adam, _adam_adjoint, _optimizer_settings, _sgd,
                           _sgd_adjoint)
 from ._plain_step import _PlainStackStep
@@ -65,16 +65,16 @@ class _Replay:
         reason = _unsupported_reason(net)
         if reason is not None:
             raise ValueError(f"UnrolledInfluence cannot replay this net's training: {reason}")
-        self.member = FunctionalMember(net, "loss", kind)
+        self.member = FlatMember(net, "loss", kind)
         self.opt = _optimizer_settings(net)
         if start is None:
             start = _initialize_member(clone(net), init_seed)
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
         self.order_seed = int(order_seed)
         self.X, self.y = self.member.tensors(X, y)
-        shuffle, _, batch_size, drop_last = _batched._iterator_settings(net, len(X))
-        self.shuffle, self.batch_size, self.drop_last = shuffle, batch_size, drop_last
-        self.max_epochs = net.max_epochs
+        self.recipe = TrainingRecipe.read(net, len(X))
+        self.shuffle, self.batch_size = self.recipe.shuffle, self.recipe.batch_size
+        self.drop_last, self.max_epochs = self.recipe.drop_last, self.recipe.max_epochs
         self.per_row = self._per_row_loss()
         linears = _PlainStackStep.layers_of(net, self.y)
         self.fast = None if linears is None else _PlainStackStep(self.member, linears)
@@ -320,15 +320,13 @@ class _Replay:
 
     def _batches(self):
         """Yield (step, row indices) of every minibatch the member trained on, in order."""
-        n = len(self.X)
         generator = torch.Generator().manual_seed(self.order_seed)
-        stop = n - n % self.batch_size if self.drop_last else n
         step = 0
         for _ in range(self.max_epochs):
-            order = _batched.batch_order(generator, n, self.shuffle).to(self.X.device)
-            for start in range(0, stop, self.batch_size):
+            order = self.recipe.epoch_order(generator).to(self.X.device)
+            for rows in self.recipe.batch_slices():
                 step += 1
-                yield step, order[start:start + self.batch_size]
+                yield step, order[rows]
 
     def _update(self, theta, tangent, g, g_dot, state, state_dot, step):
         kind = self.opt["kind"]

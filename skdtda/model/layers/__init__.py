@@ -1,7 +1,10 @@
-"""Registry of the layer kinds that Kronecker-factored curvature knows.
+"""Registry of the layer kinds that attribution sees in factored form.
 
-Attribution walks the module (``named_modules()``) and keeps the layers whose
-kind is registered here; parameters anywhere else (LayerNorm/BatchNorm affine
+Each supported layer's parameter gradient is a sum of products of its per-row
+patches and output gradients: what Kronecker-factored curvature and the
+factored scoring work on (:class:`~skdtda.model.LayeredMember`). Attribution
+walks the module (``named_modules()``) and keeps the layers whose kind is
+registered here; parameters anywhere else (LayerNorm/BatchNorm affine
 parameters, positional embeddings, free ``nn.Parameter``s, the raw projections
 of ``nn.MultiheadAttention``) are held fixed. Supporting a new kind of layer
 means adding one module with a :class:`LayerKind` subclass and listing it in
@@ -16,7 +19,7 @@ from ._embedding import EmbeddingKind, OneHotPatches
 from ._linear import LinearKind
 
 __all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "find_layers",
-           "gram"]
+           "gram", "selected_parameters"]
 
 KINDS = (LinearKind(), ConvKind(), EmbeddingKind())
 
@@ -97,7 +100,7 @@ def find_layers(module, modules=None):
     Examples
     --------
     >>> from torch import nn
-    >>> from skdtda.curvature.layers import find_layers
+    >>> from skdtda.model.layers import find_layers
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
     ...                     nn.LayerNorm(16), nn.Linear(16, 3))
     >>> specs, fixed = find_layers(net)
@@ -152,3 +155,30 @@ def find_layers(module, modules=None):
         if id(p) not in covered:
             fixed.setdefault(n, "not inside a supported layer")
     return specs, fixed
+
+
+def selected_parameters(module, modules=None):
+    """The names of the parameters of ``module`` that ``modules`` selects, in
+    ``named_parameters()`` order: every parameter for None, else those of the
+    selected modules (see :func:`find_layers`), whatever their kind.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skdtda.model.layers import selected_parameters
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    >>> selected_parameters(net, modules=[nn.LayerNorm, "2"])
+    ['1.weight', '1.bias', '2.weight', '2.bias']
+    """
+    every = dict(module.named_parameters())
+    if modules is None:
+        return list(every)
+    chosen = _normalise(modules)
+    owner = {id(p): name for name, sub in module.named_modules()
+             for p in sub.parameters(recurse=False)}
+    subs = dict(module.named_modules())
+    names = [n for n, p in every.items()
+             if _selected(owner[id(p)], subs[owner[id(p)]], chosen)]
+    if not names:
+        raise ValueError(f"modules={modules!r} selects no parameter")
+    return names

@@ -1,4 +1,4 @@
-"""What every supported kind of layer tells the Kronecker-factored curvature.
+"""What every supported kind of layer tells Kronecker-factored curvature and scoring.
 
 A layer maps per-row inputs to per-row outputs through a weight that acts on
 "patches": a Linear layer on each position's feature vector, a convolution on
@@ -30,7 +30,7 @@ def gram(rows):
     Examples
     --------
     >>> import torch
-    >>> from skdtda.curvature.layers import gram
+    >>> from skdtda.model.layers import gram
     >>> rows = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     >>> gram(rows)
     tensor([[10., 14.],
@@ -73,7 +73,7 @@ class LayerKind:
 
     Subclasses set ``types`` and implement the methods below. ``batch_axis``
     is the axis of the layer's input that indexes rows (found by probing, see
-    :mod:`skdtda.curvature._trace`).
+    :class:`skdtda.model.LayerTracer`).
     """
 
     #: module classes this kind handles (their own ``forward``, not a subclass's)
