@@ -15,13 +15,17 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch.func import vjp, vmap
 
+from .._loops import chunks
 from ..exceptions import unsupported_ops
+from ._base import FlatCurvature
 
 __all__ = ["CGCurvature"]
 
 
-class CGCurvature:
+class CGCurvature(FlatCurvature):
     """Conjugate-gradient inverse of the damped GGN for one member.
+
+    The damping enters only the solves: :meth:`with_damping` is a number.
 
     Parameters
     ----------
@@ -38,22 +42,34 @@ class CGCurvature:
         Training rows per product pass.
     """
 
+    newton_sets = True
+    options = ("maxiter", "tol", "chunk")
+
     def __init__(self, member, X, y, damping, maxiter=100, tol=1e-6, chunk=1024):
-        self.damping = damping
-        self.shift = damping + member.weight_decay
-        if self.shift <= 0 and not _penalised_everywhere(member):
-            raise ValueError("curvature='cg' needs damping > 0 (or weight decay): the GGN of "
-                             "a net is singular")
         self.member, self.maxiter, self.tol, self.chunk = member, maxiter, tol, chunk
+        self._damp(damping)
         X, y = member.tensors(X, y)
         self.chunks = []
-        for start in range(0, len(X), chunk):
-            Xc, yc = X[start:start + chunk], y[start:start + chunk]
+        for rows in chunks(len(X), chunk):
+            Xc, yc = X[rows], y[rows]
             with torch.no_grad():
                 outputs = member.outputs(member.theta, Xc)
             self.chunks.append((Xc, member.output_hessians(outputs, yc).to(member.dtype)))
         self.n = len(X)
         self.n_iter_ = 0
+
+    @classmethod
+    def fit(cls, name, member, X, y, damping, **options):
+        """Conjugate gradients on the member's GGN (``name="cg"``); ``options`` are
+        ``maxiter``, ``tol`` and ``chunk``."""
+        return cls(member, X, y, damping, **options)
+
+    def _damp(self, damping):
+        self.damping = damping
+        self.shift = damping + self.member.weight_decay
+        if self.shift <= 0 and not _penalised_everywhere(self.member):
+            raise ValueError("curvature='cg' needs damping > 0 (or weight decay): the GGN of "
+                             "a net is singular")
 
     def ggn_product(self, V):
         """``G v`` for each row of ``V`` (m, P), float64."""
@@ -85,10 +101,18 @@ class CGCurvature:
             trace += float(member.penalty.double().sum())
         return trace / member.n_params + member.weight_decay
 
-    def set_damping(self, damping):
-        """The damping enters only the solves."""
-        self.shift += damping - self.damping
-        self.damping = damping
+    def with_damping(self, damping):
+        """The same GGN products with another damping (it enters only the solves)."""
+        other = self._copy()
+        other._damp(damping)
+        return other
+
+    def kept(self, X, y, keeps):
+        """CG: a solver over the kept rows of each set."""
+        for keep in keeps:
+            yield CGCurvature(self.member.with_penalty_scaled(len(keep) / int(keep.sum())),
+                              X[keep], y[keep], self.damping, maxiter=self.maxiter,
+                              tol=self.tol, chunk=self.chunk)
 
     def solve(self, vectors):
         """``(G + shift I)^{-1} v`` for each row of ``vectors`` (m, P), by batched CG."""

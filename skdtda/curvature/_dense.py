@@ -1,112 +1,76 @@
-"""Dense curvature of the mean training loss: exact Hessian, exact GGN, identity.
+"""Dense curvature of the mean training loss: the exact Hessian or GGN as a ``(P, P)`` matrix.
 
-Each backend builds a ``(P, P)`` matrix once per member, factors it in float64
-(Cholesky, or an eigendecomposition for the pseudo-inverse and for indefinite
-matrices) and then solves ``(H + damping I)^{-1} g`` for any number of vectors.
-Meant for small models (P up to a few thousand).
+The matrix is built once per member and factored in float64 at the first
+solve: by Cholesky for the first damping it is solved with (25x faster than an
+eigendecomposition at P = 2400), and through one eigendecomposition, shared by
+every :meth:`~EigenCurvature.with_damping` copy, for any other damping, for the
+pseudo-inverse (``damping=0``) and for indefinite matrices. Meant for small
+models (P up to a few thousand).
 """
 
 import torch
-from torch.func import jacrev, vmap
 
-from ..exceptions import UnsupportedOperationError, unsupported_ops
+from ._base import FlatCurvature
+from ._terms import GAUSS_NEWTON, HESSIAN
 
-__all__ = ["EigenCurvature", "IdentityCurvature", "dense_hessian", "dense_ggn", "ggn_rows"]
-
-
-def _chunks(n, size):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
+__all__ = ["EigenCurvature"]
 
 
-def dense_hessian(member, X, y, chunk=512):
-    """Hessian of the mean training loss at the member's parameters, (P, P) float64.
+class _Factors:
+    """A dense ``H`` and its factorisations, shared by an :class:`EigenCurvature`
+    and its :meth:`~EigenCurvature.with_damping` copies.
 
-    Reverse over reverse (no forward-mode AD, which torch lacks for some ops).
+    ``H`` itself is held until the first factorisation replaces it (the same
+    memory): a Cholesky factor of ``H + d I`` for the first damping ``d``
+    solved with, or an eigendecomposition; ``H`` is rebuilt from the Cholesky
+    factor when an eigendecomposition is needed later.
     """
-    X, y = member.tensors(X, y)
-    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
-    for rows in _chunks(len(X), chunk):
-        with unsupported_ops("the exact Hessian"):
-            h = jacrev(jacrev(member.mean_loss))(member.theta, X[rows], y[rows]).detach()
-        total += h.double() * (rows.stop - rows.start)
-    return total / len(X)
+
+    def __init__(self, matrix):
+        self.pending = matrix
+        self.cholesky = None  # (damping, lower factor of H + damping I)
+        self.eigen = None  # (eigenvalues, eigenvectors) of H
+
+    def matrix(self):
+        """``H``, symmetric, float64: a new tensor."""
+        if self.pending is not None:
+            matrix = self.pending.double()
+            return (matrix + matrix.T) / 2
+        if self.cholesky is not None:
+            damping, factor = self.cholesky
+            matrix = factor @ factor.T
+            matrix.diagonal().sub_(damping)
+            return matrix
+        values, vectors = self.eigen
+        return (vectors * values) @ vectors.T
+
+    def factor(self, damping):
+        """Factor ``H + damping I``: Cholesky if nothing is factored yet and it is
+        positive definite, else the eigendecomposition (once)."""
+        if self.cholesky is not None and self.cholesky[0] == damping:
+            return
+        if self.cholesky is None and self.eigen is None and damping > 0:
+            matrix = self.matrix()
+            shifted = matrix + damping * torch.eye(len(matrix), dtype=matrix.dtype)
+            factor, info = torch.linalg.cholesky_ex(shifted)
+            if int(info) == 0:
+                self.cholesky, self.pending = (damping, factor), None
+                return
+            self.eigen, self.pending = torch.linalg.eigh(matrix), None
+            return
+        if self.eigen is None:
+            self.eigen = torch.linalg.eigh(self.matrix())
+            self.pending = None
 
 
-def _row_jacobians(member, X):
-    """Per-row Jacobians of the member's outputs, (n, outputs, P): ``vmap`` of
-    ``jacrev``, with the transform's failures named."""
-    def out_one(theta, x):
-        return member.outputs(theta, x[None])[0].reshape(-1)
-
-    with unsupported_ops("the exact Gauss-Newton"):
-        return vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X)
-
-
-def jacobian_problem(member, X):
-    """Why the per-row Jacobians that the exact Gauss-Newton is built from cannot
-    be taken, as an :class:`UnsupportedOperationError`; None when they run (tried
-    on two rows)."""
-    try:
-        _row_jacobians(member, member.tensors(X[:2], [0] * min(len(X), 2))[0])
-    except UnsupportedOperationError as exc:
-        return exc
-    return None
-
-
-def ggn_rows(member, X, y, chunk=256, drop_null=False):
-    """Yield ``R_n^T J_n`` for chunks of training rows, float64 of shape (rows * C, P).
-
-    ``J_n`` is the Jacobian of sample ``n``'s output with respect to the
-    parameters and ``R_n`` a root of the Hessian of its loss with respect to
-    that output (:meth:`FunctionalMember.output_hessian_roots`), so that the
-    rows of all chunks stacked, ``U``, give the GGN as ``U^T U / N``.
-    ``drop_null=True`` leaves out the directions of the output space where every
-    row's loss Hessian of the chunk vanishes (softmax cross-entropy: the all-ones
-    direction, so C = K - 1): ``U^T U`` is unchanged, ``U`` has fewer rows.
-    """
-    X, y = member.tensors(X, y)
-    for rows in _chunks(len(X), chunk):
-        jac = _row_jacobians(member, X[rows]).detach().double()
-        with torch.no_grad():
-            outputs = member.outputs(member.theta, X[rows])
-        root = member.output_hessian_roots(outputs, y[rows])
-        if drop_null:
-            root = _drop_null_columns(root)
-        # J^T H J = (R^T J)^T (R^T J): one large product instead of a 3-way contraction
-        yield torch.einsum("nkc,nkp->ncp", root, jac).reshape(-1, member.n_params)
-
-
-def _drop_null_columns(root):
-    """A root ``R'`` with ``R' R'^T = R R^T`` and no column that is null on every row."""
-    # R = W S V^T gives R R^T = (W S)(W S)^T; singular values come in descending order.
-    # A column with s^2 <= eps * s_max^2 adds below the float rounding of R R^T.
-    left, singular, _ = torch.linalg.svd(root, full_matrices=False)
-    tol = torch.finfo(root.dtype).eps ** 0.5 * singular[:, :1]
-    keep = max(int((singular > tol).sum(dim=1).max()), 1)
-    return left[:, :, :keep] * singular[:, None, :keep]
-
-
-def dense_ggn(member, X, y, chunk=256):
-    """Generalised Gauss-Newton ``mean_n J_n^T H_n J_n`` of the training loss, (P, P) float64.
-
-    ``J_n`` is the Jacobian of sample ``n``'s output with respect to the
-    parameters and ``H_n`` the Hessian of its loss with respect to that output
-    (``diag(p) - p p^T`` for softmax cross-entropy): positive semi-definite,
-    unlike the Hessian of a non-convex net.
-    """
-    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
-    for rotated in ggn_rows(member, X, y, chunk):
-        total += rotated.T @ rotated
-    return total / len(X)
-
-
-class EigenCurvature:
+class EigenCurvature(FlatCurvature):
     """``(H + damping I)^{-1}`` of a dense symmetric H.
 
     A positive-definite ``H + damping I`` is factored by Cholesky (25x faster
-    than an eigendecomposition at P = 2400); otherwise (an indefinite Hessian,
-    or ``damping=0``) by an eigendecomposition.
+    than an eigendecomposition at P = 2400) for the first damping solved
+    with; every other damping of the same H (:meth:`with_damping`), an
+    indefinite Hessian and ``damping=0`` go through one eigendecomposition of
+    H, computed once and shared.
 
     Parameters
     ----------
@@ -116,82 +80,131 @@ class EigenCurvature:
         Added to every eigenvalue. ``damping=0`` gives the pseudo-inverse: the
         eigen-directions with ``|lambda| <= P * eps * max |lambda|`` (the null
         space) are dropped, the limit of the paper's Theorem 2.
+    terms : object, default=None
+        How the matrix was built from the training rows (the Hessian or the
+        GGN of :mod:`skdtda.curvature._terms`): ``correction="newton"`` takes
+        rows' terms out. None for a matrix given as is.
+    member : FlatMember, default=None
+        The member it was built for (needed by ``solve_rows`` and
+        ``correction="newton"``).
     """
 
-    def __init__(self, matrix, damping, defer=False):
-        self._pending = None
-        if defer:  # keep H (the same memory as its factor) until factorise()
-            self._pending, self.damping = matrix, damping
-            return
-        self._factor(matrix, damping)
+    newton_sets = True
+    newton_rows = True
+
+    def __init__(self, matrix, damping, terms=None, member=None):
+        self.damping = damping
+        self.terms, self.member = terms, member
+        self._factors = _Factors(matrix)
+        self._inverse = None  # 1 / (eigenvalues + damping), on the eigen path
+
+    @classmethod
+    def fit(cls, name, member, X, y, damping):
+        """The dense Hessian (``name="exact"``) or GGN (``"ggn"``) of the member's
+        mean training loss, with its weight decay and penalty."""
+        terms = HESSIAN if name == "exact" else GAUSS_NEWTON
+        matrix = terms.mean(member, X, y)
+        matrix += member.weight_decay * torch.eye(len(matrix), dtype=matrix.dtype)
+        if member.penalty is not None:
+            matrix.diagonal().add_(member.penalty.to(matrix.dtype))
+        return cls(matrix, damping, terms, member)
 
     def factorise(self):
-        """Factor a deferred ``H + damping I`` (after :meth:`set_damping`)."""
-        if self._pending is not None:
-            matrix, self._pending = self._pending, None
-            self._factor(matrix, self.damping)
-
-    def _factor(self, matrix, damping):
-        matrix = (matrix.double() + matrix.double().T) / 2
-        self.damping = damping
-        self.cholesky = None
-        if damping > 0:
-            shifted = matrix + damping * torch.eye(len(matrix), dtype=matrix.dtype)
-            factor, info = torch.linalg.cholesky_ex(shifted)
-            if int(info) == 0:
-                self.cholesky = factor
-                return
-        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(matrix)
-        shifted = self.eigenvalues + damping
-        if damping == 0:
+        """Factor ``H + damping I`` now (Cholesky or the shared eigendecomposition)."""
+        factors = self._factors
+        factors.factor(self.damping)
+        if self._cholesky() is not None or self._inverse is not None:
+            return
+        shifted = factors.eigen[0] + self.damping
+        if self.damping == 0:
             tol = len(shifted) * torch.finfo(torch.float64).eps * shifted.abs().max()
             inverse = torch.where(shifted.abs() > tol, 1 / shifted, torch.zeros_like(shifted))
         else:
             if (shifted.abs() < 1e-12 * shifted.abs().max()).any():
                 raise ValueError(
-                    f"damping={damping} cancels an eigenvalue of the curvature "
-                    f"({-damping:.3g}); the Hessian of a non-convex net has negative "
+                    f"damping={self.damping} cancels an eigenvalue of the curvature "
+                    f"({-self.damping:.3g}); the Hessian of a non-convex net has negative "
                     "eigenvalues: use curvature='ggn' or another damping")
             inverse = 1 / shifted
-        self.inverse = inverse
+        self._inverse = inverse
+
+    def _cholesky(self):
+        """The Cholesky factor of ``H + damping I``, where that is how it was factored."""
+        cholesky = self._factors.cholesky
+        return cholesky[1] if cholesky is not None and cholesky[0] == self.damping else None
 
     def matrix(self):
-        """The symmetric ``H`` (without the damping) rebuilt from its factor, (P, P)
-        float64: nothing but the factor is stored (``correction="newton"`` needs H
-        again, once per removal set; it costs one ``P^3`` product)."""
-        if self.cholesky is not None:
-            matrix = self.cholesky @ self.cholesky.T
-            matrix.diagonal().sub_(self.damping)
-            return matrix
-        q = self.eigenvectors
-        return (q * self.eigenvalues) @ q.T
+        """The symmetric ``H`` (without the damping), (P, P) float64, a new tensor:
+        only one factorisation is stored, so once factored it is rebuilt from the
+        factor (one ``P^3`` product)."""
+        return self._factors.matrix()
 
     def mean_eigenvalue(self):
         """``trace(H) / P``, regularisation included, damping not."""
-        if self._pending is not None:
-            return float(torch.diagonal(self._pending).double().mean())
-        if self.cholesky is not None:
-            return float(self.cholesky.pow(2).sum()) / len(self.cholesky) - self.damping
-        return float(self.eigenvalues.mean())
+        factors = self._factors
+        if factors.pending is not None:
+            return float(torch.diagonal(factors.pending).double().mean())
+        if factors.cholesky is not None:
+            damping, factor = factors.cholesky
+            return float(factor.pow(2).sum()) / len(factor) - damping
+        return float(factors.eigen[0].mean())
 
-    def set_damping(self, damping):
-        """Refactor ``H + damping I`` for a new damping (one ``P^3`` product to
-        rebuild H from its factor, and the factorisation; nothing while deferred)."""
-        if self._pending is not None:
-            self.damping = damping
-            return
-        self._factor(self.matrix(), damping)
+    def with_damping(self, damping):
+        """The same H with another damping: a copy sharing its factorisations (the
+        first damping solved with gets a Cholesky factor, any other one the
+        shared eigendecomposition)."""
+        return self._copy(damping=damping, _inverse=None)
 
     def solve(self, vectors):
         """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""
-        if self.cholesky is not None:
-            return torch.cholesky_solve(vectors.double().T, self.cholesky).T
-        q = self.eigenvectors
-        return ((vectors.double() @ q) * self.inverse) @ q.T
+        self.factorise()
+        cholesky = self._cholesky()
+        if cholesky is not None:
+            return torch.cholesky_solve(vectors.double().T, cholesky).T
+        q = self._factors.eigen[1]
+        return ((vectors.double() @ q) * self._inverse) @ q.T
 
+    def kept(self, X, y, keeps):
+        """Dense: the removed rows' terms taken out of the stored H (``|S| C P^2``,
+        one ``P^3`` product to recover H from its factor, for all sets), then a
+        new Cholesky factor per set."""
+        self._check_terms()
+        member = self.member
+        fixed = member.fixed_diagonal()
+        matrix = self.matrix()
+        n = len(X)
+        for keep in keeps:
+            removed = ~keep
+            n_kept = int(keep.sum())
+            data = matrix.clone()
+            data.diagonal().sub_(fixed)  # (H_data + D_n): the part normalised by N
+            data.mul_(n).sub_(self.terms.mean(member, X[removed], y[removed])
+                              * int(removed.sum()))
+            data.div_(n_kept)  # (1/N') sum_kept G_i + (N/N') D_n
+            data.diagonal().add_(fixed)
+            yield EigenCurvature(data, self.damping, self.terms, member)
 
-class IdentityCurvature:
-    """H = I: influence as a plain gradient dot product (the TracIn-like baseline)."""
+    def rescaled(self, n_train, n_removed=1):
+        """Dense: H rebuilt from its factor and rescaled, with a new factor."""
+        self._check_terms()
+        fixed = self.member.fixed_diagonal()
+        data = self.matrix()
+        data.diagonal().sub_(fixed)
+        data.mul_(n_train / (n_train - n_removed))
+        data.diagonal().add_(fixed)
+        return EigenCurvature(data, self.damping, self.terms, self.member)
 
-    def solve(self, vectors):
-        return vectors.double()
+    def row_factors(self, X, y):
+        """The rows' Hessians (``"exact"``) or Gauss-Newton terms (``"ggn"``)."""
+        self._check_terms()
+        return self.terms.rows(self.member, X, y)
+
+    def row_width(self, X):
+        """P for the Hessian (a row's ``(P, P)`` term), ``2 C + 2`` for the GGN."""
+        self._check_terms()
+        return self.terms.row_width(self.member, X)
+
+    def _check_terms(self):
+        if self.terms is None or self.member is None:
+            raise ValueError("correction='newton' needs the rows the dense curvature was built "
+                             "from; this EigenCurvature was given its matrix as is")

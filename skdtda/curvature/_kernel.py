@@ -10,19 +10,39 @@ and the push-through (Woodbury) identity gives, for ``c > 0``,
 
 Building ``U U^T`` costs ``M^2 P`` multiply-adds and its Cholesky factor
 ``M^3 / 3``, against ``M P^2`` and ``P^3 / 3`` for the dense ``(P, P)`` GGN, so
-it is the cheaper form whenever ``M < P``. Memory: ``U`` is ``M x P`` float64
-(``8 M P`` bytes: 13 MB for 400 rows of 3 classes, M = 800, and 2019
-parameters) and the Gram matrix ``M x M``; the dense form holds ``P x P``.
+it is the cheaper form whenever ``M < P``. The first damping solved with gets
+that Cholesky factor; any other (:meth:`KernelCurvature.with_damping`) solves
+through one eigendecomposition ``U U^T = W Lambda W^T``, shared by every copy:
+``(U U^T + c I)^{-1} = W (Lambda + c)^{-1} W^T`` for any ``c``. A
+parameter-wise penalty ``D`` enters the Gram matrix as ``U D^{-1} U^T``, which a
+new damping changes as a whole: there each damping factors its own.
+
+Memory: ``U`` is ``M x P`` float64 (``8 M P`` bytes: 13 MB for 400 rows of 3
+classes, M = 800, and 2019 parameters) and the Gram matrix ``M x M``; the dense
+form holds ``P x P``.
 """
 
 import torch
 
-from ._dense import ggn_rows
+from .._loops import chunks
+from ._base import FlatCurvature
+from ._terms import GAUSS_NEWTON, ggn_rows
 
 __all__ = ["KernelCurvature"]
 
 
-class KernelCurvature:
+class _Gram:
+    """``U`` and the factorisations of its Gram matrix, shared by a
+    :class:`KernelCurvature` and its :meth:`~KernelCurvature.with_damping` copies."""
+
+    def __init__(self, factor, sample_of_row):
+        self.factor = factor
+        self.sample_of_row = sample_of_row.to(factor.device)
+        self.cholesky = None  # (shift, lower factor of U U^T + shift I), no penalty
+        self.eigen = None  # (eigenvalues, eigenvectors) of U U^T, no penalty
+
+
+class KernelCurvature(FlatCurvature):
     """``(G + (damping + weight decay) I)^{-1}`` of the exact GGN through the ``(M, M)`` kernel.
 
     The same solve as ``EigenCurvature(dense_ggn(...) + weight_decay I, damping)``
@@ -31,7 +51,7 @@ class KernelCurvature:
 
     Parameters
     ----------
-    member : FunctionalMember
+    member : FlatMember
     X, y : arrays
         Training rows and their net targets.
     damping : float
@@ -46,62 +66,88 @@ class KernelCurvature:
         ``U``, float64.
     sample_of_row : tensor of int of shape (M,)
         The training row of each row of ``U``.
-    cholesky : tensor of shape (M, M)
-        Lower Cholesky factor of ``U U^T + c I``.
     shift : float
         ``c = damping + weight decay``.
     """
 
-    def __init__(self, member, X, y, damping, chunk=256, defer=False):
-        self.damping = float(damping)
-        self.shift = float(damping) + member.weight_decay
+    newton_sets = True
+    newton_rows = True
+
+    def __init__(self, member, X, y, damping, chunk=256):
+        blocks = list(ggn_rows(member, X, y, chunk, drop_null=True))
+        # which training row each row of U belongs to (C may differ between chunks)
+        sample_of_row = torch.cat([
+            torch.arange(rows.start, rows.stop).repeat_interleave(
+                len(block) // (rows.stop - rows.start))
+            for rows, block in zip(chunks(len(X), chunk), blocks)])
+        self.member = member
+        self._gram = _Gram(torch.cat(blocks) / len(X) ** 0.5, sample_of_row)
+        self._damp(damping, member.penalty)
+
+    @classmethod
+    def fit(cls, name, member, X, y, damping):
+        """The kernel form of the exact GGN (``name="ggn"``) of the member."""
+        return cls(member, X, y, damping)
+
+    @classmethod
+    def _of_factor(cls, member, factor, sample_of_row, damping, penalty):
+        """The solver of ``U^T U + D`` for a given ``U`` (``factor``)."""
+        self = cls.__new__(cls)
+        self.member = member
+        self._gram = _Gram(factor, sample_of_row)
+        self._damp(damping, penalty)
+        return self
+
+    def _damp(self, damping, penalty):
+        """Set ``D = (damping + weight decay) I + penalty`` (a new Gram matrix)."""
+        self.damping, self.penalty = float(damping), penalty
+        self.shift = float(damping) + self.member.weight_decay
         # the diagonal D = c I + penalty: (U^T U + D)^{-1} v
         #   = D^{-1} v - D^{-1} U^T (I + U D^{-1} U^T)^{-1} U D^{-1} v
-        self.diagonal = None
-        if member.penalty is not None:
-            self.diagonal = member.penalty.double() + self.shift
+        self.diagonal = None if penalty is None else penalty.double() + self.shift
         smallest = self.shift if self.diagonal is None else float(self.diagonal.min())
         if smallest <= 0:
             raise ValueError(f"the kernel form of the GGN needs damping + weight decay > 0 "
                              f"on every parameter, got {smallest}")
-        blocks = list(ggn_rows(member, X, y, chunk, drop_null=True))
-        # which training row each row of U belongs to (C may differ between chunks)
-        sample_of_row = torch.cat([
-            torch.arange(start, min(start + chunk, len(X))).repeat_interleave(
-                len(block) // (min(start + chunk, len(X)) - start))
-            for start, block in zip(range(0, len(X), chunk), blocks)])
-        self.factor = torch.cat(blocks) / len(X) ** 0.5
-        self.sample_of_row = sample_of_row.to(self.factor.device)
-        self.cholesky = None  # deferred: factorise() after set_damping()
-        if not defer:
-            self.factorise()
+        self._cholesky = None  # of I + U D^{-1} U^T, with a penalty
+
+    @property
+    def factor(self):
+        return self._gram.factor
+
+    @property
+    def sample_of_row(self):
+        return self._gram.sample_of_row
 
     def factorise(self):
-        """Build and factor the Gram matrix for the current damping, if not done yet."""
-        if self.cholesky is None:
-            self._factorise(self.factor, self.sample_of_row)
+        """Factor the Gram matrix for this damping now (see the module's docstring)."""
+        gram = self._gram
+        if self.diagonal is not None:
+            if self._cholesky is None:
+                matrix = (gram.factor / self.diagonal) @ gram.factor.T
+                matrix.diagonal().add_(1.0)
+                self._cholesky = torch.linalg.cholesky(matrix)
+        elif gram.cholesky is None and gram.eigen is None:
+            matrix = gram.factor @ gram.factor.T
+            matrix.diagonal().add_(self.shift)
+            gram.cholesky = (self.shift, torch.linalg.cholesky(matrix))
+        elif self._shared_cholesky() is None and gram.eigen is None:
+            gram.eigen = torch.linalg.eigh(gram.factor @ gram.factor.T)
 
-    def _factorise(self, factor, sample_of_row):
-        self.factor = factor
-        self.sample_of_row = sample_of_row.to(factor.device)
-        if self.diagonal is None:
-            gram = self.factor @ self.factor.T
-            gram.diagonal().add_(self.shift)
-        else:
-            gram = (self.factor / self.diagonal) @ self.factor.T
-            gram.diagonal().add_(1.0)
-        self.cholesky = torch.linalg.cholesky(gram)
+    def _shared_cholesky(self):
+        cholesky = self._gram.cholesky
+        return cholesky[1] if cholesky is not None and cholesky[0] == self.shift else None
 
-    @classmethod
-    def from_factor(cls, factor, shift, diagonal, sample_of_row):
-        """The solver of ``U^T U + D`` for a given ``U`` (``factor``) and ``D`` (``shift``
-        times I, or ``diagonal``): a refactorisation of the ``(M, M)`` Gram matrix
-        (``correction="newton"``: the kept rows' ``U``, rescaled)."""
-        self = cls.__new__(cls)
-        self.shift, self.diagonal = shift, diagonal
-        self.damping = None  # not separable from the shift here
-        self._factorise(factor, sample_of_row)
-        return self
+    def _kernel_solve(self, rhs):
+        """``(U U^T + c I)^{-1} rhs`` (no penalty) or ``(I + U D^{-1} U^T)^{-1} rhs``."""
+        self.factorise()
+        if self.diagonal is not None:
+            return torch.cholesky_solve(rhs, self._cholesky)
+        cholesky = self._shared_cholesky()
+        if cholesky is not None:
+            return torch.cholesky_solve(rhs, cholesky)
+        values, vectors = self._gram.eigen
+        return vectors @ ((vectors.T @ rhs) / (values + self.shift)[:, None])
 
     def mean_eigenvalue(self):
         """``trace(G + D) / P`` less the damping: ``(||U||_F^2 + trace D) / P - damping``."""
@@ -109,24 +155,56 @@ class KernelCurvature:
         diagonal = self.shift if self.diagonal is None else float(self.diagonal.mean())
         return float(self.factor.pow(2).sum()) / n_params + diagonal - self.damping
 
-    def set_damping(self, damping):
-        """Refactor for a new damping: one ``(M, M)`` Gram matrix and its Cholesky factor
-        (nothing while deferred)."""
-        change = float(damping) - self.damping
-        self.damping, self.shift = float(damping), self.shift + change
-        if self.diagonal is not None:
-            self.diagonal = self.diagonal + change
-        if self.cholesky is not None:  # else factorise() does it
-            self.cholesky = None
-            self.factorise()
+    def with_damping(self, damping):
+        """The same GGN with another damping, sharing ``U``: without a penalty, a
+        solve through the shared eigendecomposition of ``U U^T`` (or the first
+        Cholesky factor, if that damping was the first solved with); with one, a
+        new ``(M, M)`` Gram matrix and its factor."""
+        other = self._copy()
+        other._damp(damping, self.penalty)
+        return other
 
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with
         ``D = c I`` plus the member's parameter-wise penalty, if any."""
         v = vectors.double()
+        factor = self.factor
         if self.diagonal is not None:
             v = v / self.diagonal
-            kernel_side = torch.cholesky_solve(self.factor @ v.T, self.cholesky)
-            return v - (self.factor.T @ kernel_side).T / self.diagonal
-        kernel_side = torch.cholesky_solve(self.factor @ v.T, self.cholesky)
-        return (v - (self.factor.T @ kernel_side).T) / self.shift
+            kernel_side = self._kernel_solve(factor @ v.T)
+            return v - (factor.T @ kernel_side).T / self.diagonal
+        kernel_side = self._kernel_solve(factor @ v.T)
+        return (v - (factor.T @ kernel_side).T) / self.shift
+
+    def _penalty_scaled(self, scale):
+        """The member's penalty with its normalised part scaled by ``scale``."""
+        member = self.member
+        if member.penalty is None:
+            return None
+        return member.penalty.double() * (scale if member.penalty_normalised else 1.0)
+
+    def kept(self, X, y, keeps):
+        """Kernel: the kept rows' part of ``U``, rescaled, and a new ``(M', M')``
+        Gram matrix and factor per set."""
+        n = len(X)
+        for keep in keeps:
+            scale = n / int(keep.sum())
+            rows = torch.as_tensor(keep, device=self.factor.device)[self.sample_of_row]
+            yield KernelCurvature._of_factor(self.member, self.factor[rows] * scale ** 0.5,
+                                             self.sample_of_row[rows], self.damping,
+                                             self._penalty_scaled(scale))
+
+    def rescaled(self, n_train, n_removed=1):
+        """Kernel: ``U`` rescaled, and a new Gram matrix and factor."""
+        scale = n_train / (n_train - n_removed)
+        return KernelCurvature._of_factor(self.member, self.factor * scale ** 0.5,
+                                          self.sample_of_row, self.damping,
+                                          self._penalty_scaled(scale))
+
+    def row_factors(self, X, y):
+        """The rows' Gauss-Newton terms ``U_k = R_k^T J_k``."""
+        return GAUSS_NEWTON.rows(self.member, X, y)
+
+    def row_width(self, X):
+        """``2 C + 2``."""
+        return GAUSS_NEWTON.row_width(self.member, X)

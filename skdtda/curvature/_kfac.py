@@ -27,16 +27,20 @@ the same hooks (docs/architectures.md has the measurement).
 
 import torch
 
+from .._loops import chunks
 from ..model import LayeredMember
 from ..model.layers import DensePatches, gram
+from ._base import Curvature
 
 __all__ = ["KroneckerCurvature"]
 
 _BLOCK_BUDGET = 128 * 2**20
 
 
-class KroneckerCurvature:
+class KroneckerCurvature(Curvature):
     """K-FAC (``corrected=False``) or EK-FAC (``corrected=True``) for one member.
+
+    The damping enters only the solves: :meth:`with_damping` is a number.
 
     Parameters
     ----------
@@ -57,6 +61,10 @@ class KroneckerCurvature:
         Rows per pass, bounding memory.
     """
 
+    layered = True
+    newton_sets = True
+    options = ("samples",)
+
     def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512):
         if not isinstance(member, LayeredMember):
             raise ValueError("KroneckerCurvature needs a LayeredMember")
@@ -75,8 +83,8 @@ class KroneckerCurvature:
         patches_seen = [0] * len(specs)
         # The passes run in the member's dtype (float32 nets: 2x faster); each
         # chunk's products are summed, and the factors decomposed, in float64.
-        for rows in range(0, n, chunk):
-            patches, columns = self._pass(X, y, rows, chunk, seed=0)
+        for rows in chunks(n, chunk):
+            patches, columns = self._pass(X, y, rows, seed=0)
             for i, p in enumerate(patches):
                 a_t = p.input_sum().double()
                 A[i] = a_t if A[i] is None else A[i] + a_t
@@ -119,8 +127,8 @@ class KroneckerCurvature:
         sums = [torch.zeros_like(f["eig"]) for f in self.factors]
         bases = [(f["q_g"].to(dtype), None if f["q_a"] is None else f["q_a"].to(dtype))
                  for f in self.factors]
-        for rows in range(0, len(X), chunk):
-            patches, columns = self._pass(X, y, rows, chunk, seed=1)
+        for rows in chunks(len(X), chunk):
+            patches, columns = self._pass(X, y, rows, seed=1)
             single = [isinstance(p, DensePatches) and p.n_pos == 1 for p in patches]
             rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
                          else None for p, one, (_, q_a) in zip(patches, single, bases)]
@@ -143,14 +151,19 @@ class KroneckerCurvature:
         for f, total in zip(self.factors, sums):
             f["eig"] = total / len(X)
 
-    def _pass(self, X, y, start, chunk, seed):
-        """Patches and pseudo-gradients of one chunk; sampled combinations are drawn
-        from a generator seeded by the pass and the chunk (same fit, same numbers)."""
+    def _pass(self, X, y, rows, seed):
+        """Patches and pseudo-gradients of one chunk of rows; sampled combinations are
+        drawn from a generator seeded by the pass and the chunk (same fit, same numbers)."""
         generator = None
         if self.samples is not None:  # "auto" may sample too
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + start)
-        return self.member.tracer.pseudo_grads(X[start:start + chunk], y[start:start + chunk],
-                                               samples=self.samples, generator=generator)
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + rows.start)
+        return self.member.tracer.pseudo_grads(X[rows], y[rows], samples=self.samples,
+                                               generator=generator)
+
+    @classmethod
+    def fit(cls, name, member, X, y, damping, samples="auto"):
+        """K-FAC (``name="kfac"``) or EK-FAC (``"ekfac"``) of the member."""
+        return cls(member, X, y, damping, corrected=name == "ekfac", samples=samples)
 
     def mean_eigenvalue(self):
         """``trace / P`` of the Kronecker curvature (the refitted eigenvalues for EK-FAC)
@@ -159,9 +172,17 @@ class KroneckerCurvature:
         total += sum(float(p.double().sum()) for p in self.penalty if p is not None)
         return total / self.member.n_params + self.member.weight_decay
 
-    def set_damping(self, damping):
-        """The damping enters only the solves."""
-        self.damping = damping
+    def with_damping(self, damping):
+        """The same factors with another damping (it enters only the solves)."""
+        return self._copy(damping=damping)
+
+    def kept(self, X, y, keeps):
+        """K-FAC/EK-FAC: the factors (and EK-FAC's eigenvalues) refitted over the
+        kept rows of each set."""
+        for keep in keeps:
+            yield KroneckerCurvature(self.member.with_penalty_scaled(len(keep) / int(keep.sum())),
+                                     X[keep], y[keep], self.damping, corrected=self.corrected,
+                                     samples=self.samples, chunk=self.chunk)
 
     def solve_blocks(self, blocks):
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks

@@ -96,7 +96,7 @@ def eigenvalue_floor(curvatures):
     """:data:`EIGENVALUE_FRACTION` of the fitted curvatures' mean eigenvalue
     (``trace / P``, averaged over members; regularisation included, damping not),
     or None where no backend has one (the identity)."""
-    means = [c.mean_eigenvalue() for c in curvatures if hasattr(c, "mean_eigenvalue")]
+    means = [m for m in (c.mean_eigenvalue() for c in curvatures) if m is not None]
     if not means:
         return None
     return EIGENVALUE_FRACTION * float(np.mean(means))

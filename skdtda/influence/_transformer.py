@@ -26,10 +26,8 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ..curvature import (CURVATURES, LAYERED, fit_curvature, resolve_curvature, solve_blocks,
-                         solve_grads)
-from ..curvature._newton import (NEWTON_ROWS, NEWTON_SETS, kept_curvature, row_factors,
-                                 tilde_curvature, woodbury_solve)
+from ..curvature import (CURVATURES, LAYERED, NEWTON_ROWS, NEWTON_SETS, fit_curvature,
+                         resolve_curvature, woodbury_solve)
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
 from ..ensemble._seed_ensemble import _numpy_dtype
@@ -55,11 +53,13 @@ _CONVENTION = """The sign and scale convention of every skdtda score: the predic
     helping). Removing a set sums the per-row changes (first order)."""
 
 
-def _prepare_member(member, X, y, curvature, damping, options, chunk, defer=False,
+def _prepare_member(member, X, y, curvature, damping, options, chunk, factorise=True,
                     retraining="same_steps"):
     """One member's inverse curvature and the centre ``c_s`` each row's gradient is
     measured against (a joblib task)."""
-    solver = fit_curvature(curvature, member, X, y, damping, options, defer=defer)
+    solver = fit_curvature(curvature, member, X, y, damping, options)
+    if factorise:  # the damping is settled: factor where the work runs
+        solver.factorise()
     if retraining == "same_epochs":
         return solver, [-b for b in member.fixed_penalty_grads()]
     return solver, member.mean_grads(X, y, chunk)
@@ -354,7 +354,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
                                      self.damping_, self.curvature_options, self._train_chunk(),
-                                     defer=floored, retraining=self.retraining_)
+                                     factorise=not floored, retraining=self.retraining_)
             for member in self._members)
         self.curvatures_, self._centres = [], []
         for curvature, centre in jobs:
@@ -378,12 +378,10 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             floor *= factor
             logger.info("damping='auto': 1 / tau = %.4g lies below 0.1 x the curvature's "
                         "mean eigenvalue; using %.4g", self.damping_ / factor, floor)
-            for curvature in self.curvatures_:
-                curvature.set_damping(floor)
+            self.curvatures_ = [curvature.with_damping(floor) for curvature in self.curvatures_]
             self.damping_ = floor
-        for curvature in self.curvatures_:  # dense and kernel forms were left unfactored
-            if hasattr(curvature, "factorise"):
-                curvature.factorise()
+        for curvature in self.curvatures_:  # left unfactored by the fit
+            curvature.factorise()
 
     def _adopt_ensemble(self, X, y):
         """Validate, fit or adopt the ensemble, and wrap the attributed members."""
@@ -491,7 +489,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
     def _solve_queries(self, member, curv, centre, Xq, yq):
         """One member's solved query gradients (flattened blocks) and their products
         with the centre ``c_s``."""
-        solved = solve_grads(curv, member, "measurement", Xq, yq)
+        solved = curv.solve_rows("measurement", Xq, yq)
         offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
                      for s, m in zip(solved, centre))
         # The products with training gradients run in the member's dtype (2x
@@ -564,8 +562,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         q_size = max(1, min(_SOLUTION_BUDGET // per_query, _SOLUTION_BUDGET // per_response))
         # a training row holds its gradient, U_k and H~^{-1} U_k (r = outputs) or, with
         # "exact", its (P, P) Hessian
-        width = (member.n_params if self.curvature_ == "exact"
-                 else 2 * self._members[0].n_outputs(self._X_train) + 2)
+        width = self.curvatures_[0].row_width(self._X_train)
         t_size = max(1, min(self.batch_size,
                             _GRADIENT_BUDGET // (width * member.n_params * 8)))
         n_kept = self.n_train_ - 1
@@ -575,13 +572,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
             measured = self._measured(Xq, yq)
             delta = np.empty((len(members), len(Xq), len(rows)))
             for s, (member, curv, (centre,)) in enumerate(members):
-                tilde = tilde_curvature(self.curvature_, curv, member, self.n_train_,
-                                        self.damping_)
+                tilde = curv.rescaled(self.n_train_)
                 query = member.per_sample_grads("measurement", Xq, yq).double()
                 for t in self._chunks(len(rows), t_size):
                     Xt, yt = self._X_train[rows[t]], self._y_train[rows[t]]
                     v = member.per_sample_grads("loss", Xt, yt).double() - centre
-                    U, signs = row_factors(self.curvature_, member, Xt, yt)
+                    U, signs = curv.row_factors(Xt, yt)
                     solved = woodbury_solve(tilde, U, signs, v, n_kept)
                     delta[s, :, t] = (query @ solved.T).cpu().numpy() / n_kept
                 del tilde
@@ -594,15 +590,12 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
         shifts = np.zeros((len(masks), len(self._members), len(X)))
         q_size = self._query_chunk()[0]
         members = list(zip(self._members, self.curvatures_, self._centres))
+        sets = [i for i, mask in enumerate(masks) if mask.any()]
         for s, (member, curv, centre) in enumerate(members):
-            matrix = curv.matrix() if hasattr(curv, "matrix") else None
-            for i, mask in enumerate(masks):
-                removed = np.flatnonzero(mask)
-                if not len(removed):
-                    continue
+            solvers = curv.kept(self._X_train, self._y_train, (~masks[i] for i in sets))
+            for i, kept in zip(sets, solvers):
+                removed = np.flatnonzero(masks[i])
                 n_kept = self.n_train_ - len(removed)
-                kept = kept_curvature(self.curvature_, curv, member, self._X_train,
-                                      self._y_train, ~mask, self.damping_, matrix=matrix)
                 total = None
                 for t in self._chunks(len(removed)):
                     blocks = member.grads("loss", self._X_train[removed[t]],
@@ -610,7 +603,7 @@ class InfluenceTransformer(TransformerMixin, BaseEstimator):
                     sums = [b.double().sum(dim=0) for b in blocks]
                     total = sums if total is None else [a + b for a, b in zip(total, sums)]
                 v = [t - len(removed) * m for t, m in zip(total, centre)]
-                step = solve_blocks(kept, [b[None] for b in v])
+                step = kept.solve_blocks([b[None] for b in v])
                 step = [b.double().reshape(-1) for b in step]
                 for q_rows in self._chunks(len(X), q_size):
                     query = member.grads("measurement", X[q_rows], y[q_rows])

@@ -14,6 +14,8 @@ chunks of rows so memory stays bounded. It comes in two forms:
   (what the Kronecker-factored curvatures and the factored scoring work on).
 """
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -183,6 +185,16 @@ class FunctionalMember:
             for name, part in zip(spec.param_names, spec.kind.to_params(spec.module, block)):
                 parts[name] = part.reshape(n, -1)
         return torch.cat([parts[name] for name in self.names], dim=1)
+
+    def with_penalty_scaled(self, scale):
+        """This member with its normalised penalty scaled by ``scale`` (a shallow
+        copy; itself where that changes nothing): the objective of ``N / scale``
+        kept rows, whose normalised L2 terms grow by ``N / N'``."""
+        if self.penalty is None or not self.penalty_normalised or scale == 1:
+            return self
+        scaled = copy.copy(self)
+        scaled.penalty = self.penalty * scale
+        return scaled
 
     def fixed_diagonal(self):
         """``D_f``: the curvature of the fixed L2 terms (optimizer weight decay, a

@@ -1,0 +1,136 @@
+"""The written curvature interface: every backend re-damps as a fresh fit would.
+
+``with_damping(d)`` must solve as ``fit_curvature(..., d)`` does, for every
+backend and whichever of its factorisations it takes: the dense and kernel
+forms factor the first damping solved with by Cholesky and every other one
+through one shared eigendecomposition; K-FAC, EK-FAC and CG only change a
+number. Backends factor lazily, so a damping chosen after fitting costs no
+refactorisation.
+"""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.preprocessing import scale
+from skorch import NeuralNetClassifier
+
+from skdtda import SeedEnsembleClassifier
+from skdtda.curvature import BACKENDS, Curvature, fit_curvature
+from skdtda.model import L2Penalty, functional_member
+from skdtda.nets import MLP
+
+KINDS = ["ggn:dense", "exact", "ggn:kernel", "ggn:kernel+penalty", "ggn:dense+penalty",
+         "kfac", "ekfac", "cg"]
+
+
+@pytest.fixture(scope="module")
+def fitted_net():
+    X, y = load_iris(return_X_y=True)
+    X = scale(X)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(6,),
+                                  criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                                  lr=0.05, max_epochs=8, batch_size=32, train_split=None,
+                                  optimizer__weight_decay=1e-3, verbose=0)
+        ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
+    finally:
+        torch.set_default_dtype(previous)
+    return ens.estimators_[0], X, y
+
+
+def _problem(fitted_net, kind):
+    """A member, its training rows, the backend's name and options, and test vectors."""
+    net, X, y = fitted_net
+    name, _, variant = kind.partition(":")
+    form, _, penalised = variant.partition("+")
+    net.l2_penalty_ = None
+    if penalised:  # weights penalised, biases not: a parameter-wise D
+        net.l2_penalty_ = L2Penalty({n: 0.02 for n, _ in net.module_.named_parameters()
+                                     if n.endswith("weight")}, normalised=True)
+    layered = name in ("kfac", "ekfac")
+    member = functional_member(net, "loss", "classifier", layered=layered,
+                               probe_X=X[:8] if layered else None)
+    X_net, y_net = (t.numpy() for t in member.tensors(X, y))
+    options = {"form": form} if form else {"samples": None} if layered else None
+    v = torch.randn(3, member.n_params, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    blocks = ([torch.stack(b) for b in zip(*(member.to_blocks(row) for row in v))]
+              if layered else [v])
+    return member, X_net, y_net, name, options, blocks
+
+
+def _flat(blocks):
+    return torch.cat([b.reshape(len(b), -1) for b in blocks], dim=1)
+
+
+def test_every_backend_implements_the_interface():
+    for name, backend in BACKENDS.items():
+        assert issubclass(backend, Curvature), name
+        assert not backend.__abstractmethods__, name
+
+
+@pytest.mark.parametrize("solved_first", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_damping_solves_as_a_fresh_fit(fitted_net, kind, solved_first):
+    """A copy with another damping solves as a backend fitted with that damping, the
+    original keeps its own, and neither damping enters the mean eigenvalue. With
+    ``solved_first`` the original is factored before the copy is made (the dense
+    and kernel copies then go through the eigendecomposition)."""
+    member, X, y, name, options, blocks = _problem(fitted_net, kind)
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    if solved_first:
+        before = _flat(solver.solve_blocks(blocks))
+    copy = solver.with_damping(0.05)
+    assert (copy.damping, solver.damping) == (0.05, 1e-3)
+    got = _flat(copy.solve_blocks(blocks))
+    want = _flat(fit_curvature(name, member, X, y, 0.05, options).solve_blocks(blocks))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * float(want.abs().max()))
+    own = _flat(solver.solve_blocks(blocks))
+    fresh = _flat(fit_curvature(name, member, X, y, 1e-3, options).solve_blocks(blocks))
+    np.testing.assert_allclose(own, fresh, rtol=1e-8, atol=1e-10 * float(fresh.abs().max()))
+    if solved_first:
+        torch.testing.assert_close(own, before, rtol=0, atol=0)
+    if name != "cg":  # a Hutchinson estimate: the same probes, the same number
+        assert copy.mean_eigenvalue() == pytest.approx(solver.mean_eigenvalue(), rel=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["ggn:dense", "ggn:kernel", "ggn:dense+penalty"])
+def test_a_damping_chosen_before_the_first_solve_takes_the_cholesky_path(fitted_net, kind,
+                                                                          monkeypatch):
+    """Fitting factors nothing; a copy made before any solve is factored by Cholesky
+    as a fit with its damping would be, to the bit (damping='auto''s floor)."""
+    member, X, y, name, options, blocks = _problem(fitted_net, kind)
+    calls = []
+
+    def counting(name):
+        original = getattr(torch.linalg, name)
+        return lambda *args, **kwargs: calls.append(name) or original(*args, **kwargs)
+
+    for function in ("cholesky", "cholesky_ex", "eigh"):
+        monkeypatch.setattr(torch.linalg, function, counting(function))
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    assert calls == []
+    got = solver.with_damping(0.05).solve_blocks(blocks)[0]
+    assert calls in (["cholesky"], ["cholesky_ex"])
+    want = fit_curvature(name, member, X, y, 0.05, options).solve_blocks(blocks)[0]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["ggn:dense", "ggn:kernel"])
+def test_copies_share_one_eigendecomposition(fitted_net, kind, monkeypatch):
+    """After the first damping's Cholesky factor, any number of other dampings cost
+    one eigendecomposition between them (of H, or of the Gram matrix U U^T)."""
+    member, X, y, name, options, blocks = _problem(fitted_net, kind)
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    solver.solve_blocks(blocks)
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda *a, **k: calls.append(1) or eigh(*a, **k))
+    for damping in (0.01, 0.1, 1.0):
+        got = solver.with_damping(damping).solve_blocks(blocks)[0]
+        want = fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * float(want.abs().max()))
+    assert len(calls) == 1  # the fresh fits take Cholesky factors
