@@ -13,7 +13,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skdtda import (InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor,
                     UnrolledInfluence)
 from skdtda.model import batch_order
-from skdtda.ensemble._seed_ensemble import _initialize_member
+from skdtda.ensemble import initialize_member as _initialize_member
 from skdtda.influence import unrolled_response
 from skdtda.measurements import get_measurement
 from skdtda.nets import MLP

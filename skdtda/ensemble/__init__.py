@@ -1,7 +1,15 @@
-"""Seed ensembles: a skorch net trained under many random seeds."""
+"""Seed ensembles: a skorch net trained under many random seeds.
 
+The estimators, and what their consumers (influence, retraining) read from a
+fitted one: the members as nets, the targets in the nets' form, each member's
+starting point, the training data's fingerprint.
+"""
+
+from ._batched import unsupported_reason
 from ._fingerprint import TrainingFingerprint, check_same_training_data, fingerprint
-from ._seed_ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ._fitted import initial_members, input_dtype, member_nets, net_targets, query_targets
+from ._seed_ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, initialize_member
 
 __all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor", "TrainingFingerprint",
-           "check_same_training_data", "fingerprint"]
+           "check_same_training_data", "fingerprint", "initial_members", "initialize_member",
+           "input_dtype", "member_nets", "net_targets", "query_targets", "unsupported_reason"]

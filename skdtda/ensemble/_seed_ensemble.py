@@ -34,7 +34,7 @@ from ..nets import MLP
 from . import _batched, _sklearn
 from ._fingerprint import fingerprint
 
-__all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor"]
+__all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor", "initialize_member"]
 
 logger = logging.getLogger("skdtda")
 
@@ -53,7 +53,9 @@ def _rng_devices(device):
     return [] if torch.device(device).type == "cpu" else None
 
 
-def _initialize_member(member, init_seed):
+def initialize_member(member, init_seed):
+    """Initialise the skorch net ``member`` under ``torch.manual_seed(init_seed)``,
+    leaving torch's global random state as it was; returns it."""
     with torch.random.fork_rng(devices=_rng_devices(member.device)):
         torch.manual_seed(int(init_seed))
         member.initialize()
@@ -74,7 +76,7 @@ def _fit_member(member, X, y, init_seed, key=None):
 
 def _fit_members_batched(members, X, y, init_seeds, verbose, key=None):
     for member, seed in zip(members, init_seeds):
-        _initialize_member(member, seed)
+        initialize_member(member, seed)
     with progress(members[0].max_epochs, f"training {len(members)} seeds (batched)", "epoch",
                   verbose) as bar:
         def epoch_done(epoch, loss):
@@ -178,7 +180,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             return self._fit_sklearn(X, y)
         n_outputs = self._n_net_outputs
         template = self._make_template(n_outputs)
-        probe = _initialize_member(self._member(template, 0), self.init_seeds_[0])
+        probe = initialize_member(self._member(template, 0), self.init_seeds_[0])
         self._dtype = next(probe.module_.parameters()).dtype
         X = np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
         y = self._net_targets(y)

@@ -15,7 +15,10 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.utils import Bunch, check_random_state
 
+from sklearn.utils.validation import check_is_fitted
+
 from ..discrepancy import check_statistic, discrepancy as _discrepancy
+from ..influence import InfluenceTransformer, UnrolledInfluence
 from ._retrain import Distributions, removal_masks
 
 __all__ = ["predict_distributions", "distribution_change", "lds", "loo_correlation",
@@ -50,23 +53,15 @@ def predict_distributions(influence, X_query, y_query=None, *, remove):
         fitted with ``correction="newton"``, each set is re-solved with the
         curvature of its kept rows instead of summing first-order changes (one
         new factorisation per member and set; one-row sets by a low-rank
-        update, see :class:`~skdtda.InfluenceTransformer`).
+        update, see :class:`~skdtda.InfluenceTransformer`). The samples of the
+        influence's ``predict_removal_sets``.
     """
-    from ..influence import InfluenceTransformer  # UnrolledInfluence is a subclass
-
-    if not isinstance(influence, InfluenceTransformer):
+    if not isinstance(influence, (InfluenceTransformer, UnrolledInfluence)):
         raise ValueError("influence must be a fitted InfluenceTransformer or UnrolledInfluence, "
                          f"got {type(influence).__name__}")
-    X_query, y_query = influence._query(X_query, y_query)
-    masks = removal_masks(remove, influence.n_train_).astype(np.float64)
-    if getattr(influence, "correction", None) == "newton":
-        return Distributions(*influence._newton_distributions(X_query, y_query, masks > 0))
-    before = np.empty((len(influence._members), len(X_query)))
-    shift = np.zeros((len(masks),) + before.shape)
-    for q_rows, t_rows, measured, delta in influence._blocks(X_query, y_query):
-        before[:, q_rows] = measured
-        shift[:, :, q_rows] += np.einsum("sqt,mt->msq", delta, masks[:, t_rows])
-    return Distributions(before, before[None] + shift)
+    check_is_fitted(influence)
+    masks = removal_masks(remove, influence.n_train_)
+    return Distributions(*influence.predict_removal_sets(X_query, y_query, remove=masks))
 
 
 def distribution_change(distributions, discrepancy="mean", *, q=0.5):

@@ -21,8 +21,10 @@ Full-batch solvers run to convergence (lbfgs, liblinear, closed forms) are
 the ``tau -> infinity`` limit: no damping where the objective's own L2 term
 keeps the curvature positive definite, else the fixed fallback.
 
-``1 / tau`` has a floor, kronfluence's rule: a tenth of the curvature's mean
-eigenvalue (:func:`eigenvalue_floor`, applied once the curvature is fitted).
+``1 / tau`` has a floor, kronfluence's rule: the fraction
+:data:`EIGENVALUE_FRACTION` of the curvature's mean eigenvalue
+(:func:`eigenvalue_floor`, applied once the curvature is fitted; the backends
+factor at their first solve, so the floor costs no refactorisation).
 Long Adam training takes large steps once its second moments have shrunk, so
 ``1 / tau`` can fall far below the curvature's own scale; there the floor
 decides. Measured against retraining in docs/benchmarks.md ("Damping").
@@ -42,8 +44,8 @@ import numpy as np
 
 from ..model import TrainingRecipe
 
-__all__ = ["EIGENVALUE_FRACTION", "FALLBACK", "SPREAD_FACTOR", "SPREAD_STATISTICS",
-           "auto_damping", "damping_factor", "eigenvalue_floor"]
+__all__ = ["AutoDamping", "EIGENVALUE_FRACTION", "FALLBACK", "SPREAD_FACTOR",
+           "SPREAD_STATISTICS", "auto_damping", "damping_factor", "eigenvalue_floor"]
 
 logger = logging.getLogger("skdtda")
 
@@ -100,3 +102,59 @@ def eigenvalue_floor(curvatures):
     if not means:
         return None
     return EIGENVALUE_FRACTION * float(np.mean(means))
+
+
+class AutoDamping:
+    """``damping="auto"`` for one fit: ``1 / tau`` (or what stands for it) times the
+    statistic's factor, raised to the eigenvalue floor once the curvature is fitted.
+
+    Parameters
+    ----------
+    members : list
+        The attributed fitted members (skorch nets or scikit-learn models).
+    nets : list of skorch.NeuralNet
+        The same members as nets (a scikit-learn model's carries its L2 penalty).
+    n_train : int
+    statistic : str or callable
+        ``statistic=`` of the estimator (the spread's statistics take
+        :data:`SPREAD_FACTOR` times the damping).
+    curvature : str
+        ``curvature=`` of the estimator (CG needs a positive damping).
+
+    Attributes
+    ----------
+    inverse_tau : float
+        ``1 / tau``, or 0 or :data:`FALLBACK` where it stands for it.
+    factor : float
+        The statistic's multiple.
+    value : float
+        The damping before the floor: ``factor * inverse_tau``.
+    floored : bool
+        Whether the eigenvalue floor applies (to ``1 / tau`` only).
+    """
+
+    def __init__(self, members, nets, n_train, statistic, curvature):
+        self.inverse_tau, how, self.floored = auto_damping(members, nets, n_train)
+        if self.inverse_tau == 0 and curvature == "cg":
+            # CG needs a positive shift on every parameter (intercepts are unpenalised)
+            self.inverse_tau, how = FALLBACK, f"{how}; CG needs a positive damping"
+        self.factor = damping_factor(statistic)
+        self.value = self.inverse_tau
+        if self.factor != 1:
+            self.value = self.inverse_tau * self.factor
+            how = (f"{how}; x {self.factor:g} for statistic={statistic!r}, a statistic of the "
+                   "spread over seeds")
+        logger.info("damping='auto' chose %.4g: %s", self.value, how)
+
+    def with_floor(self, curvatures):
+        """The damping once the curvatures are fitted: :attr:`value`, or the
+        statistic's multiple of :func:`eigenvalue_floor` where that lies above."""
+        if not self.floored:
+            return self.value
+        floor = eigenvalue_floor(curvatures)
+        if floor is None or not self.factor * floor > self.value:
+            return self.value
+        floor *= self.factor  # the floor scales as 1 / tau did
+        logger.info("damping='auto': 1 / tau = %.4g lies below %g x the curvature's mean "
+                    "eigenvalue; using %.4g", self.inverse_tau, EIGENVALUE_FRACTION, floor)
+        return floor

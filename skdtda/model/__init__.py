@@ -25,8 +25,9 @@ from ._member import FlatMember, FunctionalMember, LayeredMember, functional_mem
 from ._penalty import L2Penalty, optimizer_weight_decay
 from ._recipe import DETERMINISTIC, TrainingRecipe, batch_order, is_deterministic
 from ._stack import plain_stack
-from ._trace import LayerTracer, evaluating
+from ._trace import AUTO_EXACT_COLUMNS, LayerTracer, evaluating
 
-__all__ = ["DETERMINISTIC", "FlatMember", "FunctionalMember", "L2Penalty", "LayerTracer",
-           "LayeredMember", "TrainingRecipe", "batch_order", "evaluating", "functional_member",
-           "is_deterministic", "measure_all", "optimizer_weight_decay", "plain_stack"]
+__all__ = ["AUTO_EXACT_COLUMNS", "DETERMINISTIC", "FlatMember", "FunctionalMember", "L2Penalty",
+           "LayerTracer", "LayeredMember", "TrainingRecipe", "batch_order", "evaluating",
+           "functional_member", "is_deterministic", "measure_all", "optimizer_weight_decay",
+           "plain_stack"]

@@ -18,13 +18,13 @@ import contextlib
 import numpy as np
 import torch
 
-__all__ = ["LayerTracer", "evaluating"]
+__all__ = ["AUTO_EXACT_COLUMNS", "LayerTracer", "evaluating"]
 
 _PROBE_SIZES = (3, 7)
-# samples="auto": every root column up to this many outputs, else one random
-# combination. One combination agreed with the exact GGN's scores within 0.015 of
-# all columns (Spearman, 3 problems, docs/architectures.md) at 1/n_outputs the passes.
-_AUTO_EXACT_COLUMNS = 2
+#: samples="auto": every root column up to this many outputs, else one random
+#: combination. One combination agreed with the exact GGN's scores within 0.015 of
+#: all columns (Spearman, 3 problems, docs/architectures.md) at 1/n_outputs the passes.
+AUTO_EXACT_COLUMNS = 2
 
 
 @contextlib.contextmanager
@@ -214,7 +214,7 @@ class LayerTracer:
         flat = outputs.reshape(len(outputs), -1)
         root = member.output_hessian_roots(outputs.detach(), y).to(flat.dtype)
         if samples == "auto":
-            samples = None if root.shape[2] <= _AUTO_EXACT_COLUMNS else 1
+            samples = None if root.shape[2] <= AUTO_EXACT_COLUMNS else 1
         if samples is not None:
             signs = torch.randint(0, 2, (root.shape[0], root.shape[2], samples),
                                   generator=generator, device="cpu")

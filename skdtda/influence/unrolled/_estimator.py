@@ -1,21 +1,21 @@
 """UnrolledInfluence: the estimator over a seed ensemble's replayed trainings."""
 
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context
+from sklearn.base import _fit_context, is_classifier
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_memory
+from skorch import NeuralNet
 
+from ..._loops import chunks, progress
 from ...discrepancy import STATISTICS
-from ...ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
-from ...ensemble._seed_ensemble import _initialize_member
-from ...ensemble._sklearn import is_sklearn_model
-from ...measurements import MEASUREMENTS
-from .._transformer import _CONVENTION, InfluenceTransformer
+from ...ensemble import initial_members
+from ...model import measure_all
+from .._base import CONVENTION, _BaseInfluence
 from ._replay import _Replay, _removal_directions
 
 __all__ = ["UnrolledInfluence"]
@@ -43,7 +43,7 @@ def _cached(memory, task):
     return cached, lambda replay, directions: (replay.key(), directions.cpu().numpy())
 
 
-class UnrolledInfluence(InfluenceTransformer):
+class UnrolledInfluence(_BaseInfluence):
     __doc__ = f"""Distributional influence of training rows by differentiating through training.
 
     ``fit(X_train, y_train)`` fits the seed ensemble (a clone) unless it is
@@ -150,7 +150,7 @@ class UnrolledInfluence(InfluenceTransformer):
 
     Notes
     -----
-    {_CONVENTION}
+    {CONVENTION}
 
     Row ``n``'s loss in each minibatch mean is weighted by ``1 + eps w_n``.
     Removing row ``k`` from the mean over the other rows is, to first order in
@@ -195,17 +195,10 @@ class UnrolledInfluence(InfluenceTransformer):
     """
 
     _parameter_constraints = {
-        "estimator": [SeedEnsembleClassifier, SeedEnsembleRegressor, None],
-        "measurement": [StrOptions(set(MEASUREMENTS)), callable],
-        "statistic": [StrOptions(set(STATISTICS)), callable],
-        "q": [Interval(Real, 0, 1, closed="both")],
-        "seed_index": [Interval(Integral, 0, None, closed="left"), None],
+        **_BaseInfluence._parameter_constraints,
         "mode": [StrOptions({"auto", "forward", "reverse"})],
         "n_tangents": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "n_jobs": [Integral, None],
         "memory": [None, str, HasMethods(["cache"])],
-        "verbose": ["verbose"],
     }
 
     def __init__(self, estimator=None, *, measurement="loss", statistic="mean", q=0.5,
@@ -240,23 +233,21 @@ class UnrolledInfluence(InfluenceTransformer):
             The fitted transformer.
         """
         net = getattr(self.estimator, "net", None)
-        if is_sklearn_model(net):
+        if net is not None and not isinstance(net, NeuralNet):
             raise ValueError(
                 f"UnrolledInfluence replays a member's training step by step, which it can do "
                 f"for skorch nets but not for scikit-learn's own optimizers "
                 f"({type(net).__name__}); use InfluenceTransformer, which attributes "
                 "scikit-learn models through the function and loss they fit")
         self._adopt_ensemble(X, y)
+        self._members = [self._member_function(i) for i in self.members_]
         ens = self.estimator_
         n = self.n_train_
+        task = "classifier" if is_classifier(ens) else "regressor"
         # Each member's starting point is rebuilt the way the ensemble built it
-        # (from its template, not from the trained member: a module passed as an
-        # instance would carry the trained weights into a clone).
-        template = ens._make_template(ens._n_net_outputs)
         replays = [_Replay(ens.estimators_[i], ens.init_seeds_[i], ens.order_seeds_[i],
-                           self._X_train, self._y_train, ens._kind,
-                           start=_initialize_member(ens._member(template, i), ens.init_seeds_[i]))
-                   for i in self.members_]
+                           self._X_train, self._y_train, task, start=start)
+                   for i, start in zip(self.members_, initial_members(ens, self.members_))]
 
         for stale in ("responses_", "_replays"):  # from an earlier fit in the other mode
             self.__dict__.pop(stale, None)
@@ -298,28 +289,19 @@ class UnrolledInfluence(InfluenceTransformer):
         rows = np.arange(n)
         directions = torch.cat([_removal_directions(rows, n, dtype), torch.ones(1, n,
                                                                                 dtype=dtype)])
-        chunks = [directions[s:s + self.n_tangents]
-                  for s in range(0, len(directions), self.n_tangents)]
-        tasks = [(s, c) for s in range(len(replays)) for c in range(len(chunks))]
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(tasks), desc="unrolled replays", unit="replay",
-                       leave=self.verbose > 1)
+        batches = [directions[rows] for rows in chunks(len(directions), self.n_tangents)]
+        tasks = [(s, c) for s in range(len(replays)) for c in range(len(batches))]
         task, key = _cached(self.memory, _replay_chunk)
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-            delayed(task)(replays[s], chunks[c], key=key(replays[s], chunks[c]))
+            delayed(task)(replays[s], batches[c], key=key(replays[s], batches[c]))
             for s, c in tasks)
-        parts = [[None] * len(chunks) for _ in replays]
+        parts = [[None] * len(batches) for _ in replays]
         finals = [None] * len(replays)
-        for (s, c), (theta, tangents) in zip(tasks, jobs):
-            parts[s][c] = tangents
-            finals[s] = theta
-            if bar is not None:
+        with progress(len(tasks), "unrolled replays", "replay", self.verbose) as bar:
+            for (s, c), (theta, tangents) in zip(tasks, jobs):
+                parts[s][c] = tangents
+                finals[s] = theta
                 bar.update()
-        if bar is not None:
-            bar.close()
 
         self.responses_ = []
         for member, part in zip(self._members, parts):
@@ -332,13 +314,11 @@ class UnrolledInfluence(InfluenceTransformer):
         if self.mode_ == "reverse":
             yield from self._reverse_blocks(X, y)
             return
-        for q_rows in self._chunks(len(X)):
-            grads, measured = [], []
-            for member in self._members:
-                grads.append(member.per_sample_grads("measurement", X[q_rows], y[q_rows]))
-                measured.append(member.measure(X[q_rows], y[q_rows]).double().cpu().numpy())
-            measured = np.stack(measured)
-            for t_rows in self._chunks(self.n_train_):
+        for q_rows in chunks(len(X), self._train_chunk()):
+            grads = [member.per_sample_grads("measurement", X[q_rows], y[q_rows])
+                     for member in self._members]
+            measured = measure_all(self._members, X[q_rows], y[q_rows])
+            for t_rows in chunks(self.n_train_, self._train_chunk()):
                 delta = np.stack([
                     (g @ response[t_rows].T).double().cpu().numpy()
                     for g, response in zip(grads, self.responses_)
@@ -347,19 +327,13 @@ class UnrolledInfluence(InfluenceTransformer):
 
     def _reverse_blocks(self, X, y):
         """Reverse mode: one backward sweep per member and batch of ``n_tangents`` queries."""
-        bar = None
         n_sweeps = -(-len(X) // self.n_tangents) * len(self._replays)
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_sweeps, desc=f"reverse sweeps for {len(X)} queries",
-                       unit="sweep", leave=self.verbose > 1)
-        try:
-            for q_rows in self._chunks(len(X), self.n_tangents):
+        with progress(n_sweeps, f"reverse sweeps for {len(X)} queries", "sweep",
+                      self.verbose) as bar:
+            for q_rows in chunks(len(X), self.n_tangents):
                 grads = [member.per_sample_grads("measurement", X[q_rows], y[q_rows])
                          for member in self._members]
-                measured = np.stack([member.measure(X[q_rows], y[q_rows]).double().cpu().numpy()
-                                     for member in self._members])
+                measured = measure_all(self._members, X[q_rows], y[q_rows])
                 task, key = _cached(self.memory, _adjoint_chunk)
                 jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
                     delayed(task)(replay, g, key=key(replay, g))
@@ -369,11 +343,7 @@ class UnrolledInfluence(InfluenceTransformer):
                     # removing row k is the direction -e_k + 1/N
                     weights_bar = weights_bar.double().cpu()
                     deltas.append((weights_bar.mean(1, keepdim=True) - weights_bar).numpy())
-                    if bar is not None:
-                        bar.update()
+                    bar.update()
                 delta = np.stack(deltas)
-                for t_rows in self._chunks(self.n_train_):
+                for t_rows in chunks(self.n_train_, self._train_chunk()):
                     yield q_rows, t_rows, measured, delta[:, :, t_rows]
-        finally:
-            if bar is not None:
-                bar.close()

@@ -10,8 +10,8 @@ from sklearn.base import clone
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
-from ...ensemble import _batched
-from ...ensemble._seed_ensemble import _initialize_member
+from ...ensemble import initialize_member
+from ...ensemble import unsupported_reason as batched_unsupported_reason
 from ...model import FlatMember, TrainingRecipe
 from ._optimizers import (_OPTIMIZERS, _adam, _adam_adjoint, _optimizer_settings, _sgd,
                           _sgd_adjoint)
@@ -29,7 +29,7 @@ def _unsupported_reason(net):
     if not isinstance(net.optimizer_, _OPTIMIZERS):
         names = ", ".join(o.__name__ for o in _OPTIMIZERS)
         return f"optimizer {type(net.optimizer_).__name__} is not one of {names}"
-    reason = _batched.unsupported_reason(net)
+    reason = batched_unsupported_reason(net)
     if reason is not None:
         return reason
     criterion = net.criterion_
@@ -68,7 +68,7 @@ class _Replay:
         self.member = FlatMember(net, "loss", kind)
         self.opt = _optimizer_settings(net)
         if start is None:
-            start = _initialize_member(clone(net), init_seed)
+            start = initialize_member(clone(net), init_seed)
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
         self.order_seed = int(order_seed)
         self.X, self.y = self.member.tensors(X, y)

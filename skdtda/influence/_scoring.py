@@ -1,0 +1,210 @@
+"""Scoring a fitted InfluenceTransformer chunk by chunk: first order, and one Newton step.
+
+For member ``s``, query ``q`` and training row ``k`` the first-order score is
+
+    delta_sqk = (1/N) grad m_q(theta_s)^T (H_s + damping I)^{-1} (g_k - c_s),
+
+computed by solving the query gradients once per query chunk and taking their
+products with each chunk of training gradients; the full ``(n_seeds, n_query,
+n_train)`` array is never held. ``correction="newton"`` re-solves with the
+curvature of the kept rows (:mod:`skdtda.curvature._newton`): single rows by a
+low-rank update of each row's own term (:meth:`Scoring.newton_rows`), sets by a
+refit per member and set (:meth:`Scoring.newton_shifts`).
+
+Memory stays within two budgets, whatever the number of rows, queries and
+parameters: the solved query gradients held at once (:data:`SOLUTION_BUDGET`)
+and one chunk of training gradients (:data:`GRADIENT_BUDGET`).
+"""
+
+import numpy as np
+
+from .._loops import chunks, progress
+from ..curvature import woodbury_solve
+from ..model import measure_all
+
+__all__ = ["GRADIENT_BUDGET", "SOLUTION_BUDGET", "Scoring", "query_chunk", "row_chunk"]
+
+#: Bytes of solved query gradients held at once (all members, or one member and the
+#: query chunk's responses when scored member by member).
+SOLUTION_BUDGET = 256 * 2**20
+#: Bytes of one training chunk's per-row gradient blocks.
+GRADIENT_BUDGET = 128 * 2**20
+
+
+def row_chunk(numbers_per_row, itemsize, batch_size):
+    """Training rows per chunk: ``batch_size``, fewer where the chunk's per-row
+    numbers would pass :data:`GRADIENT_BUDGET`."""
+    return max(1, min(batch_size, GRADIENT_BUDGET // (numbers_per_row * itemsize)))
+
+
+def query_chunk(n_params, itemsize, n_members, n_rows, batch_size=None):
+    """Query rows per chunk, and whether members are scored one at a time.
+
+    Every training chunk's gradients are computed once per query chunk, so
+    fewer, larger query chunks save that work. While the solved query
+    gradients of *all* members fit :data:`SOLUTION_BUDGET` for at least
+    ``batch_size`` queries, a chunk holds as many queries as fit, and each
+    training chunk is scored for all members at once (nothing grows with the
+    number of training rows). Beyond that (large nets, many seeds; or
+    ``batch_size=None``), members are scored one at a time: only one member's
+    solved gradients are held (``n_params`` numbers of ``itemsize`` bytes a
+    query), and the chunk's responses over ``n_rows`` training rows,
+    ``n_members * n_rows`` float64 a query, stay within the same budget.
+    """
+    per_query = n_params * itemsize
+    if batch_size is not None:
+        all_members = SOLUTION_BUDGET // (n_members * per_query)
+        if all_members >= batch_size:
+            return all_members, False
+    per_response = n_members * max(n_rows, 1) * 8
+    return max(1, min(SOLUTION_BUDGET // per_query, SOLUTION_BUDGET // per_response)), True
+
+
+class Scoring:
+    """The scores of fitted members against their training rows, chunk by chunk.
+
+    Parameters
+    ----------
+    members : list of FunctionalMember
+    solvers : list of Curvature
+        Each member's fitted inverse curvature.
+    centres : list of list of tensor
+        Each member's ``c_s``, in the blocks of its gradients.
+    X_train, y_train : arrays
+        The training rows in the nets' form.
+    batch_size : int
+        Training rows per chunk, at most.
+    verbose : int, default=0
+        A progress bar over blocks of queries x training rows.
+    """
+
+    def __init__(self, members, solvers, centres, X_train, y_train, batch_size, verbose=0):
+        self.members, self.solvers, self.centres = members, solvers, centres
+        self.X_train, self.y_train = X_train, y_train
+        self.n_train = len(X_train)
+        self.batch_size, self.verbose = batch_size, verbose
+        lead = members[0]
+        self.train_chunk = row_chunk(lead.n_params, lead.theta.element_size(), batch_size)
+
+    def _query_chunk(self):
+        lead = self.members[0]
+        return query_chunk(lead.n_params, lead.theta.element_size(), len(self.members),
+                           self.n_train, self.batch_size)
+
+    # -- first order ----------------------------------------------------------------------
+    def first_order(self, X, y):
+        """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
+        q_size, by_member = self._query_chunk()
+        n_blocks = -(-len(X) // q_size) * -(-self.n_train // self.train_chunk)
+        with progress(n_blocks, f"scoring {len(X)} queries x {self.n_train} rows", "block",
+                      self.verbose) as bar:
+            for block in self._first_order(X, y, q_size, by_member):
+                bar.update()
+                yield block
+
+    def _first_order(self, X, y, q_size, by_member):
+        members = list(zip(self.members, self.solvers, self.centres))
+        for q_rows in chunks(len(X), q_size):
+            Xq, yq = X[q_rows], y[q_rows]
+            measured = measure_all(self.members, Xq, yq)
+            if by_member:
+                delta = np.empty((len(members), len(Xq), self.n_train))
+                for s, (member, solver, centre) in enumerate(members):
+                    solved, offset = _solve_queries(member, solver, centre, Xq, yq)
+                    for t_rows in chunks(self.n_train, self.train_chunk):
+                        delta[s, :, t_rows] = self._train_response(member, solved, offset,
+                                                                   t_rows)
+                for t_rows in chunks(self.n_train, self.train_chunk):
+                    yield q_rows, t_rows, measured, delta[:, :, t_rows]
+                continue
+            solved = [_solve_queries(member, solver, centre, Xq, yq)
+                      for member, solver, centre in members]
+            for t_rows in chunks(self.n_train, self.train_chunk):
+                delta = np.stack([self._train_response(member, sol, offset, t_rows)
+                                  for member, (sol, offset) in zip(self.members, solved)])
+                yield q_rows, t_rows, measured, delta
+
+    def _train_response(self, member, solved, offset, t_rows):
+        """``delta`` of the solved queries for training rows ``t_rows``, (nq, nt)
+        float64, summed over the attributed layers' blocks."""
+        grads = member.grads("loss", self.X_train[t_rows], self.y_train[t_rows])
+        total = None
+        for s, g in zip(solved, grads):
+            part = s @ g.reshape(len(g), -1).T
+            total = part if total is None else total.add_(part)
+        return total.double().sub_(offset[:, None]).cpu().numpy() / self.n_train
+
+    # -- one Newton step ------------------------------------------------------------------
+    def newton_rows(self, X, y, rows=None):
+        """Single-row Newton: yield (query rows, positions in ``rows``, m, delta).
+
+        For each training row ``k`` (all rows, or ``rows``),
+        ``delta_sk = (1/N') grad m^T (H~ - U_k S_k U_k^T / N')^{-1} (g_k - c_s)``
+        with ``N' = N - 1``: per member and query chunk one new factorisation
+        (``H~``), per training row ``r + 1`` solves (``r`` = the rank of the
+        row's curvature term: its outputs).
+        """
+        rows = np.arange(self.n_train) if rows is None else np.asarray(rows)
+        lead = self.members[0]
+        # solved in float64, member by member
+        q_size = query_chunk(lead.n_params, 8, len(self.members), len(rows))[0]
+        # a training row holds its gradient, U_k and H~^{-1} U_k (r = outputs) or, with
+        # "exact", its (P, P) Hessian
+        width = self.solvers[0].row_width(self.X_train)
+        t_size = row_chunk(width * lead.n_params, 8, self.batch_size)
+        n_kept = self.n_train - 1
+        members = list(zip(self.members, self.solvers, self.centres))
+        for q_rows in chunks(len(X), q_size):
+            Xq, yq = X[q_rows], y[q_rows]
+            measured = measure_all(self.members, Xq, yq)
+            delta = np.empty((len(members), len(Xq), len(rows)))
+            for s, (member, solver, (centre,)) in enumerate(members):
+                tilde = solver.rescaled(self.n_train)
+                query = member.per_sample_grads("measurement", Xq, yq).double()
+                for t in chunks(len(rows), t_size):
+                    Xt, yt = self.X_train[rows[t]], self.y_train[rows[t]]
+                    v = member.per_sample_grads("loss", Xt, yt).double() - centre
+                    U, signs = solver.row_factors(Xt, yt)
+                    solved = woodbury_solve(tilde, U, signs, v, n_kept)
+                    delta[s, :, t] = (query @ solved.T).cpu().numpy() / n_kept
+                del tilde
+            for t in chunks(len(rows), t_size):
+                yield q_rows, t, measured, delta[:, :, t]
+
+    def newton_shifts(self, X, y, masks):
+        """Set Newton: (n_sets, n_seeds, n_query) predicted changes, each set re-solved
+        with the curvature of its kept rows (one refactorisation per member and set)."""
+        shifts = np.zeros((len(masks), len(self.members), len(X)))
+        q_size = self._query_chunk()[0]
+        sets = [i for i, mask in enumerate(masks) if mask.any()]
+        for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
+                                                         self.centres)):
+            refits = solver.kept(self.X_train, self.y_train, (~masks[i] for i in sets))
+            for i, kept in zip(sets, refits):
+                removed = np.flatnonzero(masks[i])
+                n_kept = self.n_train - len(removed)
+                total = None
+                for t in chunks(len(removed), self.train_chunk):
+                    blocks = member.grads("loss", self.X_train[removed[t]],
+                                          self.y_train[removed[t]])
+                    sums = [b.double().sum(dim=0) for b in blocks]
+                    total = sums if total is None else [a + b for a, b in zip(total, sums)]
+                v = [t - len(removed) * m for t, m in zip(total, centre)]
+                step = kept.solve_blocks([b[None] for b in v])
+                step = [b.double().reshape(-1) for b in step]
+                for q_rows in chunks(len(X), q_size):
+                    query = member.grads("measurement", X[q_rows], y[q_rows])
+                    change = sum(g.double().reshape(len(g), -1) @ b for g, b in zip(query, step))
+                    shifts[i, s, q_rows] = change.cpu().numpy() / n_kept
+        return shifts
+
+
+def _solve_queries(member, solver, centre, Xq, yq):
+    """One member's solved query gradients (flattened blocks) and their products
+    with the centre ``c_s``."""
+    solved = solver.solve_rows("measurement", Xq, yq)
+    offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
+                 for s, m in zip(solved, centre))
+    # The products with training gradients run in the member's dtype (2x
+    # faster, half the memory for float32 nets), whatever the solve's.
+    return [s.reshape(len(Xq), -1).to(member.dtype) for s in solved], offset
