@@ -98,20 +98,21 @@ def _run(what, epochs, n_tangents, queue):
         seconds = time.perf_counter() - tic
         queue.put({"gflops": 2 * 4096 * 64 * 64 * 500 / seconds / 1e9})
     else:
+        from skdtda.ensemble import net_targets
         from skdtda.influence.unrolled._replay import _Replay, _removal_directions
 
         ens = _ensemble(epochs).fit(X, y)
         replay = _Replay(ens.estimators_[0], ens.init_seeds_[0], ens.order_seeds_[0], X,
-                         ens._net_targets(y), "classifier")
+                         net_targets(ens, y), "classifier")
         directions = _removal_directions(np.arange(n_tangents), len(X), torch.float32)
         replay.run(directions[:1])  # warm-up
         if what == "reverse":
-            from skdtda.model import functional_member as FunctionalMember
+            from skdtda.model import FlatMember
 
-            member = FunctionalMember(ens.estimators_[0], "loss", "classifier")
+            member = FlatMember(ens.estimators_[0], "loss", "classifier")
             queries = np.arange(len(X) - n_tangents, len(X))
             cotangents = member.per_sample_grads("measurement", X[queries],
-                                                 ens._net_targets(y[queries]))
+                                                 net_targets(ens, y[queries]))
             tic = time.perf_counter()
             theta, _ = replay.adjoint(cotangents)
         else:

@@ -49,6 +49,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.evaluation import (leave_one_out, lds, loo_correlation, predict_distributions,
                                random_subsets, retrain_distributions)
+from skdtda.ensemble import member_nets
 from skdtda.influence._damping import auto_damping, eigenvalue_floor
 from skdtda.nets import MLP
 
@@ -163,7 +164,7 @@ def main(argv=None):
         row("auto", "auto")
         # the two parts of the rule, each alone
         inverse_tau = auto_damping([ens.estimators_[i] for i in fixed.members_],
-                                   [ens._torch_members()[i] for i in fixed.members_],
+                                   [member_nets(ens)[i] for i in fixed.members_],
                                    len(X_tr))[0]
         row("1 / tau alone", inverse_tau)
         row("kronfluence 0.1 x mean eig", eigenvalue_floor(fixed.curvatures_))

@@ -35,7 +35,7 @@ AUTO_MAX_MACS = 2.5e10
 
 
 def resolve_curvature(kind, member, X, damping=None):
-    """The backend ``kind`` stands for: itself, or the choice ``"auto"`` makes.
+    """The curvature ``kind`` stands for: itself, or the choice ``"auto"`` makes.
 
     ``"auto"`` takes the exact GGN (``"ggn"``) when building it costs at most
     :data:`AUTO_MAX_MACS` multiply-adds, about a second per seed on one core: in
@@ -56,8 +56,9 @@ def resolve_curvature(kind, member, X, damping=None):
     Parameters
     ----------
     kind : str
-    member : FlatMember
-        A flat member over all parameters.
+        A curvature name of :data:`CURVATURES`.
+    member : FlatMember or None
+        A flat member over all parameters (only ``"auto"`` looks at it).
     X : ndarray of shape (n_train, ...)
         The training rows (their number and the output size set the cost).
     damping : float, default=None
@@ -66,7 +67,8 @@ def resolve_curvature(kind, member, X, damping=None):
 
     Returns
     -------
-    kind : str
+    curvature : str
+        The name of the curvature to fit.
     """
     if kind != "auto":
         return kind
@@ -94,7 +96,7 @@ def resolve_curvature(kind, member, X, damping=None):
 
 
 def fit_curvature(kind, member, X, y, damping, options=None):
-    """Fit the inverse-curvature backend ``kind`` for one member.
+    """Fit the inverse-curvature backend of the curvature named ``kind`` for one member.
 
     Returns a :class:`Curvature`: ``solve_blocks(blocks)`` gives
     ``(H + damping I)^{-1} v`` for gradient blocks in the member's layout

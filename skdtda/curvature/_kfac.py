@@ -55,7 +55,8 @@ class KroneckerCurvature(Curvature):
         None: every column of each row's output-Hessian root (the exact GGN's
         factors, one backward pass per output). An int: that many random
         combinations of the columns per row (unbiased, ``samples`` backward
-        passes). ``"auto"``: every column for at most 2 outputs, else one
+        passes). ``"auto"``: every column for at most
+        :data:`~skdtda.model.AUTO_EXACT_COLUMNS` outputs, else one
         combination.
     chunk : int
         Rows per pass, bounding memory.

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.utils.validation import check_array
 
+from .._loops import chunks
+
 __all__ = ["TrainingFingerprint", "fingerprint", "check_same_training_data"]
 
 # Rows hashed per block: bounds the temporary copy made when the data are not
@@ -129,10 +131,10 @@ def fingerprint(X, y, dtype=None):
     step = max(1, _BLOCK_BYTES // row_bytes)
     x_digest = hashlib.blake2b(digest_size=32)
     rows = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, step):
-        block = np.ascontiguousarray(X[start:start + step], dtype=dtype)
+    for part in chunks(n, step):
+        block = np.ascontiguousarray(X[part], dtype=dtype)
         x_digest.update(block)
-        rows[start:start + step] = _row_hash(_words(block))
+        rows[part] = _row_hash(_words(block))
     y_digest = hashlib.blake2b(y, digest_size=32)
     if n and len(y) == n:
         with np.errstate(over="ignore"):
@@ -220,7 +222,7 @@ def check_same_training_data(ensemble, X, y, consumer_name):
     if len(y) != len(X):
         raise ValueError(f"{consumer_name}: y has {len(y)} rows but X has {len(X)}")
     try:
-        y_net = ensemble._net_targets(y.reshape(-1) if ensemble._kind == "classifier"
+        y_net = ensemble._net_targets(y.reshape(-1) if ensemble._task == "classifier"
                                       and y.ndim == 2 and y.shape[1] == 1 else y)
     except ValueError as exc:
         raise ValueError(f"{consumer_name}: y holds labels the ensemble was not fitted on "

@@ -26,7 +26,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
 from .._cache import settings_key
-from .._loops import progress
+from .._loops import chunks, progress
 from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
 from ..model import is_deterministic
@@ -202,8 +202,8 @@ class _BaseSeedEnsemble(BaseEstimator):
                 n_groups = min(self.n_seeds, effective_n_jobs(n_jobs))
                 groups = np.array_split(np.arange(self.n_seeds), n_groups)
             else:
-                groups = [np.arange(start, min(start + _MEMORY_GROUP_SIZE, self.n_seeds))
-                          for start in range(0, self.n_seeds, _MEMORY_GROUP_SIZE)]
+                groups = [np.arange(self.n_seeds)[part]
+                          for part in chunks(self.n_seeds, _MEMORY_GROUP_SIZE)]
             calls = [([members[i] for i in g], X, y, self.init_seeds_[g], self.verbose)
                      for g in groups]
             keys = self._memory_keys(template, groups, "batched")
@@ -237,7 +237,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         X = np.require(X, dtype=np.float64, requirements=["C", "W"])
         y_net = self._net_targets(y)
         self.training_fingerprint_ = fingerprint(X, y_net)
-        y_fit = y_net.reshape(-1) if self._kind == "classifier" or self._y_ndim == 1 else y_net
+        y_fit = y_net.reshape(-1) if self._task == "classifier" or self._y_ndim == 1 else y_net
         template = clone(self.net)
         has_seed = "random_state" in template.get_params()
         members = [clone(template).set_params(random_state=int(seed)) if has_seed
@@ -281,7 +281,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         cache = getattr(self, "_torch_cache", None)
         if cache is None or cache[0] is not self.estimators_:
             nets = [_sklearn.torch_member(m, self.training_fingerprint_.n_samples,
-                                          self._kind == "classifier")
+                                          self._task == "classifier")
                     for m in self.estimators_]
             self._torch_cache = cache = (self.estimators_, nets)
         return cache[1]
@@ -369,7 +369,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             values = [np.asarray(measurement(m, X, y_net), dtype=float).reshape(len(X))
                       for m in self.estimators_]
             return np.stack(values)
-        fn = get_measurement(measurement, self._kind)
+        fn = get_measurement(measurement, self._task)
         y_t = torch.as_tensor(y_net)
         with torch.no_grad():
             values = [fn(m, out, y_t).cpu().numpy() for m, out
@@ -465,14 +465,14 @@ _NET_DOC = """
         :class:`joblib.Memory`), so that an interrupted fit started again
         with the same settings loads the finished members and trains only the
         rest. The loop path stores every member as it finishes; the batched
-        path trains and stores groups of 4 members. Stored members are keyed
+        path trains and stores groups of {group} members. Stored members are keyed
         by a hash of everything that determines them (the net's settings and
         module class, the member seeds, ``vary``, the nets' dtype, the
         training data's fingerprint, the library versions), so a store
         written by other settings or other data is never used. Written
         atomically: a killed fit never leaves a half-written member. A resumed
         fit equals an uninterrupted one with ``memory`` bit for bit; on the
-        batched path, groups of 4 can differ from the one pass of
+        batched path, groups of {group} can differ from the one pass of
         ``memory=None`` in the last bits (as other ``n_jobs`` can).
     verbose : int, default=0
         0 is silent; 1 shows a progress bar (members or epochs, with the
@@ -543,14 +543,15 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     True
     >>> import shutil
     >>> shutil.rmtree(folder)
-    """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetClassifier",
+    """.format(params=_NET_DOC.format(group=_MEMORY_GROUP_SIZE,
+                                      net_class="skorch.NeuralNetClassifier",
                                       sklearn_models="MLPClassifier, SGDClassifier, "
                                       "LogisticRegression",
                                       deterministic="LogisticRegression",
                                       default_net="one hidden layer of 32 units, SGD "
                                       "with momentum, 30 epochs"))
 
-    _kind = "classifier"
+    _task = "classifier"
     _parameter_constraints = {
         **_BaseSeedEnsemble._parameter_constraints,
         "net": [NeuralNetClassifier, *_sklearn.CLASSIFIERS, None],
@@ -708,14 +709,15 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
     >>> ens = SeedEnsembleRegressor(n_seeds=4, random_state=0).fit(scale(X), scale(y))
     >>> ens.predict_members(scale(X)[:3]).shape
     (4, 3)
-    """.format(params=_NET_DOC.format(net_class="skorch.NeuralNetRegressor",
+    """.format(params=_NET_DOC.format(group=_MEMORY_GROUP_SIZE,
+                                      net_class="skorch.NeuralNetRegressor",
                                       sklearn_models="MLPRegressor, SGDRegressor, Ridge, "
                                       "LinearRegression",
                                       deterministic="Ridge, LinearRegression",
                                       default_net="one hidden layer of 32 units, Adam "
                                       "with lr=0.01, 30 epochs"))
 
-    _kind = "regressor"
+    _task = "regressor"
     _parameter_constraints = {
         **_BaseSeedEnsemble._parameter_constraints,
         "net": [NeuralNetRegressor, *_sklearn.REGRESSORS, None],

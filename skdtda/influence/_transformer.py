@@ -38,8 +38,9 @@ __all__ = ["InfluenceTransformer"]
 
 logger = logging.getLogger("skdtda")
 
-# AUTO_MAX_MACS as the docstring writes it
+# AUTO_MAX_MACS and FALLBACK as the docstring writes them
 _MACS = f"{AUTO_MAX_MACS:.2g}".replace("e+", "e")
+_FALLBACK = f"{FALLBACK:.0e}".replace("e-0", "e-")
 
 
 def _prepare_member(member, X, y, curvature, damping, options, chunk, factorise=True,
@@ -100,7 +101,7 @@ class InfluenceTransformer(_BaseInfluence):
         Adam training takes large steps once its second moments have shrunk,
         and ``1 / tau`` then falls below the curvature's scale. A fit run to
         convergence gets 0 where its L2 term keeps the curvature definite;
-        anything else gets {FALLBACK:g}. Statistics of the spread over seeds
+        anything else gets {_FALLBACK}. Statistics of the spread over seeds
         (``statistic="variance"`` or ``"std"``) take {SPREAD_FACTOR:g} times that value: their
         change is quadratic in the per-seed responses, so the noise that the
         damping bounds enters them squared (variance-LDS peaks at 1.5-10x the

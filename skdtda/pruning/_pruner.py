@@ -19,9 +19,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_memory, indexable, validate_data
 
+from .._loops import chunks
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
-from ..influence import InfluenceTransformer
+from ..influence import SPREAD_FACTOR, InfluenceTransformer
 
 __all__ = ["DataPruner"]
 
@@ -47,11 +48,6 @@ def _default_influence(y, seed):
     return InfluenceTransformer(ensemble(n_seeds=4, random_state=seed))
 
 
-def _chunks(n, size):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
 def _validation_samples(influence, X_val, y_val):
     """Per-seed mean validation measurement and its predicted change per training row.
 
@@ -61,7 +57,7 @@ def _validation_samples(influence, X_val, y_val):
     ``n_seeds * batch_size * n_train``.
     """
     delta = 0.0
-    for rows in _chunks(len(X_val), influence.batch_size):
+    for rows in chunks(len(X_val), influence.batch_size):
         delta = delta + influence.influence_samples(X_val[rows], y_val[rows]).sum(axis=1)
     before = influence.measure(X_val, y_val).mean(axis=1)
     return before, delta / len(X_val)
@@ -75,7 +71,7 @@ def _self_samples(influence, X, y):
     chunk so the full array never exists.
     """
     delta = np.empty((len(influence.members_), len(X)))
-    for rows in _chunks(len(X), influence.batch_size):
+    for rows in chunks(len(X), influence.batch_size):
         block = influence.influence_samples(X[rows], y[rows])
         local = np.arange(rows.stop - rows.start)
         delta[:, rows] = block[:, local, rows.start + local]
@@ -159,7 +155,7 @@ class DataPruner(BaseEstimator):
         ``"variance"``, ``"std"``, ``"quantile"``); ``"wasserstein"``,
         ``"wasserstein_smooth"`` and ``"ks"`` are never negative. Ignored by the
         ``"fixed_seed"`` and ``"random"`` modes. The samples come from the
-        influence as it is configured: its ``damping="auto"`` takes 3x more
+        influence as it is configured: its ``damping="auto"`` takes {SPREAD_FACTOR:g}x more
         for ``statistic="variance"`` or ``"std"`` of its own, so for pruning by
         the spread give the influence that statistic too.
     mode : {{"distributional", "fixed_seed", "random"}}, default="distributional"

@@ -16,7 +16,7 @@ from ...discrepancy import STATISTICS
 from ...ensemble import initial_members
 from ...model import measure_all
 from .._base import CONVENTION, _BaseInfluence
-from ._replay import _Replay, _removal_directions
+from ._replay import SNAPSHOTS, _Replay, _removal_directions
 
 __all__ = ["UnrolledInfluence"]
 
@@ -167,9 +167,9 @@ class UnrolledInfluence(_BaseInfluence):
     not grow with the number of steps. Reverse mode runs one primal replay in
     ``fit`` (to check it) and ``ceil(n_query / n_tangents)`` backward sweeps
     per scoring call, each ``n_tangents`` Hessian-vector products per step
-    plus a few primal replays (2 when ``T <= 64 * 64 / 4`` steps, 3 for 1260,
-    6 for a million) that recompute the parameters from at most
-    ``max(64, n_tangents)`` snapshots; memory does not grow with the number
+    plus a few primal replays (2 when ``T <= {SNAPSHOTS} * {SNAPSHOTS} / 4`` steps, 3 for
+    1260, 6 for a million) that recompute the parameters from at most
+    ``max({SNAPSHOTS}, n_tangents)`` snapshots; memory does not grow with the number
     of steps either (apart from the ``T * batch_size`` row indices, int32).
 
     References

@@ -17,6 +17,10 @@ from ._optimizers import (_OPTIMIZERS, _adam, _adam_adjoint, _optimizer_settings
                           _sgd_adjoint)
 from ._plain_step import _PlainStackStep
 
+#: Parameter-and-state snapshots a reverse sweep holds at least (more with more
+#: cotangents), whatever the number of steps.
+SNAPSHOTS = 64
+
 # Criteria whose mean reduction is the mean of the per-row losses, so that a
 # weight per row reproduces the batch loss skorch differentiates.
 _MEAN_CRITERIA = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss, torch.nn.MSELoss,
@@ -54,18 +58,18 @@ class _Replay:
         The member's initialisation and minibatch-order seeds.
     X, y : ndarray
         The training rows in the form the member trained on.
-    kind : {"classifier", "regressor"}
+    task : {"classifier", "regressor"}
     start : skorch.NeuralNet, default=None
         The member as it was before training (initialized). None rebuilds it
         as ``clone(net)`` initialized under ``init_seed``, which needs the
         module given as a class: a module instance keeps its trained weights.
     """
 
-    def __init__(self, net, init_seed, order_seed, X, y, kind, start=None):
+    def __init__(self, net, init_seed, order_seed, X, y, task, start=None):
         reason = _unsupported_reason(net)
         if reason is not None:
             raise ValueError(f"UnrolledInfluence cannot replay this net's training: {reason}")
-        self.member = FlatMember(net, "loss", kind)
+        self.member = FlatMember(net, "loss", task)
         self.opt = _optimizer_settings(net)
         if start is None:
             start = initialize_member(clone(net), init_seed)
@@ -165,7 +169,7 @@ class _Replay:
         cotangents : tensor of shape (n_cotangents, n_params)
         budget : int, default=None
             Parameter-and-state snapshots held at once, whatever the number
-            of steps. None means ``max(64, n_cotangents)``.
+            of steps. None means ``max(SNAPSHOTS, n_cotangents)``.
 
         Returns
         -------
@@ -199,7 +203,7 @@ class _Replay:
                 bar[j].add_(hvp[j])
             weights_bar.index_add_(0, idx, rows.T, alpha=1 / len(idx))
 
-        budget = max(64, len(cotangents)) if budget is None else budget
+        budget = max(SNAPSHOTS, len(cotangents)) if budget is None else budget
         theta = self._split(self.theta0)
         final = self._sweep(steps, 0, len(steps), theta, [({}, {}) for _ in theta],
                             max(4, budget), back)
@@ -329,18 +333,18 @@ class _Replay:
                 yield step, order[rows]
 
     def _update(self, theta, tangent, g, g_dot, state, state_dot, step):
-        kind = self.opt["kind"]
-        if kind == "SGD":
+        optimizer = self.opt["kind"]
+        if optimizer == "SGD":
             return _sgd(theta, tangent, g, g_dot, state, state_dot, self.opt, step)
         return _adam(theta, tangent, g, g_dot, state, state_dot, self.opt, step,
-                     decoupled=kind == "AdamW")
+                     decoupled=optimizer == "AdamW")
 
     def _update_adjoint(self, theta, bar, g, state, bar_state, step):
-        kind = self.opt["kind"]
-        if kind == "SGD":
+        optimizer = self.opt["kind"]
+        if optimizer == "SGD":
             return _sgd_adjoint(theta, bar, g, state, bar_state, self.opt, step)
         return _adam_adjoint(theta, bar, g, state, bar_state, self.opt, step,
-                             decoupled=kind == "AdamW")
+                             decoupled=optimizer == "AdamW")
 
 
 def _removal_directions(rows, n_samples, dtype):

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from skorch import NeuralNetClassifier
 
+from ..._loops import chunks
 from ._replay import _Replay
 
 __all__ = ["unrolled_response"]
@@ -81,8 +82,8 @@ def unrolled_response(net, init_seed, order_seed, X, y, remove, *, kind=None, n_
     if renormalize:
         directions[-1] = 1
     theta, tangents = None, []
-    for start in range(0, len(directions), n_tangents):
-        theta, part = replay.run(directions[start:start + n_tangents])
+    for rows in chunks(len(directions), n_tangents):
+        theta, part = replay.run(directions[rows])
         tangents.append(part)
     tangents = torch.cat(tangents)
     if renormalize:
