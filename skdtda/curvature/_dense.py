@@ -133,6 +133,12 @@ class EigenCurvature(FlatCurvature):
         cholesky = self._factors.cholesky
         return cholesky[1] if cholesky is not None and cholesky[0] == self.damping else None
 
+    @property
+    def cholesky(self):
+        """Lower Cholesky factor of ``H + damping I`` where this damping is solved
+        through one; None before the first solve, and on the eigendecomposition."""
+        return self._cholesky()
+
     def matrix(self):
         """The symmetric ``H`` (without the damping), (P, P) float64, a new tensor:
         only one factorisation is stored, so once factored it is rebuilt from the

@@ -66,6 +66,11 @@ class KernelCurvature(FlatCurvature):
         ``U``, float64.
     sample_of_row : tensor of int of shape (M,)
         The training row of each row of ``U``.
+    cholesky : tensor of shape (M, M) or None
+        Lower Cholesky factor of ``U U^T + c I`` (with a penalty,
+        ``I + U D^{-1} U^T``) where this damping is solved through one; None
+        before the first solve, and where it goes through the shared
+        eigendecomposition.
     shift : float
         ``c = damping + weight decay``.
     """
@@ -90,12 +95,16 @@ class KernelCurvature(FlatCurvature):
         return cls(member, X, y, damping)
 
     @classmethod
-    def _of_factor(cls, member, factor, sample_of_row, damping, penalty):
-        """The solver of ``U^T U + D`` for a given ``U`` (``factor``)."""
+    def from_factor(cls, factor, shift, diagonal, sample_of_row):
+        """The solver of ``U^T U + D`` for a given ``U`` (``factor``) and ``D`` (``shift``
+        times I, or ``diagonal``): a refactorisation of the ``(M, M)`` Gram matrix
+        (``correction="newton"``: the kept rows' ``U``, rescaled). Its damping is
+        not separable from the shift (None)."""
         self = cls.__new__(cls)
-        self.member = member
         self._gram = _Gram(factor, sample_of_row)
-        self._damp(damping, penalty)
+        self.damping, self.penalty = None, None
+        self.shift, self.diagonal = shift, diagonal
+        self._cholesky = None
         return self
 
     def _damp(self, damping, penalty):
@@ -118,6 +127,10 @@ class KernelCurvature(FlatCurvature):
     @property
     def sample_of_row(self):
         return self._gram.sample_of_row
+
+    @property
+    def cholesky(self):
+        return self._cholesky if self.diagonal is not None else self._shared_cholesky()
 
     def factorise(self):
         """Factor the Gram matrix for this damping now (see the module's docstring)."""
@@ -176,12 +189,15 @@ class KernelCurvature(FlatCurvature):
         kernel_side = self._kernel_solve(factor @ v.T)
         return (v - (factor.T @ kernel_side).T) / self.shift
 
-    def _penalty_scaled(self, scale):
-        """The member's penalty with its normalised part scaled by ``scale``."""
+    def _scaled_diagonal(self, scale):
+        """``(shift, diagonal)`` of ``D = (damping + wd) I + penalty`` with the
+        member's normalised penalty scaled by ``scale``."""
         member = self.member
+        shift = float(self.damping) + member.weight_decay
         if member.penalty is None:
-            return None
-        return member.penalty.double() * (scale if member.penalty_normalised else 1.0)
+            return shift, None
+        penalty = member.penalty.double() * (scale if member.penalty_normalised else 1.0)
+        return shift, penalty + shift
 
     def kept(self, X, y, keeps):
         """Kernel: the kept rows' part of ``U``, rescaled, and a new ``(M', M')``
@@ -190,16 +206,15 @@ class KernelCurvature(FlatCurvature):
         for keep in keeps:
             scale = n / int(keep.sum())
             rows = torch.as_tensor(keep, device=self.factor.device)[self.sample_of_row]
-            yield KernelCurvature._of_factor(self.member, self.factor[rows] * scale ** 0.5,
-                                             self.sample_of_row[rows], self.damping,
-                                             self._penalty_scaled(scale))
+            yield KernelCurvature.from_factor(self.factor[rows] * scale ** 0.5,
+                                              *self._scaled_diagonal(scale),
+                                              self.sample_of_row[rows])
 
     def rescaled(self, n_train, n_removed=1):
         """Kernel: ``U`` rescaled, and a new Gram matrix and factor."""
         scale = n_train / (n_train - n_removed)
-        return KernelCurvature._of_factor(self.member, self.factor * scale ** 0.5,
-                                          self.sample_of_row, self.damping,
-                                          self._penalty_scaled(scale))
+        return KernelCurvature.from_factor(self.factor * scale ** 0.5,
+                                           *self._scaled_diagonal(scale), self.sample_of_row)
 
     def row_factors(self, X, y):
         """The rows' Gauss-Newton terms ``U_k = R_k^T J_k``."""
