@@ -56,7 +56,9 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
 
     # -- fitting --------------------------------------------------------------------------
     def _adopt_ensemble(self, X, y):
-        """Validate, fit or adopt the ensemble, and pick the attributed members."""
+        """Validate, fit or adopt the ensemble, and pick the attributed members
+        (``members_``, their indices; the subclass then holds them as functions of
+        their parameters in ``_members``, in the same order)."""
         X_given, y_given = X, y  # an unfitted ensemble sees them as given (column names)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=False)

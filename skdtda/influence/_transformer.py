@@ -297,7 +297,7 @@ class InfluenceTransformer(_BaseInfluence):
         self.retraining_, how = retraining_protocol(estimators, self.n_train_, self.retraining)
         if self.retraining == "auto":
             logger.info("retraining='auto' chose %r: %s", self.retraining_, how)
-        self._members = self._attributed_members()
+        self.curvature_, self._members = self._resolve_curvature()
         lead = self._members[0]
         self.n_params_attributed_ = lead.n_params
         self.attributed_layers_ = ([spec.name for spec in lead.layers]
@@ -329,27 +329,28 @@ class InfluenceTransformer(_BaseInfluence):
                 curvature.factorise()
         return self
 
-    def _attributed_members(self):
-        """Resolve ``curvature_`` and build each attributed member in the form it
-        needs: flat, or layered for the Kronecker-factored curvatures."""
+    def _resolve_curvature(self):
+        """``(curvature_, members)``: the curvature ``curvature`` stands for, and each
+        attributed member in the form it needs (flat, or layered for the
+        Kronecker-factored curvatures)."""
         lead = None
         if self.curvature == "auto":  # the choice looks at a flat member's size and layers
             lead = self._member_function(self.members_[0], modules=self.modules)
-        self.curvature_ = resolve_curvature(self.curvature, lead, self._X_train, self.damping_)
+        curvature = resolve_curvature(self.curvature, lead, self._X_train, self.damping_)
         if self.curvature == "auto":
-            logger.info("curvature='auto' chose %r", self.curvature_)
-        if self.correction == "newton" and self.curvature_ not in NEWTON_SETS:
+            logger.info("curvature='auto' chose %r", curvature)
+        if self.correction == "newton" and curvature not in NEWTON_SETS:
             raise ValueError(
                 f"correction='newton' refits the curvature to the kept rows, which "
-                f"curvature={self.curvature_!r} cannot do; use one of "
+                f"curvature={curvature!r} cannot do; use one of "
                 f"{', '.join(map(repr, NEWTON_SETS))} (single rows: {NEWTON_ROWS}), or "
                 "correction=None")
-        layered = self.curvature_ in LAYERED
+        layered = curvature in LAYERED
         if lead is not None and not layered:  # the flat lead the choice looked at
-            return [lead] + [self._member_function(i, modules=self.modules)
-                             for i in self.members_[1:]]
-        return [self._member_function(i, layered=layered, modules=self.modules)
-                for i in self.members_]
+            return curvature, [lead] + [self._member_function(i, modules=self.modules)
+                                        for i in self.members_[1:]]
+        return curvature, [self._member_function(i, layered=layered, modules=self.modules)
+                           for i in self.members_]
 
     # -- scoring ------------------------------------------------------------------------
     def _scoring(self):
