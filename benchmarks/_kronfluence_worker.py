@@ -15,7 +15,14 @@ n_train) pairwise scores ``g_q^T (F + damping I)^{-1} g_k``; the time of the who
 loop, from the saved weights to all scores, and the process's peak RSS go to
 ``kronfluence.json``, the scores to ``kronfluence_scores.npy`` (n_seeds, n_query,
 n_train). ``--label-seed-offset`` redraws the sampled Fisher labels (a noise
-ceiling). """
+ceiling).
+
+Instead of state dicts, ``modules.pt`` may hold the members' whole modules (as
+``torch.save`` pickles them; the venv then needs what defines their classes), and
+``meta.json`` may name ``task`` ("classification", the default, or "regression":
+summed squared error, Fisher labels drawn as ``f + N(0, 1/2)`` so that their
+outer products average to the GGN of ``(f - y)^2``) and ``measurement`` ("loss",
+the default, or "margin": the query's logit minus the largest other logit). """
 
 import argparse
 import importlib
@@ -47,7 +54,9 @@ def _import_kronfluence():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder")
-    parser.add_argument("--damping", type=float, required=True)
+    parser.add_argument("--damping", required=True,
+                        help="a float, or 'heuristic': kronfluence's own rule (0.1 x the mean "
+                             "eigenvalue)")
     parser.add_argument("--batch", type=int, default=512,
                         help="training rows per batch, for the factors and the scores")
     parser.add_argument("--seeds", type=int, default=None,
@@ -79,6 +88,13 @@ def main(argv=None):
         def compute_train_loss(self, batch, model, sample=False):
             x, y = batch
             logits = model(x)
+            if meta.get("task") == "regression":
+                out = logits.reshape(len(x), -1)
+                target = y.reshape(len(x), -1).to(out.dtype)
+                if sample:
+                    with torch.no_grad():
+                        target = out + torch.randn_like(out) * 0.5 ** 0.5
+                return ((out - target) ** 2).sum()
             if sample:
                 # the true Fisher (kronfluence's default): labels drawn from the model
                 with torch.no_grad():
@@ -88,18 +104,30 @@ def main(argv=None):
         def compute_measurement(self, batch, model):
             # per-row cross-entropy of each query; per-sample gradients are taken of it
             x, y = batch
-            return F.cross_entropy(model(x), y, reduction="sum")
+            out = model(x)
+            if meta.get("task") == "regression":
+                return ((out.reshape(len(x), -1) - y.reshape(len(x), -1).to(out.dtype)) ** 2
+                        ).mean(dim=1).sum()
+            if meta.get("measurement") == "margin":
+                correct = out.gather(1, y.long()[:, None])[:, 0]
+                others = out.scatter(1, y.long()[:, None], float("-inf"))
+                return (correct - others.max(dim=1).values).sum()
+            return F.cross_entropy(out, y, reduction="sum")
 
     folder = args.folder
     data = np.load(os.path.join(folder, "data.npz"))
     with open(os.path.join(folder, "meta.json")) as f:
         meta = json.load(f)
-    members = torch.load(os.path.join(folder, "members.pt"))[:args.seeds]
+    whole = os.path.exists(os.path.join(folder, "modules.pt"))
+    members = torch.load(os.path.join(folder, "modules.pt" if whole else "members.pt"),
+                         weights_only=not whole)[:args.seeds]
     train = TensorDataset(torch.as_tensor(data["X_train"]), torch.as_tensor(data["y_train"]))
     query = TensorDataset(torch.as_tensor(data["X_query"]), torch.as_tensor(data["y_query"]))
     n_query = len(query)
 
     def model_of(state_dict):
+        if whole:  # the module itself
+            return state_dict.eval()
         if "model" in meta:  # one of benchmarks/_architectures.py (torch only)
             from _architectures import MODELS
 
@@ -119,7 +147,8 @@ def main(argv=None):
     task = Classification()
     factor_args = FactorArguments(strategy="ekfac")
     # damping_factor is absolute: added to every EK-FAC eigenvalue, as skdtda's damping.
-    score_args = ScoreArguments(damping_factor=args.damping)
+    score_args = ScoreArguments(
+        damping_factor=None if args.damping == "heuristic" else float(args.damping))
 
     def scores_of(seed, state_dict, name, train_set, query_set):
         torch.manual_seed(seed + args.label_seed_offset)  # the sampled Fisher labels

@@ -1,0 +1,299 @@
+"""The recipes of the fidelity studies, with their retrained ground truth.
+
+    OMP_NUM_THREADS=1 python benchmarks/recipes.py --truth /tmp/truth [--recipes a,b] [--list]
+
+A recipe is a dataset split (300 training rows, 40 query rows), a seed ensemble
+(its net and training), a measurement, 20 leave-one-out rows and 20 random 30%
+removals. Its ground truth retrains 256 seeds for every removal set
+(:func:`skdtda.evaluation.retrain_distributions`, the same seeds for every set:
+``random_state=1`` for the leave-one-out sets, ``2`` for the random ones) and is
+kept as one ``.npz`` per recipe in ``--truth`` (plus the retrained sets
+themselves under ``--truth/sets``, so an interrupted run resumes).
+
+Two groups. ``CHOICE``: the recipes that rules and defaults are chosen on (the
+damping study's nine, all seen before 2026-12-06, and the digits CNN of the
+fidelity benchmark). ``HELD_OUT``: recipes written on 2026-12-06 before any
+attribution was scored on them; a rule chosen on ``CHOICE`` is scored on them
+once, after it is written down (docs/benchmarks.md says when).
+
+The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
+attributions scored against this truth use.
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, make_classification,
+                              make_friedman1, make_friedman2, make_friedman3, make_moons)
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+
+from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.evaluation import Distributions, leave_one_out, random_subsets, retrain_distributions
+from skdtda.nets import MLP
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _architectures import DigitsCNN, DigitsTransformer  # noqa: E402
+
+N_TRAIN, N_QUERY, N_SETS, N_TRUTH = 300, 40, 20, 256
+
+
+@dataclass
+class Recipe:
+    """One recipe: data, ensemble, measurement, removal sets."""
+
+    name: str
+    group: str
+    what: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_query: np.ndarray
+    y_query: np.ndarray
+    ensemble: object
+    measurement: str
+    loo: np.ndarray
+    subsets: np.ndarray
+
+    @property
+    def model(self):
+        """"cnn", "transformer" or "mlp" (what the ensemble's members are)."""
+        net = self.ensemble.net
+        module = getattr(net, "module", None)
+        return {DigitsCNN: "cnn", DigitsTransformer: "transformer"}.get(module, "mlp")
+
+
+def _scaled(X):
+    return (X - X.mean(0)) / X.std(0)
+
+
+def _split(X, y, seed=0):
+    """300 training rows and 20 queries, drawn as the damping study draws them."""
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(X))
+    train, query = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + N_QUERY]
+    loo = leave_one_out(N_TRAIN, rng.choice(N_TRAIN, N_SETS, replace=False))
+    subsets = random_subsets(N_TRAIN, N_SETS, keep_fraction=0.7, random_state=rng)
+    return X[train], y[train], X[query], y[query], loo, subsets
+
+
+def _classifier(module, epochs, batch=32, **training):
+    return NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=epochs,
+                               batch_size=batch, train_split=None, verbose=0, **training)
+
+
+def _regressor(module, epochs, batch=32, **training):
+    return NeuralNetRegressor(module, criterion=torch.nn.MSELoss, max_epochs=epochs,
+                              batch_size=batch, train_split=None, verbose=0, **training)
+
+
+_SGD = dict(optimizer=torch.optim.SGD, optimizer__momentum=0.9)
+
+
+def _digits(dtype=np.float64):
+    X, y = load_digits(return_X_y=True)
+    return (X / 16).astype(dtype), y
+
+
+def _regression(name):
+    if name == "diabetes":
+        X, y = load_diabetes(return_X_y=True)
+    elif name == "friedman1":
+        X, y = make_friedman1(n_samples=442, noise=1.0, random_state=0)
+    elif name == "friedman2":
+        X, y = make_friedman2(n_samples=400, noise=30.0, random_state=1)
+    else:
+        X, y = make_friedman3(n_samples=400, noise=0.1, random_state=2)
+    return _scaled(X), (y - y.mean()) / y.std()
+
+
+def _build(name):
+    """``(group, what, X, y, ensemble, measurement)`` of a recipe."""
+    mlp32 = dict(module__hidden_layer_sizes=(32,))
+    if name in ("digits-sgd", "digits-adam", "digits-short", "digits-adam-long"):
+        training = (dict(optimizer=torch.optim.Adam, lr=0.005) if "adam" in name
+                    else dict(**_SGD, lr=0.05))
+        epochs = {"digits-short": 10, "digits-adam-long": 100}.get(name, 30)
+        X, y = _digits()
+        what = f"digits MLP 64-32-10, {'Adam' if 'adam' in name else 'SGD'}, {epochs} epochs"
+        return ("choice", what, X, y,
+                SeedEnsembleClassifier(_classifier(MLP, epochs, **training, **mlp32),
+                                       n_seeds=32, random_state=3), "loss")
+    if name == "digits-sklearn":
+        from sklearn.neural_network import MLPClassifier
+
+        X, y = _digits()
+        net = MLPClassifier(hidden_layer_sizes=(32,), solver="sgd", momentum=0.9,
+                            nesterovs_momentum=False, learning_rate_init=0.05, batch_size=32,
+                            max_iter=30, n_iter_no_change=30, tol=0.0)
+        return ("choice", "digits, scikit-learn MLPClassifier 64-32-10, SGD, 30 epochs", X, y,
+                SeedEnsembleClassifier(net, n_seeds=32, random_state=3), "loss")
+    if name in ("diabetes-sgd", "diabetes-adam", "friedman-adam-long"):
+        X, y = _regression("friedman1" if name.startswith("friedman") else "diabetes")
+        training = (dict(**_SGD, lr=0.01, max_epochs=30) if name == "diabetes-sgd"
+                    else dict(optimizer=torch.optim.Adam, lr=0.01, max_epochs=100))
+        epochs = training.pop("max_epochs")
+        what = f"{name.split('-')[0]} MLP 10-32-1, MSE, {name.split('-')[1]}, {epochs} epochs"
+        return ("choice", what, X, y,
+                SeedEnsembleRegressor(_regressor(MLP, epochs, **training, **mlp32), n_seeds=32,
+                                      random_state=3), "loss")
+    if name == "breast-adam-long":
+        X, y = load_breast_cancer(return_X_y=True)
+        return ("choice", "breast cancer MLP 30-32-2, Adam, 100 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 100, optimizer=torch.optim.Adam,
+                                                   lr=0.01, **mlp32),
+                                       n_seeds=32, random_state=3), "loss")
+    if name == "digits-cnn":
+        X, y = _digits(np.float32)
+        return ("choice", "digits CNN (6,058 parameters), SGD, 30 epochs", X, y,
+                SeedEnsembleClassifier(_classifier(DigitsCNN, 30, **_SGD, lr=0.05), n_seeds=16,
+                                       random_state=3), "loss")
+    # -- held out (written 2026-12-06, before any attribution was scored on them) ----------
+    if name == "cnn-adam-margin":
+        X, y = _digits(np.float32)
+        return ("held-out", "digits CNN, Adam lr 2e-3, 20 epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(DigitsCNN, 20, optimizer=torch.optim.Adam,
+                                                   lr=2e-3), n_seeds=16, random_state=5),
+                "margin")
+    if name == "cnn-sgd-wd-margin":
+        X, y = _digits(np.float32)
+        return ("held-out", "digits CNN, SGD lr 0.03 + weight decay 5e-4, 20 epochs, margin",
+                X, y,
+                SeedEnsembleClassifier(_classifier(DigitsCNN, 20, **_SGD, lr=0.03,
+                                                   optimizer__weight_decay=5e-4),
+                                       n_seeds=16, random_state=6), "margin")
+    if name == "vit-adam-margin":
+        X, y = _digits(np.float32)
+        return ("held-out", "digits transformer (patches, attention, LayerNorm), Adam lr 3e-3, "
+                "30 epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(DigitsTransformer, 30,
+                                                   optimizer=torch.optim.Adam, lr=3e-3),
+                                       n_seeds=16, random_state=7), "margin")
+    if name == "tabular-sgd-wd":
+        X, y = make_classification(n_samples=400, n_features=16, n_informative=8,
+                                   n_classes=4, n_clusters_per_class=2, class_sep=1.2,
+                                   flip_y=0.03, random_state=1)
+        return ("held-out", "make_classification (16 features, 4 classes) MLP 16-64-64-4, SGD "
+                "+ weight decay 5e-4, 40 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 40, **_SGD, lr=0.02,
+                                                   optimizer__weight_decay=5e-4,
+                                                   module__hidden_layer_sizes=(64, 64)),
+                                       n_seeds=32, random_state=8), "loss")
+    if name == "friedman2-sgd-wd":
+        X, y = _regression("friedman2")
+        return ("held-out", "make_friedman2 MLP 4-32-32-1, MSE, SGD + weight decay 1e-3, "
+                "batch 16, 50 epochs", X, y,
+                SeedEnsembleRegressor(_regressor(MLP, 50, batch=16, **_SGD, lr=0.01,
+                                                 optimizer__weight_decay=1e-3,
+                                                 module__hidden_layer_sizes=(32, 32)),
+                                      n_seeds=32, random_state=9), "loss")
+    if name == "friedman3-sklearn-adam":
+        from sklearn.neural_network import MLPRegressor
+
+        X, y = _regression("friedman3")
+        net = MLPRegressor(hidden_layer_sizes=(64,), solver="adam", learning_rate_init=1e-3,
+                           alpha=1e-3, batch_size=32, max_iter=200, n_iter_no_change=200,
+                           tol=0.0)
+        return ("held-out", "make_friedman3, scikit-learn MLPRegressor 4-64-1, Adam, alpha "
+                "1e-3, 200 epochs", X, y,
+                SeedEnsembleRegressor(net, n_seeds=32, random_state=10), "loss")
+    if name == "digits-wide-adamw":
+        X, y = _digits()
+        return ("held-out", "digits MLP 64-128-10 (9,610 parameters), AdamW lr 1e-3 weight "
+                "decay 1e-2, batch 64, 40 epochs", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 40, batch=64, optimizer=torch.optim.AdamW,
+                                                   lr=1e-3, optimizer__weight_decay=1e-2,
+                                                   module__hidden_layer_sizes=(128,)),
+                                       n_seeds=32, random_state=11), "loss")
+    if name == "breast-sgd-short":
+        X, y = load_breast_cancer(return_X_y=True)
+        return ("held-out", "breast cancer MLP 30-16-2, plain SGD lr 0.05, batch 16, 10 epochs",
+                _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 10, batch=16, optimizer=torch.optim.SGD,
+                                                   lr=0.05, module__hidden_layer_sizes=(16,)),
+                                       n_seeds=32, random_state=12), "loss")
+    if name == "moons-sklearn-adam-long":
+        from sklearn.neural_network import MLPClassifier
+
+        X, y = make_moons(n_samples=400, noise=0.3, random_state=3)
+        net = MLPClassifier(hidden_layer_sizes=(32, 32), activation="tanh", solver="adam",
+                            learning_rate_init=5e-3, batch_size=32, max_iter=150,
+                            n_iter_no_change=150, tol=0.0)
+        return ("held-out", "make_moons (noise 0.3), scikit-learn MLPClassifier 2-32-32-2 tanh, "
+                "Adam, 150 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(net, n_seeds=32, random_state=13), "loss")
+    if name == "digits-tanh-sgd-long":
+        X, y = _digits()
+        return ("held-out", "digits MLP 64-64-64-10 tanh, plain SGD lr 0.1, batch 16, 60 epochs",
+                X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 60, batch=16, optimizer=torch.optim.SGD,
+                                                   lr=0.1, module__hidden_layer_sizes=(64, 64),
+                                                   module__activation="tanh"),
+                                       n_seeds=32, random_state=14), "loss")
+    raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
+
+
+CHOICE = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
+          "diabetes-adam", "digits-adam-long", "breast-adam-long", "friedman-adam-long",
+          "digits-cnn")
+HELD_OUT = ("cnn-adam-margin", "cnn-sgd-wd-margin", "vit-adam-margin", "tabular-sgd-wd",
+            "friedman2-sgd-wd", "friedman3-sklearn-adam", "digits-wide-adamw",
+            "breast-sgd-short", "moons-sklearn-adam-long", "digits-tanh-sgd-long")
+ALL = CHOICE + HELD_OUT
+
+
+def recipe(name):
+    """The :class:`Recipe` called ``name`` (the same arrays and sets on every call)."""
+    group, what, X, y, ensemble, measurement = _build(name)
+    X_train, y_train, X_query, y_query, loo, subsets = _split(X, y)
+    return Recipe(name, group, what, X_train, y_train, X_query, y_query, ensemble,
+                  measurement, loo, subsets)
+
+
+def truth(r, folder, verbose=0):
+    """``(loo, lds)`` :class:`Distributions` of 256 retrained seeds for recipe ``r``, read
+    from ``folder/<name>.npz`` or retrained (and written there)."""
+    path = Path(folder) / f"{r.name}.npz"
+    if path.exists():
+        data = np.load(path)
+        return (Distributions(data["loo_before"], data["loo_after"]),
+                Distributions(data["lds_before"], data["lds_after"]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
+        loo, lds = (retrain_distributions(r.ensemble, r.X_train, r.y_train, r.X_query,
+                                          r.y_query, remove=sets, n_seeds=N_TRUTH,
+                                          random_state=seed, measurement=r.measurement,
+                                          memory=Path(folder) / "sets", verbose=verbose)
+                    for seed, sets in ((1, r.loo), (2, r.subsets)))
+    np.savez(path, loo_before=loo.before, loo_after=loo.after, lds_before=lds.before,
+             lds_after=lds.after)
+    return loo, lds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--truth", required=False, help="folder of the ground truth")
+    parser.add_argument("--recipes", default=",".join(ALL))
+    parser.add_argument("--list", action="store_true", help="describe the recipes and stop")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    names = args.recipes.split(",")
+    if args.list:
+        for name in names:
+            r = recipe(name)
+            print(f"{name:26s} {r.group:9s} {r.model:12s} {r.measurement:7s} {r.what}")
+        return
+    Path(args.truth).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        tic = time.perf_counter()
+        truth(recipe(name), args.truth, verbose=1)
+        print(f"{name}: ground truth in {time.perf_counter() - tic:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
