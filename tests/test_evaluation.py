@@ -16,7 +16,7 @@ from skdtda.evaluation import (Distributions, bootstrap_ci, distribution_change,
                                leave_one_out, loo_correlation, make_lds_scorer, noise_ceiling,
                                predict_distributions, query_folds, random_subsets,
                                removal_masks, retrain_distributions, score_report)
-from skdtda.evaluation import _retrain
+from skdtda.ensemble import _retrain
 from skdtda.nets import MLP
 
 

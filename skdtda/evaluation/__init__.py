@@ -11,8 +11,9 @@
   with ``GridSearchCV``, folding over query points with the ground truth fixed.
 """
 
-from ._metrics import (bootstrap_ci, distribution_change, lds, loo_correlation, noise_ceiling,
-                       predict_distributions, score_report)
+from .._agreement import (bootstrap_ci, distribution_change, lds, loo_correlation,
+                          noise_ceiling, score_report)
+from ._metrics import predict_distributions
 from ._retrain import (Distributions, leave_one_out, random_subsets, removal_masks,
                        retrain_distributions)
 from ._search import make_lds_scorer, query_folds

@@ -9,7 +9,6 @@ query rows; its members sample the post-removal distribution that
 import json
 import logging
 import os
-import tempfile
 import warnings
 from numbers import Integral
 from pathlib import Path
@@ -19,12 +18,11 @@ import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from .._cache import settings_key
-from .._loops import progress
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data
+from ..ensemble import (SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data,
+                        load_array, retrain_sets, save_array)
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
            "removal_masks"]
@@ -215,31 +213,6 @@ def removal_masks(remove, n_train):
     return masks
 
 
-def _fit_and_measure(ensemble, X, y, keep, X_query, y_query, measurement, path):
-    """Retrain on the kept rows and measure; store the result when a path is given."""
-    fitted = clone(ensemble).fit(X[keep], y[keep])
-    values = fitted.measure(X_query, y_query, measurement=measurement)
-    if path is not None:
-        _save_atomic(path, values)
-    return values
-
-
-def _save_atomic(path, values):
-    # Written under a temporary name, then renamed: an interrupted write never
-    # leaves a truncated file that a resumed run would take for finished work.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, values)
-    os.replace(tmp, path)
-
-
-def _load(path):
-    try:
-        return np.load(path)
-    except (OSError, ValueError, EOFError):
-        return None
-
-
 def _query_labels(y_query, n_query):
     if y_query is None:
         return None
@@ -384,9 +357,9 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
                                           **({} if n_seeds is None else {"n_seeds": n_seeds}))
 
     folder = _cache_folder(location, template, X, y, X_query, y_query, measurement)
-    before = _load(folder / "full.npy") if folder is not None else None
-    if before is not None and y_query is None:
-        y_query = _load(folder / "y_query.npy")
+    before = load_array(folder / "full.npy") if folder is not None else None
+    if before is not None and y_query is None:  # the labels the stored sets measured
+        y_query = load_array(folder / "y_query.npy")
         before = None if y_query is None else before
     if before is None:
         full = clone(template).fit(X, y)
@@ -394,30 +367,18 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
             y_query = full.predict(X_query)
         before = full.measure(X_query, y_query, measurement=measurement)
         if folder is not None:
-            _save_atomic(folder / "y_query.npy", np.asarray(y_query))
-            _save_atomic(folder / "full.npy", before)
-    set_paths = ([None] * len(masks) if folder is None
-                 else [folder / f"set-{joblib.hash(np.packbits(m))[:16]}.npy" for m in masks])
-
-    after = np.empty((len(masks),) + before.shape)
-    todo = []
-    for j, path in enumerate(set_paths):
-        values = _load(path) if path is not None else None
-        if values is not None and values.shape == before.shape:
-            after[j] = values
-        else:
-            todo.append(j)
-    if location is not None and len(todo) < len(masks):
+            save_array(folder / "y_query.npy", np.asarray(y_query))
+            save_array(folder / "full.npy", before)
+    n_stored = 0
+    if folder is not None:
+        n_stored = sum((folder / f"set-{joblib.hash(np.packbits(m))[:16]}.npy").exists()
+                       for m in masks)
+    if n_stored:
         logger.info("retrain_distributions: %d of %d removal sets loaded from %s",
-                    len(masks) - len(todo), len(masks), location)
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_and_measure)(template, X, y, ~masks[j], X_query, y_query, measurement,
-                                  set_paths[j])
-        for j in todo)
-    with progress(len(todo), "retraining removal sets", "set", verbose if todo else 0) as bar:
-        for j, values in zip(todo, jobs):
-            after[j] = values
-            bar.update()
+                    n_stored, len(masks), location)
+    before, after = retrain_sets(template, X, y, X_query, y_query, masks,
+                                 measurement=measurement, before=before, folder=folder,
+                                 n_jobs=n_jobs, verbose=verbose)
     return Distributions(before, after)
 
 

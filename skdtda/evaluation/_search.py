@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_array
 
-from ._metrics import distribution_change, lds, predict_distributions
+from .._agreement import distribution_change, lds
+from ._metrics import predict_distributions
 from ._retrain import removal_masks
 
 __all__ = ["make_lds_scorer", "query_folds"]

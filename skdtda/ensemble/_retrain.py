@@ -1,0 +1,115 @@
+"""Retraining an ensemble's recipe without sets of rows, and measuring the result.
+
+The ground truth of :func:`skdtda.evaluation.retrain_distributions` and the small
+retraining that ``damping="calibrate"`` scores its candidates on are the same
+work: an unfitted ensemble with a fixed ``random_state`` (so that every set is
+trained with the same seeds) is fitted on all rows and on the kept rows of each
+removal set, and each fit measures the query rows. Finished sets can be kept in
+a folder, one ``.npy`` file a set written atomically, so that an interrupted
+run loses nothing it finished.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils.parallel import Parallel, delayed
+
+from .._loops import progress
+
+__all__ = ["load_array", "retrain_sets", "save_array"]
+
+
+def save_array(path, values):
+    """Write ``values`` to ``path`` (``.npy``) under a temporary name, then rename it:
+    an interrupted write never leaves a truncated file that a resumed run would
+    take for finished work."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npy")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, values)
+    os.replace(tmp, path)
+
+
+def load_array(path):
+    """The array at ``path``, or None where there is none (or a damaged one)."""
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _fit_and_measure(template, X, y, keep, X_query, y_query, measurement, path):
+    """Retrain on the kept rows and measure; store the result when a path is given."""
+    values = clone(template).fit(X[keep], y[keep]).measure(X_query, y_query,
+                                                           measurement=measurement)
+    if path is not None:
+        save_array(path, values)
+    return values
+
+
+def retrain_sets(template, X, y, X_query, y_query, masks, *, measurement="loss", before=None,
+                 folder=None, n_jobs=None, verbose=0, desc="retraining removal sets"):
+    """The measurement of the query rows after retraining without each set of rows.
+
+    Parameters
+    ----------
+    template : SeedEnsembleClassifier or SeedEnsembleRegressor
+        Unfitted, with an integer ``random_state``: every set is trained with
+        the same seeds (the samples are paired by seed).
+    X, y : arrays
+        All training rows and their targets.
+    X_query, y_query : arrays
+        The query rows and their targets.
+    masks : ndarray of bool of shape (n_sets, n_train)
+        True where a set removes a row.
+    measurement : str or callable, default="loss"
+        As in :meth:`SeedEnsembleClassifier.measure`.
+    before : ndarray of shape (n_seeds, n_query), default=None
+        The measurement with every row, when already known; else the template
+        is fitted on all rows too.
+    folder : path-like, default=None
+        Where to keep each finished set (``set-<hash of its mask>.npy``) and the
+        full fit (``full.npy``); they are read back instead of retrained. The
+        caller names the folder after everything else that determines them.
+    n_jobs : int, default=None
+        Joblib jobs over sets.
+    verbose : int, default=0
+        A progress bar over the sets retrained.
+    desc : str
+        The bar's label.
+
+    Returns
+    -------
+    before : ndarray of shape (n_seeds, n_query)
+    after : ndarray of shape (n_sets, n_seeds, n_query)
+    """
+    folder = None if folder is None else Path(folder)
+    if before is None and folder is not None:
+        before = load_array(folder / "full.npy")
+    if before is None:
+        before = clone(template).fit(X, y).measure(X_query, y_query, measurement=measurement)
+        if folder is not None:
+            save_array(folder / "full.npy", before)
+    paths = ([None] * len(masks) if folder is None
+             else [folder / f"set-{joblib.hash(np.packbits(m))[:16]}.npy" for m in masks])
+    after = np.empty((len(masks),) + before.shape)
+    todo = []
+    for j, path in enumerate(paths):
+        values = load_array(path) if path is not None else None
+        if values is not None and values.shape == before.shape:
+            after[j] = values
+        else:
+            todo.append(j)
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_and_measure)(template, X, y, ~masks[j], X_query, y_query, measurement,
+                                  paths[j])
+        for j in todo)
+    with progress(len(todo), desc, "set", verbose if todo else 0) as bar:
+        for j, values in zip(todo, jobs):
+            after[j] = values
+            bar.update()
+    return before, after
