@@ -8,10 +8,10 @@ starting point, the training data's fingerprint.
 from ._batched import unsupported_reason
 from ._fingerprint import TrainingFingerprint, check_same_training_data, fingerprint
 from ._fitted import initial_members, input_dtype, member_nets, net_targets, query_targets
-from ._retrain import load_array, retrain_sets, save_array
+from ._retrain import QueryMeasurement, load_array, retrain_sets, save_array
 from ._seed_ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, initialize_member
 
-__all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor", "TrainingFingerprint",
-           "check_same_training_data", "fingerprint", "initial_members", "initialize_member",
+__all__ = ["QueryMeasurement", "SeedEnsembleClassifier", "SeedEnsembleRegressor",
+           "TrainingFingerprint",           "check_same_training_data", "fingerprint", "initial_members", "initialize_member",
            "input_dtype", "load_array", "member_nets", "net_targets", "query_targets",
            "retrain_sets", "save_array", "unsupported_reason"]

@@ -20,7 +20,7 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from .._loops import progress
 
-__all__ = ["load_array", "retrain_sets", "save_array"]
+__all__ = ["QueryMeasurement", "load_array", "retrain_sets", "save_array"]
 
 
 def save_array(path, values):
@@ -42,18 +42,28 @@ def load_array(path):
         return None
 
 
-def _fit_and_measure(template, X, y, keep, X_query, y_query, measurement, path):
+class QueryMeasurement:
+    """``measure(fitted_ensemble)``: :meth:`SeedEnsembleClassifier.measure` of fixed
+    query rows (a picklable callable for :func:`retrain_sets`)."""
+
+    def __init__(self, X_query, y_query, measurement="loss"):
+        self.X_query, self.y_query, self.measurement = X_query, y_query, measurement
+
+    def __call__(self, ensemble):
+        return ensemble.measure(self.X_query, self.y_query, measurement=self.measurement)
+
+
+def _fit_and_measure(template, X, y, keep, measure, path):
     """Retrain on the kept rows and measure; store the result when a path is given."""
-    values = clone(template).fit(X[keep], y[keep]).measure(X_query, y_query,
-                                                           measurement=measurement)
+    values = np.asarray(measure(clone(template).fit(X[keep], y[keep])), dtype=np.float64)
     if path is not None:
         save_array(path, values)
     return values
 
 
-def retrain_sets(template, X, y, X_query, y_query, masks, *, measurement="loss", before=None,
-                 folder=None, n_jobs=None, verbose=0, desc="retraining removal sets"):
-    """The measurement of the query rows after retraining without each set of rows.
+def retrain_sets(template, X, y, masks, measure, *, before=None, folder=None, n_jobs=None,
+                 verbose=0, desc="retraining removal sets"):
+    """A measurement of the retrained ensemble after retraining without each set of rows.
 
     Parameters
     ----------
@@ -62,12 +72,11 @@ def retrain_sets(template, X, y, X_query, y_query, masks, *, measurement="loss",
         the same seeds (the samples are paired by seed).
     X, y : arrays
         All training rows and their targets.
-    X_query, y_query : arrays
-        The query rows and their targets.
     masks : ndarray of bool of shape (n_sets, n_train)
         True where a set removes a row.
-    measurement : str or callable, default="loss"
-        As in :meth:`SeedEnsembleClassifier.measure`.
+    measure : callable
+        ``measure(fitted_ensemble) -> array of shape (n_seeds, n_query)``, e.g.
+        :class:`QueryMeasurement` (picklable, for process-based joblib backends).
     before : ndarray of shape (n_seeds, n_query), default=None
         The measurement with every row, when already known; else the template
         is fitted on all rows too.
@@ -91,7 +100,7 @@ def retrain_sets(template, X, y, X_query, y_query, masks, *, measurement="loss",
     if before is None and folder is not None:
         before = load_array(folder / "full.npy")
     if before is None:
-        before = clone(template).fit(X, y).measure(X_query, y_query, measurement=measurement)
+        before = np.asarray(measure(clone(template).fit(X, y)), dtype=np.float64)
         if folder is not None:
             save_array(folder / "full.npy", before)
     paths = ([None] * len(masks) if folder is None
@@ -105,8 +114,7 @@ def retrain_sets(template, X, y, X_query, y_query, masks, *, measurement="loss",
         else:
             todo.append(j)
     jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_and_measure)(template, X, y, ~masks[j], X_query, y_query, measurement,
-                                  paths[j])
+        delayed(_fit_and_measure)(template, X, y, ~masks[j], measure, paths[j])
         for j in todo)
     with progress(len(todo), desc, "set", verbose if todo else 0) as bar:
         for j, values in zip(todo, jobs):

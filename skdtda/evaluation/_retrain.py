@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 
 from .._cache import settings_key
 from ..ensemble import (SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data,
-                        load_array, retrain_sets, save_array)
+                        QueryMeasurement, load_array, retrain_sets, save_array)
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
            "removal_masks"]
@@ -376,9 +376,9 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     if n_stored:
         logger.info("retrain_distributions: %d of %d removal sets loaded from %s",
                     n_stored, len(masks), location)
-    before, after = retrain_sets(template, X, y, X_query, y_query, masks,
-                                 measurement=measurement, before=before, folder=folder,
-                                 n_jobs=n_jobs, verbose=verbose)
+    before, after = retrain_sets(template, X, y, masks,
+                                 QueryMeasurement(X_query, y_query, measurement), before=before,
+                                 folder=folder, n_jobs=n_jobs, verbose=verbose)
     return Distributions(before, after)
 
 
