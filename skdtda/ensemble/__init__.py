@@ -12,6 +12,6 @@ from ._retrain import QueryMeasurement, load_array, retrain_sets, save_array
 from ._seed_ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, initialize_member
 
 __all__ = ["QueryMeasurement", "SeedEnsembleClassifier", "SeedEnsembleRegressor",
-           "TrainingFingerprint",           "check_same_training_data", "fingerprint", "initial_members", "initialize_member",
-           "input_dtype", "load_array", "member_nets", "net_targets", "query_targets",
-           "retrain_sets", "save_array", "unsupported_reason"]
+           "TrainingFingerprint", "check_same_training_data", "fingerprint", "initial_members",
+           "initialize_member", "input_dtype", "load_array", "member_nets", "net_targets",
+           "query_targets", "retrain_sets", "save_array", "unsupported_reason"]
