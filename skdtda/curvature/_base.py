@@ -89,6 +89,12 @@ class Curvature(ABC):
         (computed at the first solve that needs it).
         """
 
+    def solve_dampings(self, blocks, dampings):
+        """:meth:`solve_blocks` of ``blocks`` at each of several dampings, as cheaply as
+        the backend allows (a calibration scores many): a list, one solution per
+        damping. This default solves through :meth:`with_damping` copies."""
+        return [self.with_damping(damping).solve_blocks(blocks) for damping in dampings]
+
     def set_damping(self, damping):
         """Re-damp in place: this solver becomes :meth:`with_damping` of ``damping``."""
         vars(self).update(vars(self.with_damping(damping)))

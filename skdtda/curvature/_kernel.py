@@ -177,6 +177,27 @@ class KernelCurvature(FlatCurvature):
         other._damp(damping, self.penalty)
         return other
 
+    def solve_dampings(self, blocks, dampings):
+        """The one block solved at each damping. Without a parameter-wise penalty,
+        through one float32 eigendecomposition of ``U U^T`` made for this call
+        (meant for scoring candidates; the fitted solver keeps its float64
+        factor): ``(U^T U + c I)^{-1} v = (v - U^T W (Lambda + c)^{-1} W^T U v) / c``.
+        With one, each damping's own Gram matrix."""
+        if self.penalty is not None:
+            return super().solve_dampings(blocks, dampings)
+        (flat,) = blocks
+        v = flat.double()
+        factor = self.factor
+        values, vectors = torch.linalg.eigh((factor @ factor.T).float())
+        values, vectors = values.double(), vectors.double()
+        rotated = vectors.T @ (factor @ v.T)
+        out = []
+        for damping in dampings:
+            shift = float(damping) + self.member.weight_decay
+            kernel_side = vectors @ (rotated / (values + shift)[:, None])
+            out.append([(v - (factor.T @ kernel_side).T) / shift])
+        return out
+
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with
         ``D = c I`` plus the member's parameter-wise penalty, if any."""

@@ -58,7 +58,8 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
     def _adopt_ensemble(self, X, y):
         """Validate, fit or adopt the ensemble, and pick the attributed members
         (``members_``, their indices; the subclass then holds them as functions of
-        their parameters in ``_members``, in the same order)."""
+        their parameters in ``_members``, in the same order). Returns the validated
+        ``X, y``."""
         X_given, y_given = X, y  # an unfitted ensemble sees them as given (column names)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
                              y_numeric=False)
@@ -88,6 +89,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         self._X_train = self._as_net_input(X)
         self._y_train = net_targets(ens, y)
         self.n_train_ = len(X)
+        return X, y
 
     def _member_function(self, i, layered=False, modules=None):
         """Attributed member ``i`` (an index into ``estimator_.estimators_``) as a

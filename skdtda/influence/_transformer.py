@@ -16,11 +16,14 @@ distributional influence of row ``k``.
 """
 
 import logging
+import os
 from numbers import Real
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_memory
 from sklearn.utils.parallel import Parallel, delayed
 
 from .._loops import progress
@@ -30,7 +33,9 @@ from ..discrepancy import STATISTICS
 from ..ensemble import member_nets
 from ..model import AUTO_EXACT_COLUMNS, measure_all
 from ._base import CONVENTION, _BaseInfluence
-from ._damping import EIGENVALUE_FRACTION, FALLBACK, SPREAD_FACTOR, AutoDamping
+from ._calibration import AUTO_SECONDS, CalibrationUnavailable, calibrate
+from ._damping import (EIGENVALUE_FRACTION, FALLBACK, KRONECKER_FACTOR, KRONECKER_SPREAD_FACTOR,
+                       SPREAD_FACTOR, AutoDamping)
 from ._retraining import RETRAINING, retraining_protocol
 from ._scoring import GRADIENT_BUDGET, SOLUTION_BUDGET, Scoring
 
@@ -89,26 +94,34 @@ class InfluenceTransformer(_BaseInfluence):
         conjugate gradients use exact Gauss-Newton-vector products
         (matrix-free, any module, slow: only when asked for); the identity is
         a gradient dot product (no damping).
-    damping : "auto" or float, default="auto"
-        Added to the curvature's eigenvalues. ``"auto"`` (recorded in
-        ``damping_``) takes the damping that the members' own training
-        implies, ``1 / tau`` with ``tau`` the summed effective learning rate
-        of their optimizer steps: finite training responds along a curvature
-        direction ``h`` as ``(1 - (1 - eta h)^T) / h``, whose two limits are
-        those of ``1 / (h + 1 / tau)``. SGD (with momentum), Adam/AdamW and
-        scikit-learn's solvers are read from the fitted members. Its floor is
-        kronfluence's rule, {EIGENVALUE_FRACTION:g} x the fitted curvature's mean eigenvalue: long
-        Adam training takes large steps once its second moments have shrunk,
-        and ``1 / tau`` then falls below the curvature's scale. A fit run to
-        convergence gets 0 where its L2 term keeps the curvature definite;
-        anything else gets {_FALLBACK}. Statistics of the spread over seeds
-        (``statistic="variance"`` or ``"std"``) take {SPREAD_FACTOR:g} times that value: their
-        change is quadratic in the per-seed responses, so the noise that the
-        damping bounds enters them squared (variance-LDS peaks at 1.5-10x the
-        damping best for the mean). On nine recipes it came within 0.03 of the
-        best fixed damping on 25 of 27 scores (docs/benchmarks.md, "Damping").
-        A float is the explicit choice; with ``curvature="exact"``
-        or ``"ggn"``, 0 gives the pseudo-inverse (null space dropped).
+    damping : "auto", "calibrate" or float, default="auto"
+        Added to the curvature's eigenvalues; the chosen value is recorded in
+        ``damping_``. ``"auto"`` takes the damping that the members' own
+        training implies, ``1 / tau`` with ``tau`` the summed effective
+        learning rate of their optimizer steps: finite training responds along
+        a curvature direction ``h`` as ``(1 - (1 - eta h)^T) / h``, whose two
+        limits are those of ``1 / (h + 1 / tau)``. SGD (with momentum),
+        Adam/AdamW and scikit-learn's solvers are read from the fitted members.
+        Its floor is kronfluence's rule, {EIGENVALUE_FRACTION:g} x the fitted curvature's
+        mean eigenvalue: long Adam training takes large steps once its second
+        moments have shrunk, and ``1 / tau`` then falls below the curvature's
+        scale. That value is then multiplied by the curvature's and the
+        statistic's factor: 1 for the exact forms, 1/{1 / KRONECKER_FACTOR:.0f} for
+        K-FAC/EK-FAC, whose eigenvalues are already squeezed towards their mean;
+        statistics of the spread over seeds (``statistic="variance"`` or
+        ``"std"``) take {SPREAD_FACTOR:g} times more with the exact forms and
+        {KRONECKER_SPREAD_FACTOR:g} times more with the Kronecker ones (their change is
+        quadratic in the per-seed responses, so the noise that the damping
+        bounds enters them squared). A fit run to convergence gets 0 where its L2 term keeps the
+        curvature definite; anything else gets {_FALLBACK}. ``"calibrate"``
+        measures instead: it retrains the members' recipe with a few seeds
+        without random sets of rows (at most ``calibration_budget`` times the
+        ensemble's own fit), scores candidate dampings around the rule's value
+        (1/31.6x to 31.6x) by how well they predict that retraining, and takes
+        the best (``calibration_``, ``fidelity_``; docs/influence.md, "How far to
+        trust the scores"). A float is the explicit choice; with
+        ``curvature="exact"`` or ``"ggn"``, 0 gives the pseudo-inverse (null
+        space dropped).
     measurement : str or callable, default="loss"
         ``"loss"``, ``"margin"``, ``"log_proba"``, ``"proba"`` or
         ``"prediction"`` (see :meth:`SeedEnsembleClassifier.measure`), or a
@@ -190,6 +203,24 @@ class InfluenceTransformer(_BaseInfluence):
         and leave-one-out correlations do not depend on it; the spread over
         seeds and the Wasserstein distance do (docs/influence.md).
 
+    calibration_budget : float, default=3.0
+        With ``damping="calibrate"``: the retraining's cost, in fits of the
+        ensemble's members, at most this multiple of the ensemble's own
+        ``n_seeds`` (``seeds * (1 + n_sets)`` member fits; the large removal
+        sets train on 70% of the rows, so the time is a little less). A budget
+        too small for 8 removal sets is refused, saying what it would take.
+    calibration_options : dict, default=None
+        With ``damping="calibrate"``: ``{{"seeds": 4, "queries": 40, "sets": None,
+        "max_sets": 40}}``, the retrained seeds (1 for a one-member ensemble),
+        the query rows (training rows no set removes; at most a fifth of the
+        rows), and the removal sets (None: as many as the budget allows, at
+        most ``max_sets``; half remove 30% of the other rows, half 5%).
+    memory : str, path-like, joblib.Memory or None, default=None
+        Where ``damping="calibrate"`` keeps its retrained sets (one file a
+        set, under ``skdtda-calibration``), so that an interrupted or repeated
+        fit with the same ensemble, rows and measurement retrains only what is
+        missing.
+
     Attributes
     ----------
     estimator_ : SeedEnsembleClassifier or SeedEnsembleRegressor
@@ -197,7 +228,27 @@ class InfluenceTransformer(_BaseInfluence):
     curvature_ : str
         The curvature used: ``curvature``, or what ``"auto"`` chose.
     damping_ : float
-        The damping used: ``damping``, or what ``"auto"`` chose.
+        The damping used: ``damping``, or what ``"auto"`` or ``"calibrate"`` chose.
+    calibration_ : Bunch or None
+        With ``damping="calibrate"``, one entry per candidate damping: ``damping``
+        and ``factor`` (its multiple of the rule's value ``rule``), ``mean`` (the
+        LDS of the change of the mean over the large sets, with
+        ``mean_interval``), ``small`` (the correlation of the change of the mean
+        over the small sets, with ``small_interval``), ``variance`` and
+        ``wasserstein`` (their LDS over the large sets), ``objective`` (the mean
+        of ``mean`` and ``small``); ``chosen`` (the index taken, for the
+        statistics of location; the spread's statistics take their factor on
+        top), ``n_seeds``, ``n_sets``, ``n_large``, ``n_queries`` and
+        ``query_rows``. Intervals are 95% over the query rows. None otherwise.
+    fidelity_ : Bunch or None
+        With ``damping="calibrate"``, how well the fitted transformer predicts
+        the calibration's retraining at ``damping_``: ``lds`` of ``statistic``
+        over the large removal sets with its 95% ``interval``,
+        ``small_sets`` (the correlation of the change of the mean over the
+        small sets, leave-one-out's regime) with ``small_sets_interval``, and
+        the retraining's size (``n_sets``, ``n_small_sets``, ``n_seeds``,
+        ``n_queries``). Its queries are training rows that no set removed. None
+        otherwise.
     retraining_ : str
         The retraining predicted: ``retraining``, or what ``"auto"`` chose.
     curvatures_ : list
@@ -242,7 +293,10 @@ class InfluenceTransformer(_BaseInfluence):
     _parameter_constraints = {
         **_BaseInfluence._parameter_constraints,
         "curvature": [StrOptions(set(CURVATURES))],
-        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "damping": [Interval(Real, 0, None, closed="left"), StrOptions({"auto", "calibrate"})],
+        "calibration_budget": [Interval(Real, 0, None, closed="left")],
+        "calibration_options": [dict, None],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "curvature_options": [dict, None],
         "modules": [str, type, list, tuple, None],
         "correction": [StrOptions({"newton"}), None],
@@ -252,7 +306,8 @@ class InfluenceTransformer(_BaseInfluence):
     def __init__(self, estimator=None, *, curvature="auto", damping="auto", measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, modules=None,
                  seed_index=None, batch_size=256, n_jobs=None, verbose=0, correction=None,
-                 retraining="auto"):
+                 retraining="auto", calibration_budget=3.0, calibration_options=None,
+                 memory=None):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -267,6 +322,9 @@ class InfluenceTransformer(_BaseInfluence):
         self.verbose = verbose
         self.correction = correction
         self.retraining = retraining
+        self.calibration_budget = calibration_budget
+        self.calibration_options = calibration_options
+        self.memory = memory
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -284,16 +342,16 @@ class InfluenceTransformer(_BaseInfluence):
         self : InfluenceTransformer
             The fitted transformer.
         """
-        self._adopt_ensemble(X, y)
+        X, y = self._adopt_ensemble(X, y)
         ens = self.estimator_
         estimators = [ens.estimators_[i] for i in self.members_]
         auto = None
         self.damping_ = self.damping
-        if self.damping == "auto":
+        if self.damping in ("auto", "calibrate"):
             nets = member_nets(ens)
             auto = AutoDamping(estimators, [nets[i] for i in self.members_], self.n_train_,
                                self.statistic, self.curvature)
-            self.damping_ = auto.value
+            self.damping_ = auto.value  # provisional: the curvature's form may depend on it
         self.retraining_, how = retraining_protocol(estimators, self.n_train_, self.retraining)
         if self.retraining == "auto":
             logger.info("retraining='auto' chose %r: %s", self.retraining_, how)
@@ -307,11 +365,10 @@ class InfluenceTransformer(_BaseInfluence):
             logger.info("%d of %d parameters attributed; held fixed: %s", lead.n_params,
                         sum(p.numel() for p in lead.module.parameters()),
                         sorted(self.fixed_parameters_))
-        floored = auto is not None and auto.floored
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
                                      self.damping_, self.curvature_options, self._train_chunk(),
-                                     factorise=not floored, retraining=self.retraining_)
+                                     factorise=auto is None, retraining=self.retraining_)
             for member in self._members)
         self.curvatures_, self._centres = [], []
         with progress(len(self._members), f"curvature ({self.curvature_})", "seed",
@@ -320,14 +377,51 @@ class InfluenceTransformer(_BaseInfluence):
                 self.curvatures_.append(curvature)
                 self._centres.append(centre)
                 bar.update()
-        if floored:
-            damping = auto.with_floor(self.curvatures_)
-            if damping != self.damping_:
-                self.curvatures_ = [c.with_damping(damping) for c in self.curvatures_]
-                self.damping_ = damping
-            for curvature in self.curvatures_:  # left unfactored by the fit
-                curvature.factorise()
+        self.calibration_ = self.fidelity_ = None
+        if auto is not None:  # the damping is chosen now that the curvature is fitted
+            damping = None
+            if self.damping == "calibrate":
+                damping = self._calibrate(auto, X, y)
+            elif self.calibration_budget > 0:
+                try:
+                    damping = self._calibrate(auto, X, y, max_seconds=AUTO_SECONDS)
+                except CalibrationUnavailable as reason:
+                    logger.info("damping='auto' keeps its rule and does not calibrate: %s",
+                                reason)
+            if damping is None:
+                damping = auto.with_floor(self.curvatures_, self.curvature_)
+            self._set_damping(damping)
         return self
+
+    def _set_damping(self, damping):
+        if damping != self.damping_:
+            self.curvatures_ = [c.with_damping(damping) for c in self.curvatures_]
+            self.damping_ = damping
+        for curvature in self.curvatures_:  # left unfactored by the fit
+            curvature.factorise()
+
+    def _calibrate(self, auto, X, y, max_seconds=None):
+        """``damping="calibrate"``: the candidates around the rule's value scored
+        against a small retraining (:mod:`skdtda.influence._calibration`)."""
+        center = (auto.training_value(self.curvatures_)
+                  * auto.factor(self.curvature_, "mean"))
+        if not center > 0:
+            raise CalibrationUnavailable(
+                f"damping='calibrate' searches around the damping the members' training "
+                f"implies, and {auto.how} gives {center:g}: a penalised objective solved to "
+                "convergence needs no damping; use damping='auto' (or a float)")
+        folder = None
+        if self.memory is not None:
+            location = check_memory(self.memory).location
+            folder = None if location is None else Path(location) / "skdtda-calibration"
+        result = calibrate(
+            self, X, y, self._X_train, self._y_train, center, budget=self.calibration_budget,
+            options=self.calibration_options, statistic=self.statistic, q=self.q,
+            # statistics of the spread keep their multiple of the location's damping
+            ratio=auto.factor(self.curvature_) / auto.factor(self.curvature_, "mean"),
+            folder=folder, n_jobs=self.n_jobs, verbose=self.verbose, max_seconds=max_seconds)
+        self.calibration_, self.fidelity_ = result.table, result.fidelity
+        return result.damping
 
     def _resolve_curvature(self):
         """``(curvature_, members)``: the curvature ``curvature`` stands for, and each

@@ -1,0 +1,342 @@
+"""``damping="calibrate"``: the damping that best predicts a small retraining.
+
+The rule of ``damping="auto"`` reads the damping from the members' training
+(:mod:`skdtda.influence._damping`); how well a damping predicts retraining can
+instead be *measured*, at a bounded cost, with the library's own retraining and
+scores:
+
+1. **Queries**: some training rows, drawn at random, that no set removes.
+2. **Removal sets** of the other rows: half of them remove 30% (the regime of
+   the LDS), half remove 5% (small removals, where first-order influence is
+   most accurate and leave-one-out correlations live; they favour less damping
+   than large sets do).
+3. **Retraining**: a clone of the ensemble with a few seeds of its own
+   (``seeds``), fitted on all rows and without each set, every set with the
+   same seeds (:func:`skdtda.ensemble.retrain_sets`), measuring the queries.
+4. **Candidates**: the rule's damping times ``10 ** (k / 4)`` for ``k`` in
+   ``-6 .. 6`` (1/31.6x to 31.6x). Each member's curvature is re-damped
+   (:meth:`~skdtda.curvature.Curvature.with_damping`: a number for the
+   Kronecker-factored forms, one shared eigendecomposition for the dense ones),
+   and its predicted samples for every set come from the set's summed training
+   gradients, formed once: ``m_s + (1/N) grad m^T (H + d I)^{-1} sum_k (g_k - c_s)``.
+5. **Scores** of each candidate against the retraining: the LDS of the change
+   of the mean over the large sets and the correlation of the change of the
+   mean over the small sets, their average the objective; the LDS of the
+   variance and the Wasserstein distance are reported beside them.
+6. **Choice**: the objective is smoothed over neighbouring candidates and the
+   largest is taken, less a penalty of :data:`PENALTY` per decade away from the
+   rule's value, so that a flat or noisy objective keeps the rule. Statistics
+   of the spread then take their factor, as under ``"auto"``.
+
+The retraining costs ``seeds * (1 + n_sets)`` member fits, at most
+``calibration_budget`` times the ensemble's own ``n_seeds``; the scoring costs
+one pass over the training rows' gradients per member and, per candidate, a
+solve of the queries' gradients.
+"""
+
+import logging
+import time
+from numbers import Integral
+from pathlib import Path
+
+import joblib
+import numpy as np
+import torch
+from sklearn.base import clone, is_classifier
+from sklearn.utils import Bunch, check_random_state
+
+from .._agreement import distribution_change, per_query_correlation, query_interval
+from .._cache import settings_key
+from .._loops import chunks, progress
+from ..ensemble import member_nets, retrain_sets
+from ..model import functional_member, measure_all
+
+__all__ = ["AUTO_SECONDS", "CALIBRATION_OPTIONS", "CalibrationUnavailable", "FACTORS", "PENALTY",
+           "calibrate"]
+
+logger = logging.getLogger("skdtda")
+
+#: The candidates, as multiples of the rule's damping: quarter decades from 1/31.6 to 31.6.
+FACTORS = 10.0 ** (np.arange(-6, 7) / 4)
+#: Objective (mean of two correlations) given up per decade away from the rule's damping:
+#: a candidate a decade away must score 0.05 higher than the rule's value to be taken
+#: (about half the width of the objective's 95% interval with the default options).
+#: Chosen on 2026-12-06 on the ten choice recipes of benchmarks/recipes.py.
+PENALTY = 0.05
+#: Shares of the rows that the large and the small removal sets remove.
+LARGE, SMALL = 0.3, 0.05
+#: ``calibration_options`` and their defaults: retrained seeds, query rows (at most; a
+#: fifth of the rows where that is fewer), removal sets (None: as many as the budget
+#: allows, at most ``max_sets``).
+CALIBRATION_OPTIONS = {"seeds": 4, "queries": 40, "sets": None, "max_sets": 40}
+#: The fewest removal sets of each size a calibration scores (a correlation over sets).
+MIN_SETS = 4
+#: The candidates are scored with the first this many attributed members: the noise of
+#: the retrained side (a few seeds) outweighs that of a mean over more members.
+SCORED_MEMBERS = 16
+#: ``damping="auto"`` calibrates where the retraining is estimated (from its first fit,
+#: on all rows) to take at most this many seconds; elsewhere it keeps the rule.
+AUTO_SECONDS = 60.0
+
+
+class CalibrationUnavailable(ValueError):
+    """Why a calibration cannot run here (too few rows, a budget too small, a
+    retraining too long for ``damping="auto"``): ``"calibrate"`` raises it,
+    ``"auto"`` falls back to the rule."""
+
+
+def _options(options):
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(CALIBRATION_OPTIONS))
+    if unknown:
+        raise ValueError(f"calibration_options takes {sorted(CALIBRATION_OPTIONS)}, got "
+                         f"{unknown}")
+    merged = {**CALIBRATION_OPTIONS, **options}
+    for name in ("seeds", "queries", "max_sets"):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"calibration_options[{name!r}]={value!r} must be a positive "
+                             "integer")
+    sets = merged["sets"]
+    if sets is not None and (isinstance(sets, bool) or not isinstance(sets, Integral)
+                             or sets < 2 * MIN_SETS):
+        raise ValueError(f"calibration_options['sets']={sets!r} must be None or an integer of "
+                         f"at least {2 * MIN_SETS} ({MIN_SETS} large and {MIN_SETS} small "
+                         "removal sets)")
+    return merged
+
+
+def plan_size(n_members, deterministic, budget, options):
+    """``(seeds, n_sets)`` of the retraining: ``seeds * (1 + n_sets)`` member fits within
+    ``budget * n_members``; refused, saying what it would take, where that is too few."""
+    seeds = 1 if deterministic else options["seeds"]
+    if not deterministic and seeds < 2:
+        raise CalibrationUnavailable(
+            f"damping='calibrate' needs at least 2 retrained seeds to sample the distribution "
+            f"it predicts; calibration_options['seeds']={seeds}")
+    allowed = int(np.floor(budget * n_members / seeds + 1e-9)) - 1
+    n_sets = options["sets"] if options["sets"] is not None else min(allowed,
+                                                                     options["max_sets"])
+    needed = 2 * MIN_SETS
+    if n_sets > allowed or allowed < needed:
+        fits = seeds * (1 + max(n_sets, needed))
+        raise CalibrationUnavailable(
+            f"calibration_budget={budget} allows {max(allowed, 0)} retrained removal sets of "
+            f"{seeds} seed{'s' * (seeds > 1)} ({budget} x the ensemble's {n_members} member "
+            f"fit{'s' * (n_members > 1)}); damping='calibrate' needs at least {needed} "
+            f"({MIN_SETS} large, {MIN_SETS} small) and was asked for "
+            f"{max(n_sets, needed)}: raise calibration_budget to at least "
+            f"{fits / n_members:.3g}, or use damping='auto'")
+    return seeds, n_sets
+
+
+def draw_sets(y, n_sets, n_queries, random_state, classifier):
+    """``(queries, masks, n_large)``: query rows no set removes, and boolean removal
+    masks (the first ``n_large`` remove :data:`LARGE` of the other rows, the rest
+    :data:`SMALL`); a classifier's set never removes every row of a class."""
+    rng = check_random_state(random_state)
+    n = len(y)
+    queries = np.sort(rng.choice(n, n_queries, replace=False))
+    pool = np.setdiff1d(np.arange(n), queries)
+    labels = np.asarray(y).reshape(n, -1)[:, 0] if classifier else None
+    n_large = n_sets - n_sets // 2
+    masks = np.zeros((n_sets, n), dtype=bool)
+    for j in range(n_sets):
+        size = max(1, int(round((LARGE if j < n_large else SMALL) * len(pool))))
+        for _ in range(100):
+            removed = rng.choice(pool, size, replace=False)
+            if not classifier or len(np.unique(np.delete(labels, removed))) == len(
+                    np.unique(labels)):
+                break
+        masks[j, removed] = True
+    return queries, masks, n_large
+
+
+class _NetMeasurement:
+    """``measure(fitted_ensemble)``: the influence's own measurement of the query rows
+    under every member (picklable, for :func:`skdtda.ensemble.retrain_sets`)."""
+
+    def __init__(self, X, y, measurement, task):
+        self.X, self.y, self.measurement, self.task = X, y, measurement, task
+
+    def __call__(self, ensemble):
+        members = [functional_member(net, self.measurement, self.task)
+                   for net in member_nets(ensemble)]
+        return measure_all(members, self.X, self.y)
+
+
+def _set_sums(member, X, y, masks, centre, chunk):
+    """Each set's ``sum_k (g_k - c_s)`` in the member's blocks, float64, flattened:
+    a list of ``(n_sets, block size)``."""
+    weights = torch.as_tensor(masks, dtype=torch.float64)
+    sums = None
+    for t in chunks(len(X), chunk):
+        grads = member.grads("loss", X[t], y[t])
+        part = [weights[:, t].to(g.device) @ g.double().reshape(len(g), -1) for g in grads]
+        sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+    counts = weights.sum(dim=1, keepdim=True)
+    return [s - counts.to(s.device) * c.double().reshape(1, -1) for s, c in zip(sums, centre)]
+
+
+def predicted_samples(members, curvatures, centres, X, y, X_query, y_query, masks, dampings,
+                      chunk, verbose=0):
+    """First-order samples after each set for each damping: ``before`` (S, nq) and
+    ``after`` (n_dampings, n_sets, S, nq); each member's set sums are formed once."""
+    before = measure_all(members, X_query, y_query)
+    shifts = np.zeros((len(dampings), len(masks)) + before.shape)
+    with progress(len(members), "calibration: scoring the candidates", "seed",
+                  verbose) as bar:
+        for s, (member, curvature, centre) in enumerate(zip(members, curvatures, centres)):
+            sums = _set_sums(member, X, y, masks, centre, chunk)
+            queries = member.grads("measurement", X_query, y_query)
+            for i, solved in enumerate(curvature.solve_dampings(queries, dampings)):
+                shift = sum(q.double().reshape(len(q), -1) @ v.T for q, v in zip(solved, sums))
+                shifts[i, :, s] = shift.T.cpu().numpy() / len(X)
+            bar.update()
+    return before, before[None, None] + shifts
+
+
+def _summary(r, rng):
+    """Mean over queries and its 95% interval (queries resampled); NaN where undefined."""
+    if np.all(np.isnan(r)):
+        return np.nan, (np.nan, np.nan)
+    return float(np.nanmean(r)), query_interval(r, 1000, 0.95, rng)
+
+
+def _smooth(values):
+    """A [1, 2, 1] moving average over neighbouring candidates (ends: [2, 1])."""
+    v = np.asarray(values, dtype=np.float64)
+    out = v.copy()
+    if len(v) > 2:
+        out[1:-1] = (v[:-2] + 2 * v[1:-1] + v[2:]) / 4
+        out[0], out[-1] = (2 * v[0] + v[1]) / 3, (2 * v[-1] + v[-2]) / 3
+    return out
+
+
+def choose(objective, factors):
+    """Index of the chosen candidate: the smoothed objective less :data:`PENALTY` per
+    decade away from the rule's value (``factors`` = 1), largest first."""
+    penalised = _smooth(np.nan_to_num(objective, nan=-1.0)) - PENALTY * np.abs(
+        np.log10(factors))
+    return int(np.argmax(penalised))
+
+
+def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1.0,
+              statistic="mean", q=0.5, folder=None, n_jobs=None, verbose=0, max_seconds=None):
+    """Score the candidate dampings of a fitted influence against a small retraining.
+
+    Parameters
+    ----------
+    influence : InfluenceTransformer
+        Fitted (its members, curvatures and centres are used; they are not changed).
+    X, y : arrays
+        The training rows as the ensemble takes them, and their targets.
+    X_net, y_net : arrays
+        The same rows in the nets' form.
+    center : float
+        The rule's damping for the statistics of location (positive).
+    budget : float
+        ``calibration_budget``.
+    options : dict or None
+        ``calibration_options``.
+    ratio : float, default=1.0
+        The estimator's final damping is the chosen one times ``ratio`` (its
+        statistic's multiple of the location's damping).
+    statistic, q : as the estimator's
+        What :attr:`fidelity_` reports, at the final damping.
+    folder : path-like, default=None
+        Where the retrained sets are kept.
+    n_jobs, verbose : as the estimator's
+    max_seconds : float, default=None
+        Give up (:class:`CalibrationUnavailable`) when the retraining, estimated
+        from its first fit (on all rows), would take longer.
+
+    Returns
+    -------
+    result : Bunch
+        ``damping`` (the final damping: the chosen one times ``ratio``), ``table``
+        (``InfluenceTransformer.calibration_``) and ``fidelity``
+        (``InfluenceTransformer.fidelity_``).
+    """
+    options = _options(options)
+    ens = influence.estimator_
+    deterministic = len(ens.estimators_) == 1
+    seeds, n_sets = plan_size(len(ens.estimators_), deterministic, budget, options)
+    n = len(X_net)
+    n_queries = min(options["queries"], n // 5)
+    if n_queries < 3 or n - n_queries < 2 * MIN_SETS:
+        raise CalibrationUnavailable(
+            f"damping='calibrate' needs more training rows than {n}: it measures at least 3 "
+            "query rows and removes sets of the others; use damping='auto'")
+    rng = check_random_state(int(np.asarray(ens.seeds_).reshape(-1)[0]) % (2**31 - 1))
+    classifier = is_classifier(ens)
+    queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)
+    template = clone(ens).set_params(n_seeds=seeds, random_state=int(rng.randint(2**31 - 1)),
+                                     memory=None, verbose=0, n_jobs=None)
+    task = "classifier" if classifier else "regressor"
+    measure = _NetMeasurement(X_net[queries], y_net[queries], influence.measurement, task)
+    if folder is not None:
+        folder = Path(folder) / joblib.hash((settings_key(template), X_net, y_net, queries,
+                                             repr(influence.measurement)))[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+    logger.info("damping='calibrate': retraining %d removal sets (%d of %d%%, %d of %d%% of "
+                "the rows) with %d seeds, %d query rows", n_sets, n_large, LARGE * 100,
+                n_sets - n_large, SMALL * 100, seeds, n_queries)
+    tic = time.perf_counter()
+    before = retrain_sets(template, X, y, masks[:0], measure, folder=folder)[0]
+    seconds = time.perf_counter() - tic
+    # the sets train on fewer rows: their steps scale with the kept rows
+    estimate = seconds * (n_large * (1 - LARGE) + (n_sets - n_large) * (1 - SMALL))
+    if max_seconds is not None and estimate > max_seconds:
+        raise CalibrationUnavailable(
+            f"its retraining would take about {estimate:.0f} s ({n_sets} sets; the fit on all "
+            f"rows took {seconds:.1f} s), more than {max_seconds:g} s")
+    actual = retrain_sets(template, X, y, masks, measure, before=before, folder=folder,
+                          n_jobs=n_jobs, verbose=verbose,
+                          desc="calibration: retraining removal sets")
+    dampings = center * FACTORS
+    # the candidates, and each times the ratio (the final damping of every choice)
+    solved = dampings if ratio == 1 else np.concatenate([dampings, dampings * ratio])
+    scored = slice(0, SCORED_MEMBERS)
+    before, after = predicted_samples(
+        influence._members[scored], influence.curvatures_[scored], influence._centres[scored],
+        X_net, y_net, X_net[queries], y_net[queries], masks, solved,
+        influence._train_chunk(), verbose)
+    parts = {"large": slice(0, n_large), "small": slice(n_large, n_sets)}
+    score_rng = check_random_state(0)
+
+    def score(i, part, stat, method):
+        predicted = distribution_change((before, after[i, parts[part]]), stat, q=q)
+        retrained = distribution_change((actual[0], actual[1][parts[part]]), stat, q=q)
+        return _summary(per_query_correlation(predicted, retrained, method), score_rng)
+
+    table = {key: [] for key in ("mean", "mean_interval", "variance", "wasserstein",
+                                 "small", "small_interval", "objective")}
+    for i in range(len(dampings)):
+        mean, mean_ci = score(i, "large", "mean", "spearman")
+        small_mean, small_ci = score(i, "small", "mean", "pearson")
+        table["mean"].append(mean)
+        table["mean_interval"].append(mean_ci)
+        table["small"].append(small_mean)
+        table["small_interval"].append(small_ci)
+        for stat in ("variance", "wasserstein"):
+            table[stat].append(score(i, "large", stat, "spearman")[0])
+        table["objective"].append(np.nanmean([mean, small_mean]))
+    chosen = choose(np.asarray(table["objective"]), FACTORS)
+    logger.info("damping='calibrate' chose %.4g (%.3g x the rule's %.4g): mean-LDS %.2f, "
+                "small-set correlation %.2f", dampings[chosen], FACTORS[chosen], center,
+                table["mean"][chosen], table["small"][chosen])
+    final = chosen if ratio == 1 else len(dampings) + chosen
+    lds, interval = score(final, "large", statistic, "spearman")
+    small_sets, small_interval = score(final, "small", "mean", "pearson")
+    name = statistic if isinstance(statistic, str) else getattr(statistic, "__name__",
+                                                                 "callable")
+    fidelity = Bunch(statistic=name, lds=lds, interval=interval, small_sets=small_sets,
+                     small_sets_interval=small_interval, damping=float(solved[final]),
+                     n_sets=int(n_large), n_small_sets=int(n_sets - n_large),
+                     n_seeds=int(seeds), n_queries=int(n_queries))
+    table = {key: np.asarray(value) for key, value in table.items()}
+    table.update(damping=dampings, factor=FACTORS.copy(), chosen=chosen, rule=center,
+                 n_seeds=seeds, n_sets=n_sets, n_large=n_large, n_queries=n_queries,
+                 query_rows=queries)
+    return Bunch(damping=float(solved[final]), table=Bunch(**table), fidelity=fidelity)
