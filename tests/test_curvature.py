@@ -134,3 +134,26 @@ def test_copies_share_one_eigendecomposition(fitted_net, kind, monkeypatch):
         want = fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks)[0]
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * float(want.abs().max()))
     assert len(calls) == 1  # the fresh fits take Cholesky factors
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_solve_dampings_solves_as_fresh_fits(fitted_net, kind):
+    """Scoring many candidate dampings (damping='calibrate') solves each as a backend
+    fitted with it would: the dense and kernel forms through one float32
+    eigendecomposition made for the call (float32 rounding), the others exactly,
+    and the fitted solver keeps its own damping and factor."""
+    member, X, y, name, options, blocks = _problem(fitted_net, kind)
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    dampings = [1e-3, 0.02, 0.5]
+    got = solver.solve_dampings(blocks, dampings)
+    assert len(got) == len(dampings)
+    dense = name in ("ggn", "exact") and kind != "ggn:kernel+penalty"
+    for damping, solved in zip(dampings, got):
+        want = _flat(fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks))
+        rtol = 1e-4 if dense else 1e-8
+        np.testing.assert_allclose(_flat(solved), want, rtol=rtol,
+                                   atol=rtol * float(want.abs().max()))
+    assert solver.damping == 1e-3
+    fresh = _flat(fit_curvature(name, member, X, y, 1e-3, options).solve_blocks(blocks))
+    np.testing.assert_allclose(_flat(solver.solve_blocks(blocks)), fresh, rtol=1e-8,
+                               atol=1e-10 * float(fresh.abs().max()))

@@ -69,8 +69,9 @@ LARGE, SMALL = 0.3, 0.05
 #: fifth of the rows where that is fewer), removal sets (None: as many as the budget
 #: allows, at most ``max_sets``).
 CALIBRATION_OPTIONS = {"seeds": 4, "queries": 40, "sets": None, "max_sets": 40}
-#: The fewest removal sets of each size a calibration scores (a correlation over sets).
-MIN_SETS = 4
+#: The fewest removal sets of each size a calibration scores (a correlation over sets),
+#: and the fewest query rows it measures.
+MIN_SETS, MIN_QUERIES = 4, 10
 #: The candidates are scored with the first this many attributed members: the noise of
 #: the retrained side (a few seeds) outweighs that of a mean over more members.
 SCORED_MEMBERS = 16
@@ -264,10 +265,11 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     seeds, n_sets = plan_size(len(ens.estimators_), deterministic, budget, options)
     n = len(X_net)
     n_queries = min(options["queries"], n // 5)
-    if n_queries < 3 or n - n_queries < 2 * MIN_SETS:
+    if n_queries < MIN_QUERIES:
         raise CalibrationUnavailable(
-            f"damping='calibrate' needs more training rows than {n}: it measures at least 3 "
-            "query rows and removes sets of the others; use damping='auto'")
+            f"damping='calibrate' needs at least {5 * MIN_QUERIES} training rows, got {n}: it "
+            f"measures a fifth of them ({MIN_QUERIES} at least) and removes sets of the "
+            "others; use damping='auto'")
     rng = check_random_state(int(np.asarray(ens.seeds_).reshape(-1)[0]) % (2**31 - 1))
     classifier = is_classifier(ens)
     queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)

@@ -412,7 +412,8 @@ class InfluenceTransformer(_BaseInfluence):
                 "convergence needs no damping; use damping='auto' (or a float)")
         folder = None
         if self.memory is not None:
-            location = check_memory(self.memory).location
+            memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
+            location = check_memory(memory).location
             folder = None if location is None else Path(location) / "skdtda-calibration"
         result = calibrate(
             self, X, y, self._X_train, self._y_train, center, budget=self.calibration_budget,

@@ -1,0 +1,199 @@
+"""damping='calibrate' (and 'auto' where it is cheap): the damping that best predicts a
+small retraining of the members' own recipe.
+
+The calibration's own scores are checked against an independent, larger
+retraining (other seeds, other sets, other queries): its estimate of each
+candidate's fidelity must track the truth's, and its choice must predict the
+truth about as well as the best candidate does.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import scale
+from skorch import NeuralNetClassifier
+from scipy.stats import spearmanr
+
+from skdtda import DataPruner, InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
+from skdtda.ensemble import _retrain
+from skdtda.evaluation import lds, predict_distributions, random_subsets, retrain_distributions
+from skdtda.influence._calibration import FACTORS
+from skdtda.nets import MLP
+
+
+def _net(epochs=20):
+    return NeuralNetClassifier(MLP, module__hidden_layer_sizes=(16,),
+                               criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                               optimizer__momentum=0.9, lr=0.05, max_epochs=epochs,
+                               batch_size=16, train_split=None, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(n_samples=260, n_features=8, n_informative=5, n_classes=3,
+                               n_clusters_per_class=1, flip_y=0.05, random_state=0)
+    X = scale(X)
+    return X[:200], y[:200], X[200:], y[200:]
+
+
+@pytest.fixture(scope="module")
+def ensemble(data):
+    X, y, _, _ = data
+    return SeedEnsembleClassifier(_net(), n_seeds=8, random_state=0).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def calibrated(data, ensemble):
+    X, y, _, _ = data
+    return InfluenceTransformer(ensemble, damping="calibrate",
+                                calibration_budget=6).fit(X, y)
+
+
+def test_calibrate_records_each_candidate_and_the_fidelity(calibrated):
+    table, fidelity = calibrated.calibration_, calibrated.fidelity_
+    assert len(table.damping) == len(FACTORS) == len(table.mean) == len(table.objective)
+    np.testing.assert_allclose(table.damping, table.rule * FACTORS)
+    assert calibrated.damping_ == pytest.approx(table.damping[table.chosen])
+    assert table.n_seeds == 4 and table.n_sets == 11 and table.n_large == 6
+    assert table.n_queries == 40 and len(np.unique(table.query_rows)) == 40
+    assert np.all(np.isfinite(table.mean)) and np.all(np.abs(table.mean) <= 1)
+    for estimate, (low, high) in zip(table.mean, table.mean_interval):
+        assert low <= estimate <= high
+    assert fidelity.statistic == "mean" and fidelity.damping == calibrated.damping_
+    assert fidelity.interval[0] <= fidelity.lds <= fidelity.interval[1]
+    assert fidelity.lds == pytest.approx(table.mean[table.chosen])
+    assert (fidelity.n_sets, fidelity.n_small_sets, fidelity.n_seeds) == (6, 5, 4)
+
+
+def test_the_calibration_tracks_an_independent_retraining(data, ensemble, calibrated):
+    """The truth: 32 other seeds, 12 other 30% removals, 60 held-out queries. The
+    calibration's mean-LDS of each candidate ranks the candidates as the truth does,
+    and its choice is within 0.05 of the best candidate's truth."""
+    X, y, X_q, y_q = data
+    remove = random_subsets(len(X), 12, keep_fraction=0.7, random_state=1)
+    truth = retrain_distributions(ensemble, X, y, X_q, y_q, remove=remove, n_seeds=32,
+                                  random_state=5)
+    fixed = InfluenceTransformer(ensemble, damping=float(calibrated.damping_)).fit(X, y)
+    scores = []
+    for damping in calibrated.calibration_.damping:
+        fixed.curvatures_ = [c.with_damping(damping) for c in fixed.curvatures_]
+        fixed.damping_ = damping
+        scores.append(lds(predict_distributions(fixed, X_q, y_q, remove=remove), truth))
+    scores = np.asarray(scores)
+    assert spearmanr(scores, calibrated.calibration_.mean)[0] > 0.6
+    assert scores[calibrated.calibration_.chosen] >= scores.max() - 0.05
+
+
+def test_spread_statistics_keep_their_multiple_of_the_calibrated_damping(data, ensemble,
+                                                                          calibrated):
+    X, y, _, _ = data
+    spread = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                  statistic="variance").fit(X, y)
+    # the same retraining and choice; the variance takes 3x (dense GGN)
+    assert spread.calibration_.chosen == calibrated.calibration_.chosen
+    assert spread.damping_ == pytest.approx(3 * calibrated.damping_)
+    assert spread.fidelity_.statistic == "variance"
+    assert spread.fidelity_.damping == pytest.approx(spread.damping_)
+
+
+def test_memory_keeps_the_retrained_sets(data, ensemble, tmp_path, monkeypatch):
+    X, y, _, _ = data
+    first = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                 memory=tmp_path).fit(X, y)
+    calls = []
+    original = _retrain._fit_and_measure
+    monkeypatch.setattr(_retrain, "_fit_and_measure",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    again = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                 memory=str(tmp_path)).fit(X, y)
+    assert calls == []
+    assert again.damping_ == first.damping_
+    np.testing.assert_array_equal(again.calibration_.mean, first.calibration_.mean)
+
+
+def test_auto_calibrates_where_it_is_cheap_and_keeps_the_rule_elsewhere(data, ensemble,
+                                                                       caplog):
+    X, y, _, _ = data
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        auto = InfluenceTransformer(ensemble, calibration_budget=6).fit(X, y)
+    assert auto.calibration_ is not None and "damping='calibrate' chose" in caplog.text
+    rule = InfluenceTransformer(ensemble, calibration_budget=0).fit(X, y)
+    assert rule.calibration_ is None and rule.fidelity_ is None
+    assert auto.calibration_.rule == pytest.approx(rule.damping_)
+    # the default budget cannot afford 8 sets of 4 seeds with 8 members: the rule, and why
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        small = InfluenceTransformer(ensemble).fit(X, y)
+    assert small.calibration_ is None and small.damping_ == rule.damping_
+    assert "keeps its rule and does not calibrate: calibration_budget=3" in caplog.text
+
+
+def test_calibrate_inside_a_grid_search_and_a_pruner(data, ensemble):
+    X, y, _, _ = data
+    pruner = DataPruner(InfluenceTransformer(ensemble, damping="calibrate",
+                                             calibration_budget=6), fraction=0.1)
+    pruner.fit(X, y)
+    assert pruner.sample_mask_.sum() == 180
+    from skdtda.evaluation import make_lds_scorer, query_folds
+
+    X_q, y_q = X[:30], y[:30]
+    remove = random_subsets(len(X), 6, keep_fraction=0.7, random_state=2)
+    truth = retrain_distributions(ensemble, X, y, X_q, y_q, remove=remove, n_seeds=8,
+                                  random_state=3)
+    X_all, y_all, cv = query_folds(X, y, X_q, y_q, n_splits=2, random_state=0)
+    search = GridSearchCV(InfluenceTransformer(ensemble, calibration_budget=6),
+                          {"damping": ["calibrate", 1e-3]}, cv=cv, refit=False,
+                          scoring=make_lds_scorer(truth, remove=remove, X_query=X_q,
+                                                  y_query=y_q))
+    search.fit(X_all, y_all)
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"calibration_budget": 1}, r"calibration_budget=1 allows 1 retrained removal sets of 4 "
+                                r"seeds .* raise calibration_budget to at least 4.5"),
+    ({"calibration_options": {"seeds": 1}}, "needs at least 2 retrained seeds"),
+    ({"calibration_options": {"folds": 3}}, "calibration_options takes"),
+    ({"calibration_options": {"sets": 5}}, r"calibration_options\['sets'\]=5 must be"),
+    ({"calibration_options": {"sets": 100}}, "allows 11 retrained removal sets .* asked "
+                                             "for 100"),
+])
+def test_bad_calibration_settings_are_refused_clearly(data, ensemble, settings, message):
+    X, y, _, _ = data
+    settings = {"calibration_budget": 6, **settings}
+    with pytest.raises(ValueError, match=message):
+        InfluenceTransformer(ensemble, damping="calibrate", **settings).fit(X, y)
+
+
+def test_too_few_rows_to_calibrate(ensemble):
+    X, y = make_classification(n_samples=30, n_features=8, n_informative=5, n_classes=3,
+                               n_clusters_per_class=1, random_state=0)
+    ens = SeedEnsembleClassifier(_net(3), n_seeds=8, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="needs at least 50 training rows, got 30"):
+        InfluenceTransformer(ens, damping="calibrate", calibration_budget=6).fit(X, y)
+    # damping='auto' keeps its rule there
+    assert InfluenceTransformer(ens, calibration_budget=6).fit(X, y).calibration_ is None
+
+
+def test_one_member_models(data):
+    """A model solved to convergence: its penalised objective needs no damping, which
+    calibrate says; an unpenalised one calibrates with its one member (exact
+    retraining), given the budget for it."""
+    X, y, _, _ = data
+    ens = SeedEnsembleClassifier(LogisticRegression(), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="needs no damping"):
+        InfluenceTransformer(ens, damping="calibrate").fit(X, y)
+    target = X @ np.arange(1.0, 9.0) + np.random.RandomState(0).normal(size=len(X))
+    reg = SeedEnsembleRegressor(LinearRegression()).fit(X, target)
+    with pytest.raises(ValueError, match="allows 2 retrained removal sets of 1 seed .* at "
+                                         "least 9"):
+        InfluenceTransformer(reg, damping="calibrate").fit(X, target)
+    fitted = InfluenceTransformer(reg, damping="calibrate", calibration_budget=9).fit(X, target)
+    assert fitted.calibration_.n_seeds == 1 and fitted.calibration_.n_sets == 8
+    # a linear model's first-order prediction of its own exact retraining is near perfect
+    assert fitted.fidelity_.lds > 0.9
