@@ -47,35 +47,46 @@ def _rank_table(scores, y_train, top):
     return "\n".join(lines)
 
 
-def _figure(path, dataset, query, y_query, before, scores, images, y_train, top):
-    """Before/after loss distributions of each statistic's top row, and what those rows are."""
+def _removal_sets(score, before_std, delta, n_train):
+    """The top-``k`` rows by ``score`` (largest first), for the smallest ``k`` of 5, 10,
+    20, ... (at most a tenth of the rows) whose predicted change of the mean is at
+    least half the spread over seeds: a removal whose effect shows."""
+    order = np.argsort(-score, kind="stable")
+    k = 5
+    while k < n_train // 10:
+        shift = delta[:, order[:k]].sum(axis=1).mean()
+        if abs(shift) >= 0.5 * before_std:
+            break
+        k *= 2
+    return order[:min(k, max(n_train // 10, 1))]
+
+
+def _figure(path, dataset, query, y_query, before, removals, images, y_train, scores, top):
+    """Each statistic's top-k removal: the loss distribution before, predicted after and
+    retrained after; and what the top rows are."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from skdtda.plotting import (plot_distribution_shift, plot_score_distribution,
-                                 plot_top_influential)
+    from skdtda.plotting import plot_distribution_shift, plot_top_influential
 
-    fig = plt.figure(figsize=(13, 6.5 if images is not None else 7.5), layout="constrained")
-    upper, lower = fig.subfigures(2, 1, height_ratios=[1.4, 1] if images is not None else [1, 1])
-    upper.suptitle(f"{dataset}: loss of test row {query} (label {y_query}) over seeds, "
-                   "before and after removing each statistic's most influential training row")
-    for ax, (name, (score, after)) in zip(upper.subplots(1, len(scores)), scores.items()):
-        k = int(np.argmax(np.abs(score)))
-        plot_distribution_shift(before, {f"without #{k}": after[:, k]}, xlabel="test loss",
-                                ax=ax)
-        ax.set_title(f"top row by {name} influence")
-    if images is not None:
-        for sub, (name, (score, _)) in zip(lower.subfigures(1, len(scores)), scores.items()):
+    fig = plt.figure(figsize=(13, 7 if images is not None else 4.5), layout="constrained")
+    upper, lower = (fig.subfigures(2, 1, height_ratios=[1.3, 1]) if images is not None
+                    else (fig, None))
+    upper.suptitle(f"{dataset}: loss of test row {query} (label {y_query}) over seeds, before "
+                   "and after removing each statistic's top rows: predicted, and retrained")
+    for ax, (name, (rows, predicted, retrained)) in zip(
+            upper.subplots(1, len(removals)), removals.items()):
+        plot_distribution_shift(before, {f"predicted without {len(rows)}": predicted,
+                                         f"retrained without {len(rows)}": retrained},
+                                xlabel="test loss", ax=ax)
+        ax.set_title(f"top {len(rows)} rows by {name} influence")
+    if lower is not None:
+        for sub, (name, score) in zip(lower.subfigures(1, len(scores)), scores.items()):
             plot_top_influential(images, score, k=min(top, 4), labels=y_train, absolute=True,
                                  ncols=min(top, 4), fig=sub)
             sub.suptitle(f"top {min(top, 4)} by |{name}| (label, score)")
-    else:
-        ax = lower.subplots()
-        plot_score_distribution({name: score for name, (score, _) in scores.items()},
-                                symlog=True, ax=ax)
-        ax.set_title(f"scores of all training rows for test row {query}")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -115,6 +126,7 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     """
     from pathlib import Path
 
+    from sklearn.base import clone
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
@@ -143,13 +155,27 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     losses = ens.measure(X_test, y_test, "loss")
     queries = np.argsort(-losses.std(axis=0))[:n_queries]
     tic = time.perf_counter()
-    influence = InfluenceTransformer(ens, verbose=verbose).fit(X_train, y_train)
+    # damping="auto" calibrates its damping on a small retraining where that is cheap; a
+    # budget of at least 8 removal sets of 4 seeds, whatever n_seeds, so that it can
+    influence = InfluenceTransformer(ens, calibration_budget=max(3.0, 36 / n_seeds),
+                                     verbose=verbose).fit(X_train, y_train)
     delta = influence.influence_samples(X_test[queries], y_test[queries])
-    # "auto" curvature records its choice in curvature_ (older versions had no "auto").
-    curvature = getattr(influence, "curvature_", influence.curvature)
-    print(f"per-seed influence ({curvature} curvature, damping {influence.damping_:g}) of "
-          f"{len(X_train)} training rows on {n_queries} test losses in "
-          f"{time.perf_counter() - tic:.1f} s")
+    print(f"per-seed influence ({influence.curvature_} curvature, damping "
+          f"{influence.damping_:.3g}) of {len(X_train)} training rows on {n_queries} test "
+          f"losses in {time.perf_counter() - tic:.1f} s")
+    fidelity = influence.fidelity_
+    if fidelity is not None:
+        low, high = fidelity.interval
+        small_low, small_high = fidelity.small_sets_interval
+        print(f"fidelity, against a retraining of {fidelity.n_sets + fidelity.n_small_sets} "
+              f"random removal sets with {fidelity.n_seeds} seeds (1 is perfect):\n"
+              f"  removals of 30% of the rows: LDS of the mean loss {fidelity.lds:.2f} "
+              f"[{low:.2f}, {high:.2f}]\n  removals of 5%: correlation of the change of the "
+              f"mean loss {fidelity.small_sets:.2f} [{small_low:.2f}, {small_high:.2f}]\n"
+              f"  (95% intervals over {fidelity.n_queries} training rows used as queries)")
+    else:
+        print("fidelity: not measured (the calibration's retraining was not affordable here; "
+              "see the log)")
     first = None
     for q, query in enumerate(queries):
         m = losses[:, query]
@@ -162,10 +188,27 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
         print(f"  most influential training rows by |score| under each statistic "
               f"(#row (label) score):\n{_rank_table(scores, y_train, top)}")
         if first is None:
-            first = (query, m, {name: (s, after) for name, s in scores.items()})
+            first = (query, m, delta[:, q, :], scores)
     print("\nscores: mean / variance = predicted change of that statistic of the test loss "
           "over seeds when the row is\nremoved (positive: removing it raises it); "
           "wasserstein = W2 distance between the loss distributions\nbefore and after.")
+
+    # The check the scores are for: remove each statistic's top rows and retrain.
+    query, m, query_delta, scores = first
+    removals = {}
+    print(f"\ntest row {query}: removing each statistic's top rows, predicted against "
+          f"retrained ({n_seeds} seeds, the same seeds)")
+    for name in ("mean", "variance"):  # a set of top W2 rows moves the loss both ways
+        score = scores[name]
+        rows = _removal_sets(score, m.std(), query_delta, len(X_train))
+        predicted = m + query_delta[:, rows].sum(axis=1)
+        keep = np.setdiff1d(np.arange(len(X_train)), rows)
+        retrained = clone(ens).set_params(verbose=0).fit(X_train[keep], y_train[keep]).measure(
+            X_test[[query]], y_test[[query]], "loss")[:, 0]
+        removals[name] = (rows, predicted, retrained)
+        print(f"  top {len(rows):>3} by {name:<11s} mean {m.mean():.3f} -> predicted "
+              f"{predicted.mean():.3f}, retrained {retrained.mean():.3f};  std {m.std():.3f} "
+              f"-> predicted {predicted.std():.3f}, retrained {retrained.std():.3f}")
 
     figure = None
     if plot and first is not None:
@@ -177,8 +220,8 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
             folder = Path(output_dir)
             folder.mkdir(parents=True, exist_ok=True)
             figure = (folder / f"skdtda_demo_{dataset}.png").resolve()
-            query, m, scores = first
-            _figure(figure, dataset, query, y_test[query], m, scores, images, y_train, top)
+            _figure(figure, dataset, query, y_test[query], m, removals, images, y_train,
+                    scores, top)
             print(f"\nfigure written to {figure}")
     return ens, delta, figure
 

@@ -16,6 +16,11 @@ def test_demo_command_runs(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "trained 3 seeds" in out
     assert re.search(r"per-seed influence \((\w+) curvature, damping", out)
+    # the calibration's fidelity, with its intervals
+    assert re.search(r"removals of 30% of the rows: LDS of the mean loss -?\d\.\d\d "
+                     r"\[-?\d\.\d\d, -?\d\.\d\d\]", out)
+    # the top rows' removal, predicted against retrained
+    assert re.search(r"top +\d+ by mean +mean \d+\.\d+ -> predicted \d+\.\d+, retrained", out)
     assert out.count("most influential training rows") == 2
     # Each table: a header naming the three statistics, then one line per rank.
     assert out.count("rank | mean") == 2 and "| variance" in out and "| wasserstein" in out
