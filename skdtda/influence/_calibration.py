@@ -36,6 +36,7 @@ solve of the queries' gradients.
 
 import logging
 import time
+import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -45,7 +46,8 @@ import torch
 from sklearn.base import clone, is_classifier
 from sklearn.utils import Bunch, check_random_state
 
-from .._agreement import distribution_change, per_query_correlation, query_interval
+from .._agreement import (distribution_change, noise_ceiling, per_query_correlation,
+                          query_interval)
 from .._cache import settings_key
 from .._loops import chunks, progress
 from ..ensemble import member_nets, retrain_sets
@@ -214,6 +216,29 @@ def _smooth(values):
     return out
 
 
+def _ceiling(actual, statistic, q, method, seeds, deterministic):
+    """How well the calibration's few retrained seeds can agree with any prediction: the
+    noise ceiling of their changes (split-half, Spearman-Brown); 1 for a deterministic
+    model's exact retraining, None below 4 seeds."""
+    if deterministic:
+        return 1.0
+    if seeds < 4:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(noise_ceiling(actual, statistic, q=q, method=method,
+                                   random_state=0).ceiling)
+
+
+def _disattenuated(value, ceiling):
+    """A correlation against the few seeds' noisy changes, divided by their ceiling: the
+    correlation expected against a retraining with many seeds (classical test theory),
+    within [-1, 1]; as measured where the ceiling is unknown or vanishes."""
+    if ceiling is None or not ceiling > 0 or not np.isfinite(value):
+        return value
+    return float(np.clip(value / ceiling, -1, 1))
+
+
 def choose(objective, factors):
     """Index of the chosen candidate: the smoothed objective less :data:`PENALTY` per
     decade away from the rule's value (``factors`` = 1), largest first."""
@@ -329,14 +354,20 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
                 "small-set correlation %.2f", dampings[chosen], FACTORS[chosen], center,
                 table["mean"][chosen], table["small"][chosen])
     final = chosen if ratio == 1 else len(dampings) + chosen
-    lds, interval = score(final, "large", statistic, "spearman")
-    small_sets, small_interval = score(final, "small", "mean", "pearson")
     name = statistic if isinstance(statistic, str) else getattr(statistic, "__name__",
                                                                  "callable")
-    fidelity = Bunch(statistic=name, lds=lds, interval=interval, small_sets=small_sets,
-                     small_sets_interval=small_interval, damping=float(solved[final]),
-                     n_sets=int(n_large), n_small_sets=int(n_sets - n_large),
-                     n_seeds=int(seeds), n_queries=int(n_queries))
+    fidelity = Bunch(statistic=name, damping=float(solved[final]), n_sets=int(n_large),
+                     n_small_sets=int(n_sets - n_large), n_seeds=int(seeds),
+                     n_queries=int(n_queries))
+    for key, part, stat, method in (("lds", "large", statistic, "spearman"),
+                                    ("small_sets", "small", "mean", "pearson")):
+        measured, interval = score(final, part, stat, method)
+        ceiling = _ceiling((actual[0], actual[1][parts[part]]), stat, q, method, seeds,
+                           deterministic)
+        fidelity.update({key: _disattenuated(measured, ceiling),
+                         f"{key}_interval" if key != "lds" else "interval": tuple(
+                             _disattenuated(bound, ceiling) for bound in interval),
+                         f"{key}_measured": measured, f"{key}_ceiling": ceiling})
     table = {key: np.asarray(value) for key, value in table.items()}
     table.update(damping=dampings, factor=FACTORS.copy(), chosen=chosen, rule=center,
                  n_seeds=seeds, n_sets=n_sets, n_large=n_large, n_queries=n_queries,

@@ -241,14 +241,17 @@ class InfluenceTransformer(_BaseInfluence):
         top), ``n_seeds``, ``n_sets``, ``n_large``, ``n_queries`` and
         ``query_rows``. Intervals are 95% over the query rows. None otherwise.
     fidelity_ : Bunch or None
-        With ``damping="calibrate"``, how well the fitted transformer predicts
-        the calibration's retraining at ``damping_``: ``lds`` of ``statistic``
-        over the large removal sets with its 95% ``interval``,
-        ``small_sets`` (the correlation of the change of the mean over the
-        small sets, leave-one-out's regime) with ``small_sets_interval``, and
-        the retraining's size (``n_sets``, ``n_small_sets``, ``n_seeds``,
-        ``n_queries``). Its queries are training rows that no set removed. None
-        otherwise.
+        Where the damping was calibrated, how well the fitted transformer
+        predicts the calibration's retraining at ``damping_``: ``lds`` of
+        ``statistic`` over the large removal sets with its 95% ``interval``,
+        and ``small_sets`` (the correlation of the change of the mean over the
+        small sets, leave-one-out's regime) with ``small_sets_interval``. Both
+        are corrected for the noise of the few retrained seeds (divided by
+        their noise ceiling, ``lds_ceiling`` and ``small_sets_ceiling``: what
+        a retraining with many seeds would show); ``lds_measured`` and
+        ``small_sets_measured`` are the raw values. Also the retraining's size
+        (``n_sets``, ``n_small_sets``, ``n_seeds``, ``n_queries``). Its queries
+        are training rows that no set removed. None otherwise.
     retraining_ : str
         The retraining predicted: ``retraining``, or what ``"auto"`` chose.
     curvatures_ : list
