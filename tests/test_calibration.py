@@ -199,4 +199,5 @@ def test_one_member_models(data):
     fitted = InfluenceTransformer(reg, damping="calibrate", calibration_budget=9).fit(X, target)
     assert fitted.calibration_.n_seeds == 1 and fitted.calibration_.n_sets == 8
     # a linear model's first-order prediction of its own exact retraining is near perfect
-    assert fitted.fidelity_.lds > 0.9 and fitted.fidelity_.lds_ceiling == 1
+    assert fitted.fidelity_.small_sets > 0.99 and fitted.fidelity_.lds_ceiling == 1
+    assert fitted.fidelity_.lds >= 0.8  # a Spearman correlation over 4 sets

@@ -58,20 +58,31 @@ class KroneckerCurvature(Curvature):
         passes). ``"auto"``: every column for at most
         :data:`~skdtda.model.AUTO_EXACT_COLUMNS` outputs, else one
         combination.
+    layer_damping : {"uniform", "relative"}, default="uniform"
+        ``"uniform"``: every layer takes ``damping``. ``"relative"``: layer ``l``
+        takes ``damping * m_l / m``, with ``m_l`` its own mean eigenvalue and
+        ``m`` the mean over all attributed parameters (so the damping averages to
+        ``damping`` over the parameters): layers whose curvature is on another
+        scale (a CNN's convolutions and its head) are damped in proportion.
+        kronfluence's rule, 0.1 x each layer's mean eigenvalue, is
+        ``"relative"`` at 0.1 x :meth:`mean_eigenvalue`.
     chunk : int
         Rows per pass, bounding memory.
     """
 
     layered = True
     newton_sets = True
-    options = ("samples",)
+    options = ("samples", "layer_damping")
 
-    def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512):
+    def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512,
+                 layer_damping="uniform"):
         if not isinstance(member, LayeredMember):
             raise ValueError("KroneckerCurvature needs a LayeredMember")
+        if layer_damping not in ("uniform", "relative"):
+            raise ValueError(f"layer_damping={layer_damping!r} must be 'uniform' or 'relative'")
         self.member = member
         self.damping = damping
-        self.samples = samples
+        self.samples, self.layer_damping = samples, layer_damping
         self.corrected, self.chunk = corrected, chunk
         specs = member.layers
         X, y = member.tensors(X, y)
@@ -116,6 +127,13 @@ class KroneckerCurvature(Curvature):
                 if f["q_a"] is not None:
                     out = out @ f["q_a"].double().pow(2)
                 self.penalty[i] = out.to(f["eig"].dtype)
+        # each layer's share of the damping: its mean eigenvalue over the overall mean
+        sums = [float(f["eig"].double().sum()) + (0.0 if p is None else float(p.double().sum()))
+                for f, p in zip(self.factors, self.penalty)]
+        sizes = [f["eig"].numel() for f in self.factors]
+        overall = sum(sums) / sum(sizes)
+        self.layer_scale = [1.0 if layer_damping == "uniform" or not overall > 0
+                            else (total / size) / overall for total, size in zip(sums, sizes)]
         # Kept in the member's dtype only: for a float32 net of 1M parameters and 16
         # seeds the float64 eigenbases alone would hold about a GiB.
         self.factors = [{key: None if value is None else value.to(member.dtype)
@@ -162,9 +180,10 @@ class KroneckerCurvature(Curvature):
                                                generator=generator)
 
     @classmethod
-    def fit(cls, name, member, X, y, damping, samples="auto"):
+    def fit(cls, name, member, X, y, damping, samples="auto", layer_damping="uniform"):
         """K-FAC (``name="kfac"``) or EK-FAC (``"ekfac"``) of the member."""
-        return cls(member, X, y, damping, corrected=name == "ekfac", samples=samples)
+        return cls(member, X, y, damping, corrected=name == "ekfac", samples=samples,
+                   layer_damping=layer_damping)
 
     def mean_eigenvalue(self):
         """``trace / P`` of the Kronecker curvature (the refitted eigenvalues for EK-FAC)
@@ -183,7 +202,8 @@ class KroneckerCurvature(Curvature):
         for keep in keeps:
             yield KroneckerCurvature(self.member.with_penalty_scaled(len(keep) / int(keep.sum())),
                                      X[keep], y[keep], self.damping, corrected=self.corrected,
-                                     samples=self.samples, chunk=self.chunk)
+                                     samples=self.samples, chunk=self.chunk,
+                                     layer_damping=self.layer_damping)
 
     def solve_blocks(self, blocks):
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
@@ -206,9 +226,10 @@ class KroneckerCurvature(Curvature):
 
     def _solve_rotated(self, rotated_blocks):
         """Divide blocks already in the eigenbases by the damped eigenvalues, rotate back."""
-        shift = self.damping + self.member.weight_decay
         out = []
-        for rotated, f, penalty in zip(rotated_blocks, self.factors, self.penalty):
+        for rotated, f, penalty, scale in zip(rotated_blocks, self.factors, self.penalty,
+                                              self.layer_scale):
+            shift = self.damping * scale + self.member.weight_decay
             denom = f["eig"] + shift
             floor = shift
             if penalty is not None:
