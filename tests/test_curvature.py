@@ -157,3 +157,20 @@ def test_solve_dampings_solves_as_fresh_fits(fitted_net, kind):
     fresh = _flat(fit_curvature(name, member, X, y, 1e-3, options).solve_blocks(blocks))
     np.testing.assert_allclose(_flat(solver.solve_blocks(blocks)), fresh, rtol=1e-8,
                                atol=1e-10 * float(fresh.abs().max()))
+
+
+def test_relative_layer_damping_is_kronfluences_per_module_rule(fitted_net):
+    """layer_damping='relative' at 0.1 x the mean eigenvalue damps each layer by 0.1 x
+    its own mean eigenvalue (kronfluence's heuristic): each layer's block solves as a
+    uniform fit damped by that layer's own value."""
+    member, X, y, _, _, blocks = _problem(fitted_net, "ekfac")
+    uniform = fit_curvature("ekfac", member, X, y, 1.0, {"samples": None})
+    eigs = [f["eig"].double() for f in uniform.factors]
+    overall = float(sum(e.sum() for e in eigs)) / sum(e.numel() for e in eigs)
+    relative = fit_curvature("ekfac", member, X, y, 0.1 * overall,
+                             {"samples": None, "layer_damping": "relative"})
+    got = relative.solve_blocks(blocks)
+    assert len(eigs) > 1 and len({round(s, 6) for s in relative.layer_scale}) > 1
+    for i, e in enumerate(eigs):
+        want = uniform.with_damping(0.1 * float(e.mean())).solve_blocks(blocks)[i]
+        torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-8)
