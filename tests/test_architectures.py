@@ -273,13 +273,15 @@ def test_modules_selects_layers_and_single_layer_ekfac_is_the_exact_ggn(float64)
 
 
 def test_auto_takes_ekfac_on_a_cnn_beyond_the_dense_budget():
-    X, y = _data("digits", 64, n=400)  # 6,058 parameters; 4000 kernel rows: too many
+    # 3,658 parameters: the dense GGN's 1000 x 10 x P^2 = 1.3e11 multiply-adds and the
+    # kernel form's 10,000 rows are both beyond the budget
+    X, y = _data("digits", 64, n=1000)
     ens = SeedEnsembleClassifier(_net(DigitsCNN, max_epochs=1), n_seeds=2,
                                  random_state=0).fit(X, y)
     influence = InfluenceTransformer(ens).fit(X, y)
     assert influence.curvature_ == "ekfac"
     assert influence.fixed_parameters_ == {}
-    assert influence.transform(X[:3]).shape == (3, 400)
+    assert influence.transform(X[:3]).shape == (3, 1000)
 
 
 def test_cg_on_attention_runs_or_names_the_op(fitted):
