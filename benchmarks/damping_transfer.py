@@ -78,12 +78,16 @@ def study(name, truth_folder, curvatures):
     result = {"recipe": name, "group": r.group, "what": r.what, "model": r.model,
               "fit_seconds": fit_seconds, "ceiling": ceilings(truth_loo, truth_lds),
               "curvatures": {}}
-    for curvature in curvatures:
+    for spec in curvatures:
+        # "ekfac:relative": EK-FAC with each layer damped in proportion to its curvature
+        curvature, _, layer_damping = spec.partition(":")
         kwargs = dict(curvature=curvature, measurement=r.measurement)
+        if layer_damping:
+            kwargs["curvature_options"] = {"layer_damping": layer_damping}
         tic = time.perf_counter()
         auto = InfluenceTransformer(ens, damping="auto", **kwargs).fit(r.X_train, r.y_train)
         auto_seconds = time.perf_counter() - tic
-        resolved = auto.curvature_
+        resolved = auto.curvature_ + (f":{layer_damping}" if layer_damping else "")
         if resolved in result["curvatures"]:
             continue
         spread = InfluenceTransformer(ens, damping="auto", statistic="variance",
@@ -107,7 +111,9 @@ def main(argv=None):
     parser.add_argument("--truth", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--recipes", default=",".join(recipes.CHOICE))
-    parser.add_argument("--curvatures", default="auto,ekfac")
+    parser.add_argument("--curvatures", default="auto,ekfac",
+                        help="comma-separated; 'name:relative' damps each K-FAC/EK-FAC layer "
+                             "in proportion to its mean eigenvalue")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)

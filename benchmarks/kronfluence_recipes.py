@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import recipes
+from _architectures import MODELS
 from damping_transfer import ceilings
 from skdtda.evaluation import Distributions, lds, loo_correlation, removal_masks
 
@@ -64,10 +65,16 @@ def kronfluence_delta(ens, r, damping, python):
                  y_train=y_tr.astype(np_dtype) if regression else y_tr,
                  X_query=r.X_query.astype(np_dtype),
                  y_query=y_q.astype(np_dtype) if regression else y_q)
-        torch.save(modules, os.path.join(folder, "modules.pt"))
+        meta = {"task": "regression" if regression else "classification",
+                "measurement": r.measurement}
+        architecture = type(modules[0]).__name__
+        if architecture in MODELS:  # rebuilt from its class (kronfluence wraps its layers)
+            torch.save([m.state_dict() for m in modules], os.path.join(folder, "members.pt"))
+            meta.update(model=architecture, kwargs={})
+        else:
+            torch.save(modules, os.path.join(folder, "modules.pt"))
         with open(os.path.join(folder, "meta.json"), "w") as f:
-            json.dump({"task": "regression" if regression else "classification",
-                       "measurement": r.measurement}, f)
+            json.dump(meta, f)
         worker = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "_kronfluence_worker.py")
         proc = subprocess.run([python, worker, folder, "--damping", damping, "--batch", "300"],

@@ -142,6 +142,12 @@ def test_calibrate_inside_a_grid_search_and_a_pruner(data, ensemble):
                                              calibration_budget=6), fraction=0.1)
     pruner.fit(X, y)
     assert pruner.sample_mask_.sum() == 180
+    from sklearn.linear_model import LogisticRegression as Downstream
+
+    from skdtda import PrunedEstimator
+
+    pruned = PrunedEstimator(pruner, Downstream()).fit(X, y)
+    assert len(pruned.pruner_.sample_indices_) == 180 and pruned.score(X, y) > 0.5
     from skdtda.evaluation import make_lds_scorer, query_folds
 
     X_q, y_q = X[:30], y[:30]
