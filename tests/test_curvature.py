@@ -21,7 +21,7 @@ from skdtda.model import L2Penalty, functional_member
 from skdtda.nets import MLP
 
 KINDS = ["ggn:dense", "exact", "ggn:kernel", "ggn:kernel+penalty", "ggn:dense+penalty",
-         "kfac", "ekfac", "cg"]
+         "kfac", "ekfac", "cg", "pcg"]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,13 @@ def _problem(fitted_net, kind):
     if penalised:  # weights penalised, biases not: a parameter-wise D
         net.l2_penalty_ = L2Penalty({n: 0.02 for n, _ in net.module_.named_parameters()
                                      if n.endswith("weight")}, normalised=True)
-    layered = name in ("kfac", "ekfac")
+    layered = name in ("kfac", "ekfac", "pcg")
     member = functional_member(net, "loss", "classifier", layered=layered,
                                probe_X=X[:8] if layered else None)
     X_net, y_net = (t.numpy() for t in member.tensors(X, y))
     options = {"form": form} if form else {"samples": None} if layered else None
+    if name == "pcg":
+        options["maxiter"] = 3
     v = torch.randn(3, member.n_params, generator=torch.Generator().manual_seed(1),
                     dtype=torch.float64)
     blocks = ([torch.stack(b) for b in zip(*(member.to_blocks(row) for row in v))]

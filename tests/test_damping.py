@@ -166,7 +166,7 @@ def _ggn_mean_eigenvalue(member, X, y):
     return total / len(X) / member.n_params + member.weight_decay
 
 
-@pytest.mark.parametrize("kind", ["ggn:dense", "ggn:kernel", "ekfac", "kfac", "cg"])
+@pytest.mark.parametrize("kind", ["ggn:dense", "ggn:kernel", "ekfac", "kfac", "cg", "pcg"])
 def test_mean_eigenvalue_and_redamping_of_every_backend(iris, float64, kind):
     """Each backend's trace / P against brute force (EK-FAC with every root column
     sums the exact GGN's diagonal in its eigenbasis; CG estimates it from 16 random
@@ -179,7 +179,7 @@ def test_mean_eigenvalue_and_redamping_of_every_backend(iris, float64, kind):
     net = _net(epochs=8, optimizer__weight_decay=1e-3)
     ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
     curvature, _, form = kind.partition(":")
-    layered = curvature in ("kfac", "ekfac")
+    layered = curvature in ("kfac", "ekfac", "pcg")
     member = FunctionalMember(ens.estimators_[0], "loss", "classifier", layered=layered,
                               probe_X=X[:8].astype(np.float32) if layered else None)
     X_net, y_net = (t.numpy() for t in member.tensors(X, ens._net_targets(y)))
@@ -188,7 +188,7 @@ def test_mean_eigenvalue_and_redamping_of_every_backend(iris, float64, kind):
     truth = _ggn_mean_eigenvalue(member, X_net, y_net)
     if curvature == "cg":
         assert solver.mean_eigenvalue() == pytest.approx(truth, rel=0.35)
-    elif curvature == "ekfac" or form:
+    elif curvature in ("ekfac", "pcg") or form:
         assert solver.mean_eigenvalue() == pytest.approx(truth, rel=1e-8)
     solver.set_damping(0.05)
     fresh = fit_curvature(curvature, member, X_net, y_net, 0.05, options)

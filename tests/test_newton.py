@@ -79,7 +79,8 @@ def test_newton_is_exact_leave_one_out_on_ridge_regression(ridge, curvature, opt
 
 
 @pytest.mark.parametrize("curvature, options", SOLVERS + [
-    ("cg", {"maxiter": 50, "tol": 1e-13}), ("kfac", None), ("ekfac", None)])
+    ("cg", {"maxiter": 50, "tol": 1e-13}), ("pcg", {"maxiter": 50, "tol": 1e-13}),
+    ("kfac", None), ("ekfac", None)])
 def test_newton_is_exact_for_removal_sets_on_ridge_regression(ridge, curvature, options):
     ens, X, y, A, theta, queries = ridge
     n = len(X)

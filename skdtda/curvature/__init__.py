@@ -11,22 +11,26 @@
   over every supported layer (Linear, Conv1d/2d, Embedding/Bag) wherever it
   sits in the module, the other parameters held fixed;
 - ``"cg"``: conjugate gradients with exact GGN-vector products (matrix-free);
+- ``"pcg"``: EK-FAC refined by a few conjugate-gradient steps on the exact GGN of the
+  same layers (EK-FAC as the preconditioner);
 - ``"identity"``: H = I, a gradient dot product.
 """
 
 from ._base import Curvature, FlatCurvature
 from ._cg import CGCurvature
 from ._dense import EigenCurvature
-from ._fit import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, BACKENDS, CURVATURES, LAYERED, NEWTON_ROWS,
-                   NEWTON_SETS, fit_curvature, resolve_curvature, solve_blocks, solve_grads)
+from ._fit import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, BACKENDS, CURVATURES, KRONECKER, LAYERED,
+                   NEWTON_ROWS, NEWTON_SETS, fit_curvature, resolve_curvature, solve_blocks,
+                   solve_grads)
 from ._identity import IdentityCurvature
 from ._kernel import KernelCurvature
 from ._kfac import KroneckerCurvature
 from ._newton import woodbury_solve
+from ._pcg import PCGCurvature
 from ._terms import dense_ggn, dense_hessian
 
 __all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CGCurvature", "CURVATURES",
            "Curvature", "EigenCurvature", "FlatCurvature", "IdentityCurvature",
-           "KernelCurvature", "KroneckerCurvature", "LAYERED", "NEWTON_ROWS", "NEWTON_SETS",
-           "dense_ggn", "dense_hessian", "fit_curvature", "resolve_curvature", "solve_blocks",
-           "solve_grads", "woodbury_solve"]
+           "KRONECKER", "KernelCurvature", "KroneckerCurvature", "LAYERED", "NEWTON_ROWS",
+           "NEWTON_SETS", "PCGCurvature", "dense_ggn", "dense_hessian", "fit_curvature",
+           "resolve_curvature", "solve_blocks", "solve_grads", "woodbury_solve"]

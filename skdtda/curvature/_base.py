@@ -43,11 +43,15 @@ class Curvature(ABC):
     newton_rows : bool
         Whether :meth:`rescaled` and :meth:`row_factors` give the single-row
         Newton correction (a low-rank update per row).
+    kronecker : bool
+        Whether it is Kronecker-factored (K-FAC, EK-FAC): ``damping="auto"`` takes
+        a smaller multiple of the damping for it.
     """
 
     member = None
     options = ()
     layered = False
+    kronecker = False
     newton_sets = False
     newton_rows = False
 

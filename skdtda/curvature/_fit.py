@@ -7,20 +7,26 @@ from ._dense import EigenCurvature
 from ._identity import IdentityCurvature
 from ._kernel import KernelCurvature
 from ._kfac import KroneckerCurvature
+from ._pcg import PCGCurvature
 from ._terms import jacobian_problem
 
-__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CURVATURES", "LAYERED",
-           "NEWTON_ROWS", "NEWTON_SETS", "fit_curvature", "resolve_curvature", "solve_blocks",
-           "solve_grads"]
+__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CURVATURES", "KRONECKER",
+           "LAYERED", "NEWTON_ROWS", "NEWTON_SETS", "fit_curvature", "resolve_curvature",
+           "solve_blocks", "solve_grads"]
 
 #: The backend class of each curvature name (``"ggn"``: the dense form; its kernel
 #: form is :class:`KernelCurvature`, see :func:`fit_curvature`). A new backend is a
 #: module with a :class:`~skdtda.curvature.Curvature` subclass, listed here.
 BACKENDS = {"exact": EigenCurvature, "ggn": EigenCurvature, "kfac": KroneckerCurvature,
-            "ekfac": KroneckerCurvature, "cg": CGCurvature, "identity": IdentityCurvature}
+            "ekfac": KroneckerCurvature, "cg": CGCurvature, "pcg": PCGCurvature,
+            "identity": IdentityCurvature}
 CURVATURES = ("auto", *BACKENDS)
 #: Curvatures that work layer by layer (per-layer blocks, supported layers only).
 LAYERED = tuple(name for name, backend in BACKENDS.items() if backend.layered)
+#: Curvatures that are Kronecker-factored (their eigenvalues squeezed towards their mean:
+#: ``damping="auto"`` gives them less damping); ``"pcg"`` is layered but solves the
+#: exact GGN.
+KRONECKER = tuple(name for name, backend in BACKENDS.items() if backend.kronecker)
 #: Curvatures whose single-row Newton correction is a low-rank (Woodbury) update.
 NEWTON_ROWS = tuple(name for name, backend in BACKENDS.items() if backend.newton_rows)
 #: Curvatures that can be refitted to the kept rows of a removal set.
@@ -108,7 +114,8 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     penalty. Nothing is factored before the first solve, so
     ``with_damping`` after a look at ``mean_eigenvalue()`` costs no
     refactorisation. ``options`` go to the backend (``maxiter``, ``tol`` and
-    ``chunk`` for ``"cg"``; ``samples`` for ``"kfac"``/``"ekfac"``; ``form``
+    ``chunk`` for ``"cg"``; ``samples`` for ``"kfac"``/``"ekfac"``; all four for
+    ``"pcg"``; ``form``
     for ``"ggn"``).
 
     ``"ggn"`` takes its kernel form (:class:`KernelCurvature`, the same solve

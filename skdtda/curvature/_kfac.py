@@ -71,6 +71,7 @@ class KroneckerCurvature(Curvature):
     """
 
     layered = True
+    kronecker = True
     newton_sets = True
     options = ("samples", "layer_damping")
 

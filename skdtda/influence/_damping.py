@@ -42,7 +42,7 @@ import logging
 
 import numpy as np
 
-from ..curvature import LAYERED
+from ..curvature import KRONECKER
 from ..model import TrainingRecipe
 
 __all__ = ["AutoDamping", "EIGENVALUE_FRACTION", "FALLBACK", "KRONECKER_FACTOR",
@@ -93,7 +93,7 @@ def curvature_factor(curvature, statistic):
     :data:`KRONECKER_FACTOR` (K-FAC/EK-FAC, location) and
     :data:`KRONECKER_SPREAD_FACTOR` times that (their spread)."""
     spread = isinstance(statistic, str) and statistic in SPREAD_STATISTICS
-    if curvature in LAYERED:
+    if curvature in KRONECKER:
         return KRONECKER_FACTOR * (KRONECKER_SPREAD_FACTOR if spread else 1.0)
     return SPREAD_FACTOR if spread else 1.0
 
@@ -162,7 +162,7 @@ class AutoDamping:
 
     def __init__(self, members, nets, n_train, statistic, curvature):
         self.inverse_tau, self.how, self.floored = auto_damping(members, nets, n_train)
-        if self.inverse_tau == 0 and curvature == "cg":
+        if self.inverse_tau == 0 and curvature in ("cg", "pcg"):
             # CG needs a positive shift on every parameter (intercepts are unpenalised)
             self.inverse_tau, self.how = FALLBACK, f"{self.how}; CG needs a positive damping"
         self.statistic = statistic
@@ -186,7 +186,7 @@ class AutoDamping:
         only to a damping read from training, not to the fallback."""
         statistic = self.statistic if statistic is None else statistic
         factor = curvature_factor(curvature, statistic)
-        if curvature in LAYERED and not self.floored:
+        if curvature in KRONECKER and not self.floored:
             factor /= KRONECKER_FACTOR
         return factor
 

@@ -78,7 +78,8 @@ class InfluenceTransformer(_BaseInfluence):
         passed to ``fit`` (the training rows being attributed). If it is not
         fitted, a clone is fitted on them. None gives a default ensemble, a
         classifier or a regressor depending on ``y``.
-    curvature : {{"auto", "ekfac", "kfac", "ggn", "exact", "cg", "identity"}}, default="auto"
+    curvature : {{"auto", "ekfac", "kfac", "ggn", "exact", "cg", "pcg", "identity"}}, \
+default="auto"
         Curvature of the mean training loss. ``"auto"`` (recorded in
         ``curvature_``) takes the exact Gauss-Newton where building it is cheap
         (``n_train * n_outputs * n_params**2 <= {_MACS}`` and
@@ -92,7 +93,9 @@ class InfluenceTransformer(_BaseInfluence):
         see ``modules``) and never build a (rows x parameters) matrix; the
         exact Gauss-Newton or the exact Hessian are dense (small models);
         conjugate gradients use exact Gauss-Newton-vector products
-        (matrix-free, any module, slow: only when asked for); the identity is
+        (matrix-free, any module, slow: only when asked for); ``"pcg"`` refines
+        EK-FAC by a few of them, EK-FAC as the preconditioner (only when asked
+        for); the identity is
         a gradient dot product (no damping).
     damping : "auto", "calibrate" or float, default="auto"
         Added to the curvature's eigenvalues; the chosen value is recorded in
@@ -135,7 +138,8 @@ class InfluenceTransformer(_BaseInfluence):
         Quantile for ``statistic="quantile"``.
     curvature_options : dict, default=None
         Options of the curvature backend: ``{{"maxiter": 100, "tol": 1e-6}}``
-        for ``"cg"``; ``{{"samples": "auto"}}`` for ``"ekfac"``/``"kfac"``:
+        for ``"cg"``; ``{{"maxiter": 5, "tol": 0.0, "samples": "auto"}}`` for
+        ``"pcg"``; ``{{"samples": "auto"}}`` for ``"ekfac"``/``"kfac"``:
         ``None`` builds the factors from every column of each row's
         output-Hessian root (one backward pass per output), an int ``k`` from
         ``k`` random combinations of them (unbiased, ``k`` passes); ``"auto"``
