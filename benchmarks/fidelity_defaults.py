@@ -97,12 +97,14 @@ def report(names, out):
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         d = json.loads((out / f"{name}.defaults.json").read_text())
-        study = json.loads((out / f"{name}.json").read_text())
         curvature = d["default"]["curvature"]
-        best = _best_fixed(study, curvature)
-        row = [name, curvature, " / ".join(f"{best[s]:.2f}" for s in SCORES)]
+        grid_path = out / f"{name}.json"  # missing where the grid did not run
+        best = (_best_fixed(json.loads(grid_path.read_text()), curvature)
+                if grid_path.exists() else None)
+        row = [name, curvature, " / ".join(f"{best[s]:.2f}" for s in SCORES) if best else "-"]
         for key in ("default", "rule"):
-            cells[key] += [d[key][s] - best[s] for s in SCORES]
+            if best:
+                cells[key] += [d[key][s] - best[s] for s in SCORES]
             row.append(" / ".join(f"{d[key][s]:.2f}" for s in SCORES)
                        + (f" [{d[key]['damping']:.2g}]"))
         kf_path = out / f"{name}.kronfluence.json"
