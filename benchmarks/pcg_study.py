@@ -1,7 +1,7 @@
 """EK-FAC refined by a few preconditioned CG steps on the exact GGN (``curvature="pcg"``).
 
     OMP_NUM_THREADS=1 python benchmarks/pcg_study.py agreement --out /tmp/pcg/agreement.json
-    OMP_NUM_THREADS=1 python benchmarks/pcg_study.py fidelity --truth /work/truth \
+    OMP_NUM_THREADS=1 python benchmarks/pcg_study.py fidelity --truth /tmp/truth \
         --out /tmp/pcg/fidelity.json
 
 ``agreement``: for each model (the digits CNN of the ``digits-cnn`` recipe, a
