@@ -10,6 +10,7 @@ from sklearn.base import clone
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
+from ..._inputs import n_rows
 from ...ensemble import initialize_member
 from ...ensemble import unsupported_reason as batched_unsupported_reason
 from ...model import FlatMember, TrainingRecipe
@@ -76,7 +77,7 @@ class _Replay:
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
         self.order_seed = int(order_seed)
         self.X, self.y = self.member.tensors(X, y)
-        self.recipe = TrainingRecipe.read(net, len(X))
+        self.recipe = TrainingRecipe.read(net, n_rows(X))
         self.shuffle, self.batch_size = self.recipe.shuffle, self.recipe.batch_size
         self.drop_last, self.max_epochs = self.recipe.drop_last, self.recipe.max_epochs
         self.per_row = self._per_row_loss()
