@@ -130,6 +130,9 @@ def take_rows(X, rows):
         return X.iloc[rows]
     if isinstance(rows, np.ndarray) and rows.dtype == bool:
         rows = np.flatnonzero(rows)
+    if isinstance(X, (list, tuple)):  # raw documents for a vectorizer
+        picked = X[rows] if isinstance(rows, slice) else [X[i] for i in np.asarray(rows)]
+        return type(X)(picked) if isinstance(X, tuple) else picked
     return X[rows]
 
 
