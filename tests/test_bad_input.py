@@ -436,8 +436,8 @@ CASES = [
      "X has 2 features, but InfluenceTransformer is expecting 4"),
     ("ev-retrain-ensemble", lambda f: ev.retrain_distributions(
         LogisticRegression(), f.X, f.y, f.X[:3], remove=[[0]]), ValueError,
-     "ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, got "
-     "LogisticRegression"),
+     "ensemble must be a SeedEnsembleClassifier, a SeedEnsembleRegressor or a Pipeline "
+     "ending in one, got LogisticRegression"),
     ("ev-retrain-features", lambda f: ev.retrain_distributions(
         _ens(), f.X, f.y, f.X[:3, :2], remove=[[0]]), ValueError,
      "X_query has 2 features but X has 4"),

@@ -23,7 +23,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._inputs import n_rows
 from ._seed_ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
 
-__all__ = ["ATTRIBUTED", "fit_preprocessing", "is_attributed_model", "split_pipeline"]
+__all__ = ["ATTRIBUTED", "fit_preprocessing", "is_attributed_model", "is_fitted_pipeline",
+           "row_labels", "split_pipeline"]
 
 #: The estimators attribution accepts as its model: a seed ensemble, or a Pipeline
 #: ending in one (for ``_parameter_constraints``).
@@ -115,6 +116,14 @@ def _is_fitted(estimator):
     return True
 
 
+def is_fitted_pipeline(estimator):
+    """Whether every step of ``estimator`` is fitted (a Pipeline's own check looks at
+    its last step only; a fitted ensemble behind unfitted steps was fitted on other
+    features)."""
+    steps, ensemble = split_pipeline(estimator, "")
+    return _is_fitted(ensemble) and all(_is_fitted(step) for _, step in steps)
+
+
 def fit_preprocessing(estimator, X, y, consumer):
     """The fitted steps before the ensemble, the ensemble, and the training rows as
     the ensemble sees them.
@@ -145,12 +154,15 @@ def fit_preprocessing(estimator, X, y, consumer):
     steps, ensemble = split_pipeline(estimator, consumer)
     if not steps:
         return None, ensemble, X
-    if _is_fitted(estimator):
+    if is_fitted_pipeline(estimator):
         preprocessor = Pipeline(steps)
         features = preprocessor.transform(X)
     else:
+        # everything is refitted, the ensemble too (fitted behind unfitted steps, it
+        # would describe other features)
         preprocessor = Pipeline([(name, clone(step)) for name, step in steps])
         features = preprocessor.fit_transform(X, y)
+        ensemble = clone(ensemble)
     _check_same_rows(X, features, consumer)
     return preprocessor, ensemble, features
 

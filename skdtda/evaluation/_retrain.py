@@ -20,13 +20,13 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array
 
 from .._cache import settings_key
 from .._inputs import is_dataset, n_rows
 from ..ensemble import (QueryMeasurement, SeedEnsembleClassifier, check_same_training_data,
-                        fit_preprocessing, load_array, retrain_sets, rows_as_given, save_array,
-                        split_pipeline)
+                        fit_preprocessing, is_fitted_pipeline, load_array, retrain_sets,
+                        rows_as_given, save_array, split_pipeline)
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
            "removal_masks"]
@@ -381,7 +381,7 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     if n_seeds is not None and (not isinstance(n_seeds, Integral) or n_seeds < 1):
         raise ValueError(f"n_seeds={n_seeds!r} must be a positive integer")
     location = _memory_location(memory, cache_dir)
-    if _is_fitted(ensemble):
+    if is_fitted_pipeline(ensemble):
         if steps:
             check_same_training_data(last, Pipeline(steps).transform(X), y,
                                      "retrain_distributions")
@@ -455,14 +455,6 @@ def _last_step_name(pipeline):
     """The ``set_params`` path of a Pipeline's last step (nested Pipelines too)."""
     name, step = pipeline.steps[-1]
     return f"{name}__{_last_step_name(step)}" if isinstance(step, Pipeline) else name
-
-
-def _is_fitted(estimator):
-    try:
-        check_is_fitted(estimator)
-    except Exception:  # NotFittedError, or an object check_is_fitted refuses
-        return False
-    return True
 
 
 def _cache_folder(location, template, X, y, X_query, y_query, measurement):

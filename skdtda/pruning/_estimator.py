@@ -315,5 +315,6 @@ class PrunedEstimator(MetaEstimatorMixin, BaseEstimator):
         tags.target_tags.multi_output = sub.target_tags.multi_output
         tags.target_tags.required = True
         tags.input_tags.pairwise = sub.input_tags.pairwise
-        tags.input_tags.sparse = False
+        # the pruner takes CSR rows; the kept rows then go to the wrapped estimator
+        tags.input_tags.sparse = sub.input_tags.sparse
         return tags

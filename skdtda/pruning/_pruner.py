@@ -425,5 +425,6 @@ class DataPruner(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
+        tags.input_tags.sparse = True  # the influence takes CSR rows
         return tags
 

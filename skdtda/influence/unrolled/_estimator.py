@@ -14,7 +14,7 @@ from skorch import NeuralNet
 from ..._inputs import n_rows
 from ..._loops import chunks, progress
 from ...discrepancy import STATISTICS
-from ...ensemble import initial_members
+from ...ensemble import initial_members, split_pipeline
 from ...model import measure_all
 from .._base import CONVENTION, _BaseInfluence
 from ._replay import SNAPSHOTS, _Replay, _removal_directions
@@ -233,7 +233,9 @@ class UnrolledInfluence(_BaseInfluence):
         self : UnrolledInfluence
             The fitted transformer.
         """
-        net = getattr(self.estimator, "net", None)
+        # a Pipeline's ensemble (its steps are held fixed, as InfluenceTransformer holds them)
+        net = getattr(split_pipeline(self.estimator, "UnrolledInfluence")[1]
+                      if self.estimator is not None else None, "net", None)
         if net is not None and not isinstance(net, NeuralNet):
             raise ValueError(
                 f"UnrolledInfluence replays a member's training step by step, which it can do "
