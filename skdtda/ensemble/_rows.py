@@ -138,7 +138,11 @@ def net_form(X, dtype, keep_integer):
         return MultiInput({name: net_form(value, dtype, True) for name, value in X.items()})
     if sparse.issparse(X):
         X = sparse.csr_matrix(X, dtype=dtype)
-        X.sort_indices()
+        if not X.has_sorted_indices:
+            # on a copy: a dtype cast may share the caller's index arrays, which sorting
+            # in place would permute under the caller's unpermuted data
+            X = X.copy()
+            X.sort_indices()
         return X
     X = np.asarray(X)
     if keep_integer and _is_integer(X.dtype):
