@@ -85,8 +85,10 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
             self.preprocessor_ = None
             X_given, y = rows_as_given(X, y)
             X, y = check_rows(self, X_given, y, reset=True, multi_output=True)
-            if hasattr(X_given, "iloc"):
-                X = X_given  # the ensemble sees them as given (column names)
+            if hasattr(X_given, "iloc") and not _is_fitted(estimator):
+                X = X_given  # an unfitted ensemble sees them as given (column names)
+            elif hasattr(X_given, "iloc") and hasattr(estimator, "feature_names_in_"):
+                X = X_given  # so does one fitted with names; one fitted without, the array
         try:
             check_is_fitted(estimator)
             self.estimator_ = estimator
@@ -129,7 +131,10 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         if self.preprocessor_ is not None:
             X = self.preprocessor_.transform(X)
         else:
-            check_rows(self, X, reset=False)  # the ensemble then sees them as given
+            checked = check_rows(self, X, reset=False)[0]
+            # the ensemble sees them as given where it knows column names, else as checked
+            if not hasattr(self.estimator_, "feature_names_in_"):
+                X = checked
         X = net_input(self.estimator_, X)
         return X, query_targets(self.estimator_, X, y)
 
@@ -363,3 +368,11 @@ for _method in (_BaseInfluence.influence_samples, _BaseInfluence.transform,
     # method docstrings sit one level deeper than the class docstring
     _method.__doc__ = _method.__doc__.replace("{convention}",
                                               CONVENTION.replace("\n    ", "\n        "))
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
