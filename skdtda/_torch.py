@@ -5,8 +5,8 @@ from torch.func import functional_call
 __all__ = ["call_with_parameters"]
 
 
-def call_with_parameters(module, params, args):
-    """``module(*args)`` with the parameters ``params`` (names as
+def call_with_parameters(module, params, args, kwargs=None):
+    """``module(*args, **kwargs)`` with the parameters ``params`` (names as
     ``module.named_parameters()`` gives them) in place of its own.
 
     ``torch.func.functional_call`` leaves a module broken when one submodule is
@@ -25,4 +25,4 @@ def call_with_parameters(module, params, args):
             key = index[id(p)]
             if key in params:
                 swapped[f"{prefix}.{name}" if prefix else name] = params[key]
-    return functional_call(module, swapped, args, tie_weights=False)
+    return functional_call(module, swapped, args, kwargs, tie_weights=False)

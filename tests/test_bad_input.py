@@ -15,9 +15,11 @@ import torch
 from scipy import sparse
 from sklearn.datasets import load_iris
 from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import scale
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler, scale
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
@@ -92,6 +94,51 @@ def _rmsprop_unrolled(f):
     return UnrolledInfluence(ens).fit(f.X, f.y)
 
 
+class _Pairs(torch.utils.data.Dataset):
+    """skorch's other input type: (x, y) items."""
+
+    def __init__(self, X, y):
+        self.X, self.y = X, y
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, i):
+        return torch.as_tensor(self.X[i]), int(self.y[i])
+
+
+class _NotPairs(_Pairs):
+    def __getitem__(self, i):
+        return torch.as_tensor(self.X[i])
+
+
+class _NoLength(torch.utils.data.Dataset):
+    def __getitem__(self, i):
+        return torch.zeros(4), 0
+
+
+class _Sampler(BaseEstimator):
+    """A step that changes the rows, as imbalanced-learn's samplers do."""
+
+    def fit_resample(self, X, y):
+        return X[::2], y[::2]
+
+
+def _to_logistic(f=None):
+    return make_pipeline(StandardScaler(), LogisticRegression())
+
+
+def _sampled(f=None):
+    return Pipeline([("undersample", _Sampler()), ("ensemble", _ens())])
+
+
+_LAST_STEP = ("the Pipeline's last step 'logisticregression' is a LogisticRegression, not a "
+              "seed ensemble")
+_SAMPLER = ("the Pipeline's step 'undersample' \\(_Sampler\\) is a sampler, which changes the "
+            "training rows")
+_DATASET_Y = r"X is a torch Dataset \(_Pairs\), whose items hold the targets, so y must be None"
+
+
 # (id, call on the fixture, exception, phrase of the message)
 CASES = [
     # -- SeedEnsembleClassifier --------------------------------------------------------
@@ -108,8 +155,8 @@ CASES = [
     ("clf-fit-lengths", lambda f: _ens().fit(f.X, f.y[:-1]), ValueError,
      r"inconsistent numbers of samples: \[45, 44\]"),
     ("clf-fit-1d-X", lambda f: _ens().fit(f.X[:, 0], f.y), ValueError, "Expected 2D array"),
-    ("clf-fit-sparse", lambda f: _ens().fit(sparse.csr_matrix(f.X), f.y), TypeError,
-     "Sparse data was passed"),
+    ("clf-fit-sparse-nan", lambda f: _ens().fit(sparse.csr_matrix(f.nan), f.y), ValueError,
+     "Input X contains NaN"),
     ("clf-fit-continuous-y", lambda f: _ens().fit(f.X, f.X[:, 0]), ValueError,
      "Unknown label type: continuous"),
     ("clf-fit-nan-y", lambda f: _ens().fit(f.X, _with_nan(f.y)), ValueError,
@@ -141,6 +188,21 @@ CASES = [
      "measurement='lossy' is not one of"),
     ("clf-measure-regression-only", lambda f: f.ens.measure(f.X, measurement="prediction"),
      ValueError, "measurement='prediction' does not apply to a classifier"),
+    ("clf-fit-dataset-y", lambda f: _ens().fit(_Pairs(f.X, f.y), f.y), ValueError,
+     _DATASET_Y),
+    ("clf-fit-dataset-items", lambda f: _ens().fit(_NotPairs(f.X, f.y), None), ValueError,
+     "the torch Dataset's items must be \\(x, y\\) pairs, as skorch's are; item 0 of _NotPairs "
+     "is a Tensor"),
+    ("clf-fit-dataset-length", lambda f: _ens().fit(_NoLength(), None), TypeError,
+     "a torch Dataset must have a length \\(a map-style dataset\\); _NoLength has none"),
+    ("clf-fit-dict-empty", lambda f: _ens().fit({}, f.y), ValueError,
+     "X is an empty dict; a dict input holds one array per argument"),
+    ("clf-fit-dict-keys", lambda f: _ens().fit({0: f.X}, f.y), ValueError,
+     "a dict input's keys name the module's forward arguments and must be strings, got 0"),
+    ("clf-fit-dict-lengths", lambda f: _ens().fit({"a": f.X, "b": f.X[:-1]}, f.y), ValueError,
+     "the arrays of a dict input must have one row per sample each, got \\{'a': 45, 'b': 44\\}"),
+    ("clf-predict-dict-on-array", lambda f: f.ens.predict({"a": f.X}), ValueError,
+     r"SeedEnsembleClassifier was fitted on an array, X is a dict of arrays \(arguments \['a'\]\)"),
     # -- SeedEnsembleRegressor ---------------------------------------------------------
     ("reg-fit-nan-y", lambda f: _reg().fit(f.Xr, _with_nan(f.yr)), ValueError,
      "Input y contains NaN"),
@@ -241,6 +303,17 @@ CASES = [
     ("if-removal-everything", lambda f: f.influence.predict_removal(
         f.X[:3], remove=np.ones(N, bool)), ValueError,
      "remove removes every one of the 45 training rows"),
+    ("if-pipeline-last-step", lambda f: InfluenceTransformer(_to_logistic()).fit(f.X, f.y),
+     ValueError, "InfluenceTransformer: " + _LAST_STEP),
+    ("if-pipeline-sampler", lambda f: InfluenceTransformer(_sampled()).fit(f.X, f.y),
+     ValueError, "InfluenceTransformer: " + _SAMPLER),
+    ("if-pipeline-other-rows", lambda f: InfluenceTransformer(
+        make_pipeline(StandardScaler(), _ens()).fit(f.X[:40], f.y[:40])).fit(f.X, f.y),
+     ValueError, "InfluenceTransformer: the ensemble was fitted on 40 rows, X has 45"),
+    ("if-fit-dataset-y", lambda f: InfluenceTransformer(_ens()).fit(_Pairs(f.X, f.y), f.y),
+     ValueError, _DATASET_Y),
+    ("if-query-dict-on-array", lambda f: f.influence.transform({"a": f.X[:2]}), ValueError,
+     r"InfluenceTransformer was fitted on an array, X is a dict of arrays"),
     # -- UnrolledInfluence -------------------------------------------------------------
     ("ui-fit-nan", lambda f: UnrolledInfluence(f.ens).fit(f.nan, f.y), ValueError,
      "Input X contains NaN"),
@@ -260,6 +333,8 @@ CASES = [
      "X has 3 features, but UnrolledInfluence is expecting 4 features"),
     ("ui-removal-range", lambda f: f.unrolled.predict_removal(f.X[:3], remove=[45]),
      ValueError, r"indices in \[0, 45\), got \[45\]"),
+    ("ui-pipeline-last-step", lambda f: UnrolledInfluence(_to_logistic()).fit(f.X, f.y),
+     ValueError, "UnrolledInfluence: " + _LAST_STEP),
     # -- DataPruner --------------------------------------------------------------------
     ("dp-fraction-0", lambda f: _pruner(f, fraction=0).fit(f.X, f.y), ValueError,
      r"'fraction' parameter of DataPruner must be a float in the range \(0.0, 1.0\)"),
@@ -304,6 +379,12 @@ CASES = [
     ("dp-folds-rare-class", lambda f: _pruner(f, fraction=0.2, validation_fraction=0.5).fit(
         f.X[:5], [0, 0, 1, 1, 2]), ValueError,
      "class 2 has 1 rows, fewer than the 2 validation folds"),
+    ("dp-pipeline-last-step", lambda f: DataPruner(InfluenceTransformer(_to_logistic()),
+                                                    objective="self").fit(f.X, f.y),
+     ValueError, "DataPruner: " + _LAST_STEP),
+    ("dp-pipeline-sampler", lambda f: DataPruner(InfluenceTransformer(_sampled()),
+                                                  objective="self").fit(f.X, f.y),
+     ValueError, "DataPruner: " + _SAMPLER),
     # -- PrunedEstimator ---------------------------------------------------------------
     ("pe-predict-unfitted", lambda f: PrunedEstimator().predict(f.X), NotFittedError,
      "PrunedEstimator instance is not fitted yet"),
@@ -436,8 +517,8 @@ CASES = [
      "X has 2 features, but InfluenceTransformer is expecting 4"),
     ("ev-retrain-ensemble", lambda f: ev.retrain_distributions(
         LogisticRegression(), f.X, f.y, f.X[:3], remove=[[0]]), ValueError,
-     "ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, got "
-     "LogisticRegression"),
+     "ensemble must be a SeedEnsembleClassifier, a SeedEnsembleRegressor or a Pipeline "
+     "ending in one, got LogisticRegression"),
     ("ev-retrain-features", lambda f: ev.retrain_distributions(
         _ens(), f.X, f.y, f.X[:3, :2], remove=[[0]]), ValueError,
      "X_query has 2 features but X has 4"),
@@ -483,6 +564,20 @@ CASES = [
      "the influence attributes 45 training rows but the ground truth removes rows of 40"),
     ("ev-scorer-unknown-query", lambda f: _scorer(f)(f.influence, f.X[10:15], f.y[10:15]),
      ValueError, "the scorer got rows that are not among the ground truth's query points"),
+    ("ev-retrain-pipeline-last-step", lambda f: ev.retrain_distributions(
+        _to_logistic(), f.X, f.y, f.X[:3], remove=[[0]]), ValueError,
+     "retrain_distributions: " + _LAST_STEP),
+    ("ev-retrain-pipeline-sampler", lambda f: ev.retrain_distributions(
+        _sampled(), f.X, f.y, f.X[:3], remove=[[0]]), ValueError,
+     "retrain_distributions: " + _SAMPLER),
+    ("ev-retrain-preprocessing", lambda f: ev.retrain_distributions(
+        make_pipeline(StandardScaler(), _ens()), f.X, f.y, f.X[:3], remove=[[0]],
+        preprocessing="frozen"), ValueError, "preprocessing='frozen' must be 'refit' or 'fixed'"),
+    ("ev-retrain-dataset-y", lambda f: ev.retrain_distributions(
+        _ens(), _Pairs(f.X, f.y), f.y, f.X[:3], remove=[[0]]), ValueError, _DATASET_Y),
+    ("ev-retrain-no-y", lambda f: ev.retrain_distributions(
+        _ens(), f.X, None, f.X[:3], remove=[[0]]), ValueError,
+     "retrain_distributions requires y to be passed, but the target y is None"),
     # -- skdtda.discrepancy --------------------------------------------------------------
     ("dc-shapes", lambda f: discrepancy(f.before, f.before[:, :3]), ValueError,
      r"same shape .* got before.shape=\(4, 5\) and after.shape=\(4, 3\)"),

@@ -104,7 +104,7 @@ def test_bad_input_gets_clear_errors(iris):
     X, y = iris
     with pytest.raises(ValueError, match="every row of class 0"):
         retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[np.arange(50)])
-    with pytest.raises(ValueError, match="SeedEnsembleClassifier or SeedEnsembleRegressor"):
+    with pytest.raises(ValueError, match="a SeedEnsembleRegressor or a Pipeline ending in one"):
         retrain_distributions("net", X, y, X[:2], y[:2], remove=[[0]])
     with pytest.raises(ValueError, match="memory needs an integer random_state"):
         retrain_distributions(_ensemble(), X, y, X[:2], y[:2], remove=[[0]], random_state=None,

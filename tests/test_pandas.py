@@ -74,12 +74,16 @@ def test_influence_set_output_pandas_names_training_rows(iris):
     influence.set_output(transform="pandas")
     out = influence.transform(X.iloc[:4])
     assert isinstance(out, pd.DataFrame)
-    assert list(out.columns) == [f"train{k}" for k in range(len(X))]
-    assert list(out.index) == list(X.index[:4])  # the query rows keep their labels
+    # the score columns are the training rows' labels, the query rows keep theirs
+    assert list(out.columns) == list(X.index)
+    assert list(out.index) == list(X.index[:4])
     np.testing.assert_array_equal(out.to_numpy(), expected)
     # fit_transform takes the same path.
     again = InfluenceTransformer(ens).set_output(transform="pandas").fit_transform(X, y)
-    assert again.shape == (len(X), len(X)) and again.columns[-1] == f"train{len(X) - 1}"
+    assert again.shape == (len(X), len(X)) and again.columns[-1] == X.index[-1]
+    # a default 0, 1, ... index says nothing: the columns keep the array names
+    plain = InfluenceTransformer(ens).fit(X.reset_index(drop=True), y.reset_index(drop=True))
+    assert plain.get_feature_names_out()[-1] == f"train{len(X) - 1}"
 
 
 def test_influence_in_a_pandas_pipeline(iris):

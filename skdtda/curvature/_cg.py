@@ -15,6 +15,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from torch.func import vjp, vmap
 
+from .._inputs import n_rows
 from .._loops import chunks
 from ..exceptions import unsupported_ops
 from ._base import FlatCurvature
@@ -50,12 +51,12 @@ class CGCurvature(FlatCurvature):
         self._damp(damping)
         X, y = member.tensors(X, y)
         self.chunks = []
-        for rows in chunks(len(X), chunk):
+        for rows in chunks(n_rows(X), chunk):
             Xc, yc = X[rows], y[rows]
             with torch.no_grad():
                 outputs = member.outputs(member.theta, Xc)
             self.chunks.append((Xc, member.output_hessians(outputs, yc).to(member.dtype)))
-        self.n = len(X)
+        self.n = n_rows(X)
         self.n_iter_ = 0
 
     @classmethod
@@ -78,7 +79,7 @@ class CGCurvature(FlatCurvature):
         total = torch.zeros(V.shape, dtype=torch.float64, device=V.device)
         for Xc, h_out in self.chunks:
             def f(theta):
-                return member.outputs(theta, Xc).reshape(len(Xc), -1)
+                return member.outputs(theta, Xc).reshape(n_rows(Xc), -1)
 
             with unsupported_ops("curvature='cg'"):
                 out, pullback = vjp(f, member.theta)

@@ -10,6 +10,7 @@ models (P up to a few thousand).
 
 import torch
 
+from .._inputs import n_rows
 from ._base import FlatCurvature
 from ._terms import GAUSS_NEWTON, HESSIAN
 
@@ -189,7 +190,7 @@ class EigenCurvature(FlatCurvature):
         member = self.member
         fixed = member.fixed_diagonal()
         matrix = self.matrix()
-        n = len(X)
+        n = n_rows(X)
         for keep in keeps:
             removed = ~keep
             n_kept = int(keep.sum())

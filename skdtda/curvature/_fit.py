@@ -2,6 +2,7 @@
 
 import logging
 
+from .._inputs import n_rows
 from ._cg import CGCurvature
 from ._dense import EigenCurvature
 from ._identity import IdentityCurvature
@@ -83,8 +84,8 @@ def resolve_curvature(kind, member, X, damping=None):
         return kind
     n_outputs = member.n_outputs(X)
     n_params = member.n_params
-    rows = len(X) * n_outputs  # of the kernel form's system (at most: null directions drop)
-    cheap = (n_params <= AUTO_MAX_PARAMS and len(X) * n_outputs * n_params**2 <= AUTO_MAX_MACS
+    rows = n_rows(X) * n_outputs  # of the kernel form's system (at most: null directions drop)
+    cheap = (n_params <= AUTO_MAX_PARAMS and n_rows(X) * n_outputs * n_params**2 <= AUTO_MAX_MACS
              or (damping is not None and damping > 0 and rows < n_params
                  and rows <= AUTO_MAX_PARAMS and rows**2 * n_params <= AUTO_MAX_MACS))
     problem = jacobian_problem(member, X) if cheap else None
@@ -137,7 +138,7 @@ def fit_curvature(kind, member, X, y, damping, options=None):
         if form not in ("auto", "dense", "kernel"):
             raise ValueError(f"form={form!r} must be 'auto', 'dense' or 'kernel'")
         if form == "auto" and damping > 0:
-            form = "kernel" if len(X) * member.n_outputs(X) < member.n_params else "dense"
+            form = "kernel" if n_rows(X) * member.n_outputs(X) < member.n_params else "dense"
         if form == "kernel":
             backend = KernelCurvature
     return backend.fit(kind, member, X, y, damping, **options)

@@ -24,6 +24,7 @@ form holds ``P x P``.
 
 import torch
 
+from .._inputs import n_rows
 from .._loops import chunks
 from ._base import FlatCurvature
 from ._terms import GAUSS_NEWTON, ggn_rows
@@ -84,9 +85,9 @@ class KernelCurvature(FlatCurvature):
         sample_of_row = torch.cat([
             torch.arange(rows.start, rows.stop).repeat_interleave(
                 len(block) // (rows.stop - rows.start))
-            for rows, block in zip(chunks(len(X), chunk), blocks)])
+            for rows, block in zip(chunks(n_rows(X), chunk), blocks)])
         self.member = member
-        self._gram = _Gram(torch.cat(blocks) / len(X) ** 0.5, sample_of_row)
+        self._gram = _Gram(torch.cat(blocks) / n_rows(X) ** 0.5, sample_of_row)
         self._damp(damping, member.penalty)
 
     @classmethod
@@ -223,7 +224,7 @@ class KernelCurvature(FlatCurvature):
     def kept(self, X, y, keeps):
         """Kernel: the kept rows' part of ``U``, rescaled, and a new ``(M', M')``
         Gram matrix and factor per set."""
-        n = len(X)
+        n = n_rows(X)
         for keep in keeps:
             scale = n / int(keep.sum())
             rows = torch.as_tensor(keep, device=self.factor.device)[self.sample_of_row]

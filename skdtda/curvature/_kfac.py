@@ -27,6 +27,7 @@ the same hooks (docs/architectures.md has the measurement).
 
 import torch
 
+from .._inputs import n_rows
 from .._loops import chunks
 from ..model import LayeredMember
 from ..model.layers import DensePatches, gram
@@ -87,7 +88,7 @@ class KroneckerCurvature(Curvature):
         self.corrected, self.chunk = corrected, chunk
         specs = member.layers
         X, y = member.tensors(X, y)
-        n = len(X)
+        n = n_rows(X)
         # EK-FAC's refit forms per-row blocks of a layer: keep them within 128 MiB
         largest = max(spec.size for spec in specs) * member.theta.element_size()
         chunk = max(1, min(chunk, _BLOCK_BUDGET // largest))
@@ -147,7 +148,7 @@ class KroneckerCurvature(Curvature):
         sums = [torch.zeros_like(f["eig"]) for f in self.factors]
         bases = [(f["q_g"].to(dtype), None if f["q_a"] is None else f["q_a"].to(dtype))
                  for f in self.factors]
-        for rows in chunks(len(X), chunk):
+        for rows in chunks(n_rows(X), chunk):
             patches, columns = self._pass(X, y, rows, seed=1)
             single = [isinstance(p, DensePatches) and p.n_pos == 1 for p in patches]
             rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
@@ -169,7 +170,7 @@ class KroneckerCurvature(Curvature):
                 if one:
                     sums[i] += (for_rows[i].T @ rotated_a[i]).double()
         for f, total in zip(self.factors, sums):
-            f["eig"] = total / len(X)
+            f["eig"] = total / n_rows(X)
 
     def _pass(self, X, y, rows, seed):
         """Patches and pseudo-gradients of one chunk of rows; sampled combinations are

@@ -8,6 +8,7 @@ Newton correction takes out). Meant for small models (P up to a few thousand).
 import torch
 from torch.func import hessian, jacrev, vmap
 
+from .._inputs import n_rows, per_row_tree
 from .._loops import chunks
 from ..exceptions import UnsupportedOperationError, unsupported_ops
 
@@ -22,18 +23,20 @@ def dense_hessian(member, X, y, chunk=512):
     """
     X, y = member.tensors(X, y)
     total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
-    for rows in chunks(len(X), chunk):
+    for rows in chunks(n_rows(X), chunk):
         with unsupported_ops("the exact Hessian"):
             h = jacrev(jacrev(member.mean_loss))(member.theta, X[rows], y[rows]).detach()
         total += h.double() * (rows.stop - rows.start)
-    return total / len(X)
+    return total / n_rows(X)
 
 
 def _row_jacobians(member, X):
     """Per-row Jacobians of the member's outputs, (n, outputs, P): ``vmap`` of
     ``jacrev``, with the transform's failures named."""
+    X, add_row_axis = per_row_tree(X)
+
     def out_one(theta, x):
-        return member.outputs(theta, x[None])[0].reshape(-1)
+        return member.outputs(theta, add_row_axis(x))[0].reshape(-1)
 
     with unsupported_ops("the exact Gauss-Newton"):
         return vmap(jacrev(out_one), in_dims=(None, 0))(member.theta, X)
@@ -44,7 +47,7 @@ def jacobian_problem(member, X):
     be taken, as an :class:`UnsupportedOperationError`; None when they run (tried
     on two rows)."""
     try:
-        _row_jacobians(member, member.tensors(X[:2], [0] * min(len(X), 2))[0])
+        _row_jacobians(member, member.tensors(X[:2], [0] * min(n_rows(X), 2))[0])
     except UnsupportedOperationError as exc:
         return exc
     return None
@@ -62,7 +65,7 @@ def ggn_rows(member, X, y, chunk=256, drop_null=False):
     direction, so C = K - 1): ``U^T U`` is unchanged, ``U`` has fewer rows.
     """
     X, y = member.tensors(X, y)
-    for rows in chunks(len(X), chunk):
+    for rows in chunks(n_rows(X), chunk):
         jac = _row_jacobians(member, X[rows]).detach().double()
         with torch.no_grad():
             outputs = member.outputs(member.theta, X[rows])
@@ -94,7 +97,7 @@ def dense_ggn(member, X, y, chunk=256):
     total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
     for rotated in ggn_rows(member, X, y, chunk):
         total += rotated.T @ rotated
-    return total / len(X)
+    return total / n_rows(X)
 
 
 class _Terms:
@@ -128,9 +131,11 @@ class _HessianTerms(_Terms):
         with zero columns (which change nothing). ``O(P^3)`` per row: meant for
         the small models ``"exact"`` is for."""
         X, y = member.tensors(X, y)
+        X, add_row_axis = per_row_tree(X)
 
         def loss_one(theta, x, target):
-            return member.loss_fn(member.net, member.outputs(theta, x[None]), target[None])[0]
+            return member.loss_fn(member.net, member.outputs(theta, add_row_axis(x)),
+                                  target[None])[0]
 
         with unsupported_ops("the exact per-row Hessian"):
             hess = vmap(hessian(loss_one), in_dims=(None, 0, 0))(member.theta, X, y).detach()
@@ -161,7 +166,7 @@ class _GaussNewtonTerms(_Terms):
     def rows(self, member, X, y):
         """``U_k = R_k^T J_k`` (r = the number of outputs), ``S = +1``."""
         U = torch.cat(list(ggn_rows(member, X, y)))
-        U = U.reshape(len(X), -1, member.n_params)
+        U = U.reshape(n_rows(X), -1, member.n_params)
         return U, torch.ones(U.shape[:2], dtype=torch.float64, device=U.device)
 
     def row_width(self, member, X):

@@ -20,6 +20,7 @@ validation split, random layers, buffers, other optimizers) is reported by
 
 import copy
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torch import nn
 from torch.func import vmap
 from torch.utils.data import DataLoader
 
+from .._inputs import SparseRows, as_tensors, n_rows, take_rows
 from .._torch import call_with_parameters
 from ..measurements import get_measurement
 from ..model import TrainingRecipe, plain_stack
@@ -323,11 +325,15 @@ def check_vmappable(lead, X, y):
     Also catches a forward pass that draws random numbers (dropout inside a
     custom ``forward``), which a batched pass could not reproduce.
     """
+    if isinstance(X, Mapping):
+        return "the module takes several forward arguments (a dict of inputs)"
     program = _Program(lead)
     params = program.stack([lead])
     rng_state = torch.get_rng_state()
+    dtype = params[program.names[0]].dtype if program.names else torch.float32
     try:
-        out = program.forward(params, torch.as_tensor(X[None, :2], device=lead.device))
+        first = as_tensors(take_rows(X, slice(0, 2)), dtype, lead.device)
+        out = program.forward(params, (first[:] if isinstance(first, SparseRows) else first)[None])
         program.losses(out, torch.as_tensor(y[None, :2], device=lead.device)).sum().backward()
     except Exception as exc:  # any failure means: use the loop
         return f"the module or criterion does not run batched under torch.func.vmap ({exc})"
@@ -374,14 +380,15 @@ def fit_batched(members, X, y, *, progress=None):
         from the first epoch in which any member's loss was not finite on.
     """
     lead = members[0]
-    n_members, n_samples = len(members), len(X)
+    n_members, n_samples = len(members), n_rows(X)
     program = _Program(lead)
     stacked = program.stack(members)
     optimizer = _make_optimizer(lead, stacked)
     lead.module_.train()
     manual = _ManualStep(program) if _ManualStep.applies(program) else None
 
-    X_all = torch.as_tensor(X, device=lead.device)
+    # a sparse matrix stays sparse: each step densifies only its own minibatches
+    X_all = as_tensors(X, next(lead.module_.parameters()).dtype, lead.device)
     y_all = torch.as_tensor(y, device=lead.device)
     recipes = [TrainingRecipe.read(m, n_samples) for m in members]
     steps = recipes[0].batch_slices()

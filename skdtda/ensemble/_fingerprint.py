@@ -14,11 +14,13 @@ matches.
 """
 
 import hashlib
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
-from sklearn.utils.validation import check_array
+from scipy import sparse
 
+from .._inputs import n_rows
 from .._loops import chunks
 
 __all__ = ["TrainingFingerprint", "fingerprint", "check_same_training_data"]
@@ -98,13 +100,17 @@ def fingerprint(X, y, dtype=None):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, ...)
-        Training inputs.
+    X : ndarray of shape (n_samples, ...), sparse matrix or dict of ndarray
+        Training inputs. A sparse matrix is hashed as its dense rows, block by
+        block (so it has the fingerprint of its dense copy); a dict of arrays
+        (one per forward argument) hashes each array, in the order of the
+        names.
     y : ndarray of shape (n_samples, ...)
         Training targets, as the nets saw them (numeric).
     dtype : numpy dtype, default=None
         Dtype in which ``X`` is hashed (the nets' dtype); None keeps ``X``'s.
-        Converted block by block, so no full copy of ``X`` is made.
+        Integer arrays in a dict stay int64. Converted block by block, so no
+        full copy of ``X`` is made.
 
     Returns
     -------
@@ -121,26 +127,68 @@ def fingerprint(X, y, dtype=None):
     >>> fingerprint(X.astype(np.float32), y, dtype=np.float64).X_hash == fp.X_hash
     True
     """
-    X = np.asarray(X)
-    dtype = X.dtype if dtype is None else np.dtype(dtype)
     y = np.ascontiguousarray(y)
     if y.dtype == object:
         raise ValueError("fingerprint needs numeric targets (the nets' encoding)")
-    n = len(X)
+    if isinstance(X, Mapping):
+        return _multi_fingerprint(X, y, dtype)
+    if sparse.issparse(X):
+        # hashed as its dense rows, block by block: a sparse matrix and its dense copy
+        # have one fingerprint, and the whole dense matrix never exists
+        X = sparse.csr_matrix(X)
+        dtype = X.dtype if dtype is None else np.dtype(dtype)
+        x_hash, rows = _hash_rows(X, dtype, lambda part: X[part].toarray())
+    else:
+        X = np.asarray(X)
+        dtype = X.dtype if dtype is None else np.dtype(dtype)
+        x_hash, rows = _hash_rows(X, dtype, lambda part: X[part])
+    return _with_targets(n_rows(X), tuple(X.shape), str(dtype), x_hash, rows, y)
+
+
+def _hash_rows(X, dtype, block_of):
+    n = n_rows(X)
     row_bytes = max(1, int(np.prod(X.shape[1:], dtype=np.int64)) * dtype.itemsize)
     step = max(1, _BLOCK_BYTES // row_bytes)
     x_digest = hashlib.blake2b(digest_size=32)
     rows = np.empty(n, dtype=np.uint64)
     for part in chunks(n, step):
-        block = np.ascontiguousarray(X[part], dtype=dtype)
+        block = np.ascontiguousarray(block_of(part), dtype=dtype)
         x_digest.update(block)
         rows[part] = _row_hash(_words(block))
+    return x_digest.hexdigest(), rows
+
+
+def _multi_fingerprint(X, y, dtype):
+    """A dict of arrays (one per forward argument): each array hashed as above (floats
+    in ``dtype``, integers as int64), in the order of the names; the shape records
+    each argument's name, row shape and dtype."""
+    x_digest = hashlib.blake2b(digest_size=32)
+    rows, shape, n = None, [], None
+    for name in sorted(X):
+        value = np.asarray(X[name])
+        if n is None:
+            n = len(value)
+        own = (np.dtype(np.int64) if np.issubdtype(value.dtype, np.integer)
+               else value.dtype if dtype is None else np.dtype(dtype))
+        part_hash, part_rows = _hash_rows(value, own, lambda part, v=value: v[part])
+        x_digest.update(name.encode())
+        x_digest.update(part_hash.encode())
+        with np.errstate(over="ignore"):
+            rows = part_rows if rows is None else _mix(rows * np.uint64(31) + part_rows)
+        shape.append((name, tuple(value.shape[1:]), str(own)))
+    floats = [kind for _, _, kind in shape if not np.issubdtype(np.dtype(kind), np.integer)]
+    float_dtype = (str(np.dtype(dtype)) if dtype is not None
+                   else floats[0] if floats else "int64")
+    return _with_targets(n, (n,) + tuple(shape), float_dtype, x_digest.hexdigest(), rows, y)
+
+
+def _with_targets(n, X_shape, X_dtype, x_hash, rows, y):
     y_digest = hashlib.blake2b(y, digest_size=32)
     if n and len(y) == n:
         with np.errstate(over="ignore"):
             rows = _mix(rows * np.uint64(31) + _row_hash(_words(y.reshape(n, -1))))
-    return TrainingFingerprint(n, tuple(X.shape), str(dtype), tuple(y.shape),
-                               x_digest.hexdigest(), y_digest.hexdigest(), rows)
+    return TrainingFingerprint(n, X_shape, X_dtype, tuple(y.shape), x_hash,
+                               y_digest.hexdigest(), rows)
 
 
 def _rows_list(rows, limit=5):
@@ -216,11 +264,10 @@ def check_same_training_data(ensemble, X, y, consumer_name):
     fitted = getattr(ensemble, "training_fingerprint_", None)
     if fitted is None:
         return
-    X = check_array(X, dtype=None, ensure_2d=False, ensure_all_finite=False,
-                    allow_nd=True, ensure_min_samples=0, ensure_min_features=0)
+    X, y = ensemble._rows_as_given(X, y)
     y = np.asarray(y)
-    if len(y) != len(X):
-        raise ValueError(f"{consumer_name}: y has {len(y)} rows but X has {len(X)}")
+    if len(y) != n_rows(X):
+        raise ValueError(f"{consumer_name}: y has {len(y)} rows but X has {n_rows(X)}")
     try:
         y_net = ensemble._net_targets(y.reshape(-1) if ensemble._task == "classifier"
                                       and y.ndim == 2 and y.shape[1] == 1 else y)
@@ -228,7 +275,7 @@ def check_same_training_data(ensemble, X, y, consumer_name):
         raise ValueError(f"{consumer_name}: y holds labels the ensemble was not fitted on "
                          f"({exc}); it must be given the ensemble's training data") from exc
     given = fingerprint(X, y_net, dtype=fitted.X_dtype)
-    difference = _difference(fitted, given, X.dtype)
+    difference = _difference(fitted, given, getattr(X, "dtype", fitted.X_dtype))
     if difference is not None:
         raise ValueError(
             f"{consumer_name}: {difference}. Pass the rows the ensemble was fitted on, in "

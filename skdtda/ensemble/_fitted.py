@@ -7,9 +7,11 @@ from the state each member started its training in. These functions are that
 interface; they keep the ensemble's own attributes private.
 """
 
+from ._rows import check_rows
 from ._seed_ensemble import _numpy_dtype, initialize_member
 
-__all__ = ["initial_members", "input_dtype", "member_nets", "net_targets", "query_targets"]
+__all__ = ["initial_members", "input_dtype", "member_nets", "net_input", "net_targets",
+           "query_targets"]
 
 
 def member_nets(ensemble):
@@ -27,6 +29,13 @@ def member_nets(ensemble):
 def input_dtype(ensemble):
     """The numpy dtype of the members' inputs (the nets' parameter dtype)."""
     return _numpy_dtype(ensemble._dtype)
+
+
+def net_input(ensemble, X):
+    """Rows in any form the ensemble takes (array, DataFrame, sparse matrix, dict of
+    arrays), checked against the ones it was fitted on and converted to the form its
+    members' nets take (see :mod:`skdtda.ensemble._rows`)."""
+    return ensemble._net_form(check_rows(ensemble, X, reset=False)[0])
 
 
 def net_targets(ensemble, y):

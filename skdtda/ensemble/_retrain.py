@@ -16,9 +16,12 @@ from pathlib import Path
 import joblib
 import numpy as np
 from sklearn.base import clone
+from sklearn.pipeline import Pipeline
 from sklearn.utils.parallel import Parallel, delayed
 
+from .._inputs import take_rows
 from .._loops import progress
+from ._pipeline import split_pipeline
 
 __all__ = ["QueryMeasurement", "load_array", "retrain_sets", "save_array"]
 
@@ -44,18 +47,23 @@ def load_array(path):
 
 class QueryMeasurement:
     """``measure(fitted_ensemble)``: :meth:`SeedEnsembleClassifier.measure` of fixed
-    query rows (a picklable callable for :func:`retrain_sets`)."""
+    query rows (a picklable callable for :func:`retrain_sets`). A fitted Pipeline
+    ending in a seed ensemble measures its ensemble on its steps' output of the
+    query rows."""
 
     def __init__(self, X_query, y_query, measurement="loss"):
         self.X_query, self.y_query, self.measurement = X_query, y_query, measurement
 
     def __call__(self, ensemble):
-        return ensemble.measure(self.X_query, self.y_query, measurement=self.measurement)
+        steps, ensemble_ = split_pipeline(ensemble, "QueryMeasurement")
+        X_query = Pipeline(steps).transform(self.X_query) if steps else self.X_query
+        return ensemble_.measure(X_query, self.y_query, measurement=self.measurement)
 
 
 def _fit_and_measure(template, X, y, keep, measure, path):
     """Retrain on the kept rows and measure; store the result when a path is given."""
-    values = np.asarray(measure(clone(template).fit(X[keep], y[keep])), dtype=np.float64)
+    fitted = clone(template).fit(take_rows(X, keep), y[keep])
+    values = np.asarray(measure(fitted), dtype=np.float64)
     if path is not None:
         save_array(path, values)
     return values
@@ -67,11 +75,15 @@ def retrain_sets(template, X, y, masks, measure, *, before=None, folder=None, n_
 
     Parameters
     ----------
-    template : SeedEnsembleClassifier or SeedEnsembleRegressor
+    template : SeedEnsembleClassifier, SeedEnsembleRegressor or Pipeline
         Unfitted, with an integer ``random_state``: every set is trained with
-        the same seeds (the samples are paired by seed).
-    X, y : arrays
-        All training rows and their targets.
+        the same seeds (the samples are paired by seed). A Pipeline ending in
+        a seed ensemble is refitted whole on every set's kept rows.
+    X : array-like, sparse matrix, DataFrame, dict of arrays or list
+        All training rows, in any form the template takes (rows are selected
+        with :func:`skdtda._inputs.take_rows`).
+    y : ndarray
+        Their targets.
     masks : ndarray of bool of shape (n_sets, n_train)
         True where a set removes a row.
     measure : callable

@@ -8,6 +8,7 @@ of the distribution that distributional training data attribution studies.
 """
 
 import logging
+from collections.abc import Mapping
 from numbers import Integral
 
 import joblib
@@ -15,17 +16,19 @@ import numpy as np
 import skorch
 import torch
 from joblib import effective_n_jobs
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import check_is_fitted, check_memory, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, check_memory
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
 from .._cache import settings_key
+from .._inputs import n_rows, take_rows
 from .._loops import chunks, progress
 from ..exceptions import TrainingDivergedError
 from ..measurements import get_measurement
@@ -33,6 +36,7 @@ from ..model import is_deterministic
 from ..nets import MLP
 from . import _batched, _sklearn
 from ._fingerprint import fingerprint
+from ._rows import check_rows, net_form, rows_as_given, uses_token_ids
 
 __all__ = ["SeedEnsembleClassifier", "SeedEnsembleRegressor", "initialize_member"]
 
@@ -182,7 +186,8 @@ class _BaseSeedEnsemble(BaseEstimator):
         template = self._make_template(n_outputs)
         probe = initialize_member(self._member(template, 0), self.init_seeds_[0])
         self._dtype = next(probe.module_.parameters()).dtype
-        X = np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
+        self._token_ids = uses_token_ids(probe.module_)
+        X = self._net_form(X)
         y = self._net_targets(y)
         self.training_fingerprint_ = fingerprint(X, y)
         _check_outputs_suit_criterion(probe, X)
@@ -234,7 +239,11 @@ class _BaseSeedEnsemble(BaseEstimator):
         self.init_seeds_ = self.order_seeds_ = self.seeds_
         self._dtype = torch.float64
         self.vectorized_ = False
-        X = np.require(X, dtype=np.float64, requirements=["C", "W"])
+        self._token_ids = False
+        if isinstance(X, Mapping):
+            raise ValueError(f"{type(self.net).__name__} takes one array, not a dict of arrays "
+                             "(several forward arguments are for skorch nets)")
+        X = self._net_form(X)
         y_net = self._net_targets(y)
         self.training_fingerprint_ = fingerprint(X, y_net)
         y_fit = y_net.reshape(-1) if self._task == "classifier" or self._y_ndim == 1 else y_net
@@ -332,8 +341,22 @@ class _BaseSeedEnsemble(BaseEstimator):
     # -- prediction helpers -------------------------------------------------------------
     def _validate_X(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.require(X, dtype=_numpy_dtype(self._dtype), requirements=["C", "W"])
+        return self._net_form(check_rows(self, X, reset=False)[0])
+
+    def _net_form(self, X):
+        """Validated rows in the nets' form (see :func:`._rows.net_form`)."""
+        return net_form(X, _numpy_dtype(self._dtype), getattr(self, "_token_ids", False))
+
+    def _rows_as_given(self, X, y):
+        """The user's rows with a Dataset read and a dict checked (for the fingerprint
+        check, which converts the rest itself)."""
+        X, y = rows_as_given(X, y)
+        if not isinstance(X, Mapping) and not sparse.issparse(X):
+            X = check_array(X, dtype=None, ensure_2d=False, ensure_all_finite=False,
+                            allow_nd=True, ensure_min_samples=0, ensure_min_features=0)
+            if getattr(self, "_token_ids", False) and np.issubdtype(X.dtype, np.integer):
+                X = X.astype(np.int64)
+        return X, y
 
     def _member_outputs(self, X):
         """Each member's raw module output on X, as torch tensors on the CPU."""
@@ -366,7 +389,7 @@ class _BaseSeedEnsemble(BaseEstimator):
         X = self._validate_X(X)
         y_net = self._query_targets(X, y)
         if callable(measurement):
-            values = [np.asarray(measurement(m, X, y_net), dtype=float).reshape(len(X))
+            values = [np.asarray(measurement(m, X, y_net), dtype=float).reshape(n_rows(X))
                       for m in self.estimators_]
             return np.stack(values)
         fn = get_measurement(measurement, self._task)
@@ -379,6 +402,7 @@ class _BaseSeedEnsemble(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
+        tags.input_tags.sparse = True  # kept as CSR, densified a minibatch at a time
         return tags
 
 
@@ -403,7 +427,7 @@ def _check_outputs_suit_criterion(net, X):
             or type(net).get_loss is not NeuralNetClassifier.get_loss):
         return
     with torch.random.fork_rng(devices=_rng_devices(net.device)), torch.no_grad():
-        out = net.forward(X[:16], training=False)
+        out = net.forward(take_rows(X, slice(0, 16)), training=False)
     if not torch.is_tensor(out) or out.ndim != 2 or not out.is_floating_point():
         return
     out = out.double()
@@ -579,7 +603,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         self : SeedEnsembleClassifier
             The fitted ensemble.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = check_rows(self, X, y, reset=True)
         check_classification_targets(y)
         self._label_encoder = LabelEncoder().fit(y)
         self.classes_ = self._label_encoder.classes_
@@ -597,8 +621,8 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         if y is None:
             return self._predict_index(X)
         y = np.asarray(y).reshape(-1)
-        if len(y) != len(X):
-            raise ValueError(f"y has {len(y)} samples but X has {len(X)}")
+        if len(y) != n_rows(X):
+            raise ValueError(f"y has {len(y)} samples but X has {n_rows(X)}")
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
             raise ValueError(f"y contains labels not seen in fit: {unknown[:5].tolist()}")
@@ -611,7 +635,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
             seen = getattr(member, "classes_", None)
             if seen is not None and proba.shape[1] == len(seen) != len(self.classes_):
                 # a scikit-learn member fitted without some class (rows removed)
-                full = np.zeros((len(X), len(self.classes_)), dtype=proba.dtype)
+                full = np.zeros((n_rows(X), len(self.classes_)), dtype=proba.dtype)
                 full[:, np.asarray(seen, dtype=int)] = proba
                 proba = full
             probas.append(proba)
@@ -745,8 +769,7 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
         self : SeedEnsembleRegressor
             The fitted ensemble.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
-                             multi_output=True)
+        X, y = check_rows(self, X, y, reset=True, y_numeric=True, multi_output=True)
         self._y_ndim = np.ndim(y)
         self._n_net_outputs = 1 if self._y_ndim == 1 else y.shape[1]
         return self._fit(X, y)
@@ -759,15 +782,15 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
         if y is None:
             return self._net_targets(self._member_predictions(X).mean(axis=0))
         y = np.asarray(y, dtype=float)
-        if len(y) != len(X):
-            raise ValueError(f"y has {len(y)} samples but X has {len(X)}")
+        if len(y) != n_rows(X):
+            raise ValueError(f"y has {len(y)} samples but X has {n_rows(X)}")
         if not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinity")
         return self._net_targets(y)
 
     def _member_predictions(self, X):
         preds = np.stack([member.predict(X) for member in self.estimators_])
-        preds = preds.reshape(len(self.estimators_), len(X), -1).astype(np.float64)
+        preds = preds.reshape(len(self.estimators_), n_rows(X), -1).astype(np.float64)
         return preds[..., 0] if self._y_ndim == 1 else preds
 
     def predict(self, X):

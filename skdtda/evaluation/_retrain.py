@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from numbers import Integral
 from pathlib import Path
 from typing import NamedTuple
@@ -17,12 +18,15 @@ from typing import NamedTuple
 import joblib
 import numpy as np
 from sklearn.base import clone
+from sklearn.pipeline import Pipeline
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
+from sklearn.utils.validation import check_array
 
 from .._cache import settings_key
-from ..ensemble import (SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data,
-                        QueryMeasurement, load_array, retrain_sets, save_array)
+from .._inputs import is_dataset, n_rows
+from ..ensemble import (QueryMeasurement, SeedEnsembleClassifier, check_same_training_data,
+                        fit_preprocessing, is_fitted_pipeline, load_array, retrain_sets,
+                        rows_as_given, save_array, split_pipeline)
 
 __all__ = ["Distributions", "random_subsets", "leave_one_out", "retrain_distributions",
            "removal_masks"]
@@ -234,8 +238,8 @@ def _check_classes(masks, y):
 
 
 def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_seeds=None,
-                          measurement="loss", random_state=0, n_jobs=None, memory=None,
-                          verbose=0, cache_dir="deprecated"):
+                          measurement="loss", preprocessing="refit", random_state=0, n_jobs=None,
+                          memory=None, verbose=0, cache_dir="deprecated"):
     """Measure the query distribution after retraining without each removal set.
 
     For each removal set, a clone of ``ensemble`` with ``n_seeds`` members is
@@ -247,20 +251,23 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
 
     Parameters
     ----------
-    ensemble : SeedEnsembleClassifier or SeedEnsembleRegressor
+    ensemble : SeedEnsembleClassifier, SeedEnsembleRegressor or Pipeline
         The ensemble to retrain (its settings; it is cloned, never modified).
         Its batched path is used whenever its net allows it; its own
         ``memory`` is not used (it would keep every member of every set;
         this function's ``memory`` keeps each set). If it is
         already fitted, it must have been fitted on ``(X, y)``: the ground
         truth would otherwise describe other training rows than the ones
-        its influence attributes.
-    X : array-like of shape (n_train, n_features)
-        The full training rows.
-    y : array-like of shape (n_train,)
-        Their targets.
-    X_query : array-like of shape (n_query, n_features)
-        Query rows.
+        its influence attributes. A Pipeline must end in a seed ensemble;
+        ``preprocessing`` says whether its other steps are refitted for every
+        removal set.
+    X : array-like of shape (n_train, n_features), sparse matrix, dict of arrays or Dataset
+        The full training rows, in any form the ensemble (or the Pipeline's
+        first step) takes; a torch Dataset of ``(x, y)`` items with ``y=None``.
+    y : array-like of shape (n_train,) or None
+        Their targets (None with a Dataset).
+    X_query : array-like of shape (n_query, n_features), sparse matrix, dict or Dataset
+        Query rows, in the form of ``X``.
     y_query : array-like of shape (n_query,), default=None
         Query targets. None uses the full-data ensemble's predictions, for
         every removal set (the measurement must stay the same function).
@@ -272,6 +279,15 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         noise of the ground truth falls with it (see :func:`noise_ceiling`).
     measurement : str or callable, default="loss"
         As in :meth:`SeedEnsembleClassifier.measure`.
+    preprocessing : {"refit", "fixed"}, default="refit"
+        For a Pipeline: "refit" refits the whole Pipeline on the kept rows of
+        every removal set (what retraining without the rows really is; a
+        scaler's means and a TF-IDF's document frequencies move with the
+        rows); "fixed" fits the steps before the ensemble once on all rows
+        (or keeps a fitted Pipeline's) and retrains only the ensemble on their
+        output, which is what attribution assumes. The gap between the two is
+        the fidelity that holding the preprocessing fixed costs. Ignored for
+        a bare ensemble.
     random_state : int, RandomState instance or None, default=0
         Draws the seeds shared by all retrained ensembles. An integer is
         needed with ``memory`` (a resumed run must retrain the same seeds).
@@ -331,30 +347,56 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
     >>> import shutil
     >>> shutil.rmtree(folder)
     """
-    if not isinstance(ensemble, (SeedEnsembleClassifier, SeedEnsembleRegressor)):
-        raise ValueError("ensemble must be a SeedEnsembleClassifier or SeedEnsembleRegressor, "
-                         f"got {type(ensemble).__name__}")
-    X, y = check_X_y(X, y, dtype=[np.float64, np.float32], y_numeric=False)
-    X_query = check_array(X_query, dtype=[np.float64, np.float32], input_name="X_query")
-    if X_query.shape[1] != X.shape[1]:
-        raise ValueError(f"X_query has {X_query.shape[1]} features but X has {X.shape[1]}")
-    y_query = _query_labels(y_query, len(X_query))
-    masks = removal_masks(remove, len(X))
-    if isinstance(ensemble, SeedEnsembleClassifier):
+    try:
+        steps, last = split_pipeline(ensemble, "retrain_distributions")
+    except TypeError:
+        raise ValueError("ensemble must be a SeedEnsembleClassifier, a SeedEnsembleRegressor or "
+                         f"a Pipeline ending in one, got {type(ensemble).__name__}") from None
+    if not (isinstance(preprocessing, str) and preprocessing in ("refit", "fixed")):
+        raise ValueError(f"preprocessing={preprocessing!r} must be 'refit' or 'fixed'")
+    X, y = rows_as_given(X, y)
+    X_query, y_query = rows_as_given(X_query, y_query)
+    if y is None:
+        raise ValueError("retrain_distributions requires y to be passed, but the target y "
+                         "is None")
+    y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+    if len(y) != n_rows(X):
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                         f"[{n_rows(X)}, {len(y)}]")
+    if steps and preprocessing == "fixed":
+        # the steps are fitted once (or kept); the ensemble retrains on their output
+        preprocessor, ensemble, X = fit_preprocessing(ensemble, X, y, "retrain_distributions")
+        X_query = preprocessor.transform(X_query)
+        steps = []
+    if not steps:
+        X = _check_rows(X, "X")
+        X_query = _check_rows(X_query, "X_query")
+        if hasattr(X, "shape") and hasattr(X_query, "shape") and len(X.shape) > 1 \
+                and X_query.shape[1:] != X.shape[1:]:
+            raise ValueError(f"X_query has {X_query.shape[1]} features but X has {X.shape[1]}")
+    y_query = _query_labels(y_query, n_rows(X_query))
+    masks = removal_masks(remove, n_rows(X))
+    if isinstance(last, SeedEnsembleClassifier):
         _check_classes(masks, y)
     if n_seeds is not None and (not isinstance(n_seeds, Integral) or n_seeds < 1):
         raise ValueError(f"n_seeds={n_seeds!r} must be a positive integer")
     location = _memory_location(memory, cache_dir)
-    if _is_fitted(ensemble):
-        check_same_training_data(ensemble, X, y, "retrain_distributions")
+    if is_fitted_pipeline(ensemble):
+        if steps:
+            check_same_training_data(last, Pipeline(steps).transform(X), y,
+                                     "retrain_distributions")
+        else:
+            check_same_training_data(ensemble, X, y, "retrain_distributions")
     if location is not None and not isinstance(random_state, Integral):
         raise ValueError(f"memory needs an integer random_state (got {random_state!r}): a "
                          "resumed run must retrain with the same seeds")
     seed = int(check_random_state(random_state).randint(_SEED_MAX))
     # The ensemble's own memory= would keep every member of every removal set on disk;
     # the unit kept here is the set (memory= of this function).
-    template = clone(ensemble).set_params(random_state=seed, verbose=0, memory=None,
-                                          **({} if n_seeds is None else {"n_seeds": n_seeds}))
+    prefix = f"{_last_step_name(ensemble)}__" if steps else ""
+    settings = dict(random_state=seed, verbose=0, memory=None,
+                    **({} if n_seeds is None else {"n_seeds": n_seeds}))
+    template = clone(ensemble).set_params(**{prefix + k: v for k, v in settings.items()})
 
     folder = _cache_folder(location, template, X, y, X_query, y_query, measurement)
     before = load_array(folder / "full.npy") if folder is not None else None
@@ -365,7 +407,7 @@ def retrain_distributions(ensemble, X, y, X_query, y_query=None, *, remove, n_se
         full = clone(template).fit(X, y)
         if y_query is None:
             y_query = full.predict(X_query)
-        before = full.measure(X_query, y_query, measurement=measurement)
+        before = QueryMeasurement(X_query, y_query, measurement)(full)
         if folder is not None:
             save_array(folder / "y_query.npy", np.asarray(y_query))
             save_array(folder / "full.npy", before)
@@ -400,12 +442,19 @@ def _memory_location(memory, cache_dir):
                      f"got {memory!r}")
 
 
-def _is_fitted(estimator):
-    try:
-        check_is_fitted(estimator)
-    except Exception:  # NotFittedError, or an object check_is_fitted refuses
-        return False
-    return True
+def _check_rows(X, name):
+    """An array or sparse matrix checked as before (a dict is the ensemble's to
+    check)."""
+    if isinstance(X, Mapping) or is_dataset(X):
+        return X
+    return check_array(X, accept_sparse="csr", dtype="numeric", input_name=name,
+                       allow_nd=True)
+
+
+def _last_step_name(pipeline):
+    """The ``set_params`` path of a Pipeline's last step (nested Pipelines too)."""
+    name, step = pipeline.steps[-1]
+    return f"{name}__{_last_step_name(step)}" if isinstance(step, Pipeline) else name
 
 
 def _cache_folder(location, template, X, y, X_query, y_query, measurement):
@@ -421,7 +470,7 @@ def _cache_folder(location, template, X, y, X_query, y_query, measurement):
     manifest = folder / "settings.json"
     if not manifest.exists():
         manifest.write_text(json.dumps({
-            "ensemble": repr(template), "n_train": int(len(X)), "n_query": int(len(X_query)),
+            "ensemble": repr(template), "n_train": int(n_rows(X)), "n_query": int(n_rows(X_query)),
             "y_query": "given" if y_query is not None else "predicted by the full-data ensemble",
             "measurement": repr(measurement)}, indent=1))
     return folder

@@ -16,11 +16,13 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
-from ..ensemble import (SeedEnsembleClassifier, SeedEnsembleRegressor, check_same_training_data,
-                        input_dtype, member_nets, net_targets, query_targets)
+from .._inputs import n_rows
+from ..ensemble import (ATTRIBUTED, SeedEnsembleClassifier, SeedEnsembleRegressor, check_rows,
+                        check_same_training_data, fit_preprocessing, member_nets, net_input,
+                        net_targets, query_targets, row_labels, rows_as_given, split_pipeline)
 from ..measurements import MEASUREMENTS
 from ..model import functional_member, measure_all
 from ._scoring import row_chunk
@@ -44,7 +46,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
 
     #: The parameters both estimators take, and their constraints.
     _parameter_constraints = {
-        "estimator": [SeedEnsembleClassifier, SeedEnsembleRegressor, None],
+        "estimator": [*ATTRIBUTED, None],
         "measurement": [StrOptions(set(MEASUREMENTS)), callable],
         "statistic": [StrOptions(set(STATISTICS)), callable],
         "q": [Interval(Real, 0, 1, closed="both")],
@@ -59,25 +61,46 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         """Validate, fit or adopt the ensemble, and pick the attributed members
         (``members_``, their indices; the subclass then holds them as functions of
         their parameters in ``_members``, in the same order). Returns the validated
-        ``X, y``."""
-        X_given, y_given = X, y  # an unfitted ensemble sees them as given (column names)
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
-                             y_numeric=False)
+        ``X, y`` (for a Pipeline, its steps' output: the rows as the ensemble takes them).
+
+        The estimator may be a Pipeline ending in a seed ensemble: the steps before
+        it are fitted on ``(X, y)`` (unless the Pipeline is fitted) and held fixed
+        as ``preprocessor_``; the ensemble trains on, and attribution sees, their
+        output, while the rows stay the user's rows."""
+        name = type(self).__name__
+        self._row_labels = row_labels(X)
         estimator = self.estimator
         if estimator is None:
-            target = type_of_target(y)
+            y_rows = rows_as_given(X, y)[1]
+            target = type_of_target(np.asarray(y_rows) if y_rows is not None else y)
             estimator = (SeedEnsembleClassifier() if target in ("binary", "multiclass")
                          else SeedEnsembleRegressor())
+        if split_pipeline(estimator, name)[0]:
+            X, y = rows_as_given(X, y)
+            y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+            self.preprocessor_, estimator, X = fit_preprocessing(estimator, X, y, name)
+            for attribute in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(attribute, None)
+        else:
+            self.preprocessor_ = None
+            X_given, y = rows_as_given(X, y)
+            X, y = check_rows(self, X_given, y, reset=True, multi_output=True)
+            if hasattr(X_given, "iloc") and not _is_fitted(estimator):
+                X = X_given  # an unfitted ensemble sees them as given (column names)
+            elif hasattr(X_given, "iloc") and hasattr(estimator, "feature_names_in_"):
+                X = X_given  # so does one fitted with names; one fitted without, the array
         try:
             check_is_fitted(estimator)
             self.estimator_ = estimator
-            if estimator.n_features_in_ != X.shape[1]:
+            n_features = getattr(estimator, "n_features_in_", None)
+            if n_features is not None and hasattr(X, "shape") and len(X.shape) > 1 \
+                    and n_features != X.shape[1]:
                 raise ValueError(
-                    f"the fitted estimator has {estimator.n_features_in_} features but X has "
+                    f"the fitted estimator has {n_features} features but X has "
                     f"{X.shape[1]}; it must be fitted on the training rows being attributed")
-            check_same_training_data(estimator, X, y, type(self).__name__)
+            check_same_training_data(estimator, X, y, name)
         except NotFittedError:
-            self.estimator_ = clone(estimator).fit(X_given, y_given)
+            self.estimator_ = clone(estimator).fit(X, y)
         ens = self.estimator_
         n_seeds = len(ens.estimators_)
         if self.seed_index is not None and self.seed_index >= n_seeds:
@@ -86,9 +109,9 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         check_statistic(self.statistic)
         self.members_ = (np.arange(n_seeds) if self.seed_index is None
                          else np.array([self.seed_index]))
-        self._X_train = self._as_net_input(X)
+        self._X_train = net_input(ens, X)
         self._y_train = net_targets(ens, y)
-        self.n_train_ = len(X)
+        self.n_train_ = n_rows(X)
         return X, y
 
     def _member_function(self, i, layered=False, modules=None):
@@ -100,13 +123,19 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
                                  probe_X=self._X_train[:8] if layered else None)
 
     # -- queries and chunks ---------------------------------------------------------------
-    def _as_net_input(self, X):
-        return np.require(X, dtype=input_dtype(self.estimator_), requirements=["C", "W"])
-
     def _query(self, X, y):
+        """Query rows in the nets' form and their targets (the ensemble's prediction
+        when ``y`` is None; a Dataset's own targets when ``X`` is one)."""
         check_is_fitted(self)
-        X = self._as_net_input(validate_data(self, X, reset=False,
-                                             dtype=[np.float64, np.float32]))
+        X, y = rows_as_given(X, y)
+        if self.preprocessor_ is not None:
+            X = self.preprocessor_.transform(X)
+        else:
+            checked = check_rows(self, X, reset=False)[0]
+            # the ensemble sees them as given where it knows column names, else as checked
+            if not hasattr(self.estimator_, "feature_names_in_"):
+                X = checked
+        X = net_input(self.estimator_, X)
         return X, query_targets(self.estimator_, X, y)
 
     def _train_chunk(self):
@@ -122,7 +151,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
     def _removal_samples(self, X, y, masks):
         """``(before, after)`` for boolean removal sets ``masks`` (n_sets, n_train):
         ``m_s`` and ``m_s`` plus the sum of the member's changes over each set."""
-        before = np.empty((len(self._members), len(X)))
+        before = np.empty((len(self._members), n_rows(X)))
         shift = np.zeros((len(masks),) + before.shape)
         weights = masks.astype(np.float64)
         for q_rows, t_rows, measured, delta in self._blocks(X, y):
@@ -153,7 +182,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         {convention}
         """
         X, y = self._query(X, y)
-        out = np.empty((len(self._members), len(X), self.n_train_))
+        out = np.empty((len(self._members), n_rows(X), self.n_train_))
         for q_rows, t_rows, _, delta in self._blocks(X, y):
             out[:, q_rows, t_rows] = delta
         return out
@@ -196,7 +225,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         {convention}
         """
         X, y = self._query(X, None)
-        out = np.empty((len(X), self.n_train_))
+        out = np.empty((n_rows(X), self.n_train_))
         for q_rows, t_rows, measured, delta in self._blocks(X, y):
             before = np.broadcast_to(measured[:, :, None], delta.shape)
             out[q_rows, t_rows] = discrepancy(before, before + delta, self.statistic, q=self.q)
@@ -306,7 +335,12 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         return masks
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns: one per training row, ``train0``, ``train1``, ...
+        """Names of the output columns: one per training row.
+
+        The training DataFrame's (or Series') index labels, as strings, when
+        it had an index other than the default ``0, 1, ...``; otherwise
+        ``train0``, ``train1``, ... So with ``set_output(transform="pandas")``
+        the score columns carry the labels of the rows they score.
 
         Parameters
         ----------
@@ -317,11 +351,15 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         names : ndarray of str of shape (n_train,)
         """
         check_is_fitted(self)
+        labels = getattr(self, "_row_labels", None)
+        if labels is not None and not np.array_equal(labels, np.arange(self.n_train_)):
+            return np.asarray([str(label) for label in labels], dtype=object)
         return np.asarray([f"train{k}" for k in range(self.n_train_)], dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -330,3 +368,11 @@ for _method in (_BaseInfluence.influence_samples, _BaseInfluence.transform,
     # method docstrings sit one level deeper than the class docstring
     _method.__doc__ = _method.__doc__.replace("{convention}",
                                               CONVENTION.replace("\n    ", "\n        "))
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True

@@ -53,6 +53,7 @@ from sklearn.utils import Bunch, check_random_state
 from .._agreement import (distribution_change, noise_ceiling, per_query_correlation,
                           query_interval)
 from .._cache import settings_key
+from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..ensemble import member_nets, retrain_sets
 from ..model import functional_member, measure_all
@@ -187,9 +188,9 @@ class _NetMeasurement:
 
 def _training_losses(members, X, y, chunk):
     """Each training row's loss, averaged over ``members``, (n,) float64."""
-    total = np.zeros(len(X))
+    total = np.zeros(n_rows(X))
     for member in members:
-        for rows in chunks(len(X), chunk):
+        for rows in chunks(n_rows(X), chunk):
             Xr, yr = member.tensors(X[rows], y[rows])
             with torch.no_grad():
                 total[rows] += member.loss_fn(member.net, member.outputs(member.theta, Xr),
@@ -202,7 +203,7 @@ def _set_sums(member, X, y, masks, centre, chunk):
     a list of ``(n_sets, block size)``."""
     weights = torch.as_tensor(masks, dtype=torch.float64)
     sums = None
-    for t in chunks(len(X), chunk):
+    for t in chunks(n_rows(X), chunk):
         grads = member.grads("loss", X[t], y[t])
         part = [weights[:, t].to(g.device) @ g.double().reshape(len(g), -1) for g in grads]
         sums = part if sums is None else [a + b for a, b in zip(sums, part)]
@@ -223,7 +224,7 @@ def predicted_samples(members, curvatures, centres, X, y, X_query, y_query, mask
             queries = member.grads("measurement", X_query, y_query)
             for i, solved in enumerate(curvature.solve_dampings(queries, dampings)):
                 shift = sum(q.double().reshape(len(q), -1) @ v.T for q, v in zip(solved, sums))
-                shifts[i, :, s] = shift.T.cpu().numpy() / len(X)
+                shifts[i, :, s] = shift.T.cpu().numpy() / n_rows(X)
             bar.update()
     return before, before[None, None] + shifts
 
@@ -317,7 +318,7 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     ens = influence.estimator_
     deterministic = len(ens.estimators_) == 1
     seeds, n_sets = plan_size(len(ens.estimators_), deterministic, budget, options)
-    n = len(X_net)
+    n = n_rows(X_net)
     n_queries = min(options["queries"], n // 5)
     if n_queries < MIN_QUERIES:
         raise CalibrationUnavailable(

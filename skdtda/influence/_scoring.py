@@ -18,6 +18,7 @@ and one chunk of training gradients (:data:`GRADIENT_BUDGET`).
 
 import numpy as np
 
+from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
 from ..model import measure_all
@@ -81,7 +82,7 @@ class Scoring:
     def __init__(self, members, solvers, centres, X_train, y_train, batch_size, verbose=0):
         self.members, self.solvers, self.centres = members, solvers, centres
         self.X_train, self.y_train = X_train, y_train
-        self.n_train = len(X_train)
+        self.n_train = n_rows(X_train)
         self.batch_size, self.verbose = batch_size, verbose
         lead = members[0]
         self.train_chunk = row_chunk(lead.n_params, lead.theta.element_size(), batch_size)
@@ -95,8 +96,8 @@ class Scoring:
     def first_order(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
         q_size, by_member = self._query_chunk()
-        n_blocks = -(-len(X) // q_size) * -(-self.n_train // self.train_chunk)
-        with progress(n_blocks, f"scoring {len(X)} queries x {self.n_train} rows", "block",
+        n_blocks = -(-n_rows(X) // q_size) * -(-self.n_train // self.train_chunk)
+        with progress(n_blocks, f"scoring {n_rows(X)} queries x {self.n_train} rows", "block",
                       self.verbose) as bar:
             for block in self._first_order(X, y, q_size, by_member):
                 bar.update()
@@ -104,11 +105,11 @@ class Scoring:
 
     def _first_order(self, X, y, q_size, by_member):
         members = list(zip(self.members, self.solvers, self.centres))
-        for q_rows in chunks(len(X), q_size):
+        for q_rows in chunks(n_rows(X), q_size):
             Xq, yq = X[q_rows], y[q_rows]
             measured = measure_all(self.members, Xq, yq)
             if by_member:
-                delta = np.empty((len(members), len(Xq), self.n_train))
+                delta = np.empty((len(members), n_rows(Xq), self.n_train))
                 for s, (member, solver, centre) in enumerate(members):
                     solved, offset = _solve_queries(member, solver, centre, Xq, yq)
                     for t_rows in chunks(self.n_train, self.train_chunk):
@@ -154,10 +155,10 @@ class Scoring:
         t_size = row_chunk(width * lead.n_params, 8, self.batch_size)
         n_kept = self.n_train - 1
         members = list(zip(self.members, self.solvers, self.centres))
-        for q_rows in chunks(len(X), q_size):
+        for q_rows in chunks(n_rows(X), q_size):
             Xq, yq = X[q_rows], y[q_rows]
             measured = measure_all(self.members, Xq, yq)
-            delta = np.empty((len(members), len(Xq), len(rows)))
+            delta = np.empty((len(members), n_rows(Xq), len(rows)))
             for s, (member, solver, (centre,)) in enumerate(members):
                 tilde = solver.rescaled(self.n_train)
                 query = member.per_sample_grads("measurement", Xq, yq).double()
@@ -174,7 +175,7 @@ class Scoring:
     def newton_shifts(self, X, y, masks):
         """Set Newton: (n_sets, n_seeds, n_query) predicted changes, each set re-solved
         with the curvature of its kept rows (one refactorisation per member and set)."""
-        shifts = np.zeros((len(masks), len(self.members), len(X)))
+        shifts = np.zeros((len(masks), len(self.members), n_rows(X)))
         q_size = self._query_chunk()[0]
         sets = [i for i, mask in enumerate(masks) if mask.any()]
         for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
@@ -192,7 +193,7 @@ class Scoring:
                 v = [t - len(removed) * m for t, m in zip(total, centre)]
                 step = kept.solve_blocks([b[None] for b in v])
                 step = [b.double().reshape(-1) for b in step]
-                for q_rows in chunks(len(X), q_size):
+                for q_rows in chunks(n_rows(X), q_size):
                     query = member.grads("measurement", X[q_rows], y[q_rows])
                     change = sum(g.double().reshape(len(g), -1) @ b for g, b in zip(query, step))
                     shifts[i, s, q_rows] = change.cpu().numpy() / n_kept
@@ -203,8 +204,8 @@ def _solve_queries(member, solver, centre, Xq, yq):
     """One member's solved query gradients (flattened blocks) and their products
     with the centre ``c_s``."""
     solved = solver.solve_rows("measurement", Xq, yq)
-    offset = sum(s.reshape(len(Xq), -1).double() @ m.reshape(-1)
+    offset = sum(s.reshape(n_rows(Xq), -1).double() @ m.reshape(-1)
                  for s, m in zip(solved, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
-    return [s.reshape(len(Xq), -1).to(member.dtype) for s in solved], offset
+    return [s.reshape(n_rows(Xq), -1).to(member.dtype) for s in solved], offset

@@ -26,6 +26,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_memory
 from sklearn.utils.parallel import Parallel, delayed
 
+from .._inputs import n_rows
 from .._loops import progress
 from ..curvature import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, CURVATURES, LAYERED, NEWTON_ROWS,
                          NEWTON_SETS, fit_curvature, resolve_curvature)
@@ -487,7 +488,7 @@ default="auto"
         sizes = masks.sum(axis=1)
         single = np.flatnonzero(sizes == 1) if self.curvature_ in NEWTON_ROWS else []
         if len(single):
-            delta = np.empty((len(self._members), len(X), len(single)))
+            delta = np.empty((len(self._members), n_rows(X), len(single)))
             for q_rows, t, _, part in scoring.newton_rows(X, y, masks[single].argmax(axis=1)):
                 delta[:, q_rows, t] = part
             after[single] += np.moveaxis(delta, 2, 0)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from .._loops import chunks
+from .._inputs import as_tensors, module_call, n_rows, per_row_tree
 from .._torch import call_with_parameters
 from ..exceptions import unsupported_ops
 from ..measurements import get_measurement
@@ -124,20 +125,24 @@ class FunctionalMember:
                 in zip(self.names, theta.split(self.sizes), self.shapes)}
 
     def outputs(self, theta, X):
-        return call_with_parameters(self.module, self.unflatten(theta), (X,))
+        params = self.unflatten(theta)
+        return module_call(lambda args, kwargs: call_with_parameters(
+            self.module, params, args, kwargs), X)
 
     def tensors(self, X, y):
-        X = torch.as_tensor(np.asarray(X), device=self.device)
-        if torch.is_floating_point(X):
-            X = X.to(self.dtype)
+        """Rows and targets as torch: ``X`` a tensor, a
+        :class:`~skdtda._inputs.MultiInput` of tensors (several forward arguments)
+        or a :class:`~skdtda._inputs.SparseRows` (densified chunk by chunk);
+        integer inputs (token ids) stay integer."""
+        X = as_tensors(X, self.dtype, self.device)
         y = torch.as_tensor(np.asarray(y), device=self.device)
         if torch.is_floating_point(y):
             y = y.to(self.dtype)
         return X, y
 
-    def _per_sample(self, fn):
+    def _per_sample(self, fn, add_row_axis=lambda x: x[None]):
         def one(theta, x, y):
-            return fn(self.net, self.outputs(theta, x[None]), y[None])[0]
+            return fn(self.net, self.outputs(theta, add_row_axis(x)), y[None])[0]
         return one
 
     def _fn(self, fn_name):
@@ -173,9 +178,11 @@ class FunctionalMember:
         fn = self._fn(fn_name)
         X, y = self.tensors(X, y)
         if self._flat_from_layers(X):
-            return self._flat(self.tracer.row_grads(fn, X, y), len(X))
+            return self._flat(self.tracer.row_grads(fn, X, y), n_rows(X))
+        X, add_row_axis = per_row_tree(X)
         with unsupported_ops("per-row gradients of all parameters"):
-            g = vmap(grad(self._per_sample(fn)), in_dims=(None, 0, 0))(self.theta, X, y)
+            g = vmap(grad(self._per_sample(fn, add_row_axis)), in_dims=(None, 0, 0))(
+                self.theta, X, y)
         return g.detach()
 
     def _flat(self, blocks, n):
@@ -217,10 +224,10 @@ class FunctionalMember:
         """Gradient of the mean training loss (no weight decay), float64, shape (P,)."""
         X, y = self.tensors(X, y)
         total = torch.zeros(self.n_params, dtype=torch.float64, device=self.device)
-        for rows in chunks(len(X), chunk):
+        for rows in chunks(n_rows(X), chunk):
             part = grad(self.mean_loss)(self.theta, X[rows], y[rows]).detach()
-            total += part.double() * len(X[rows])
-        return total / len(X)
+            total += part.double() * n_rows(X[rows])
+        return total / n_rows(X)
 
     def output_hessian_roots(self, outputs, y):
         """``R`` with ``R R^T`` the Hessian of each sample's loss w.r.t. its output,
@@ -339,11 +346,11 @@ class LayeredMember(FunctionalMember):
         """:meth:`FunctionalMember.mean_grads` as one (out, in) block per layer."""
         normalised = self.penalty if self.penalty_normalised else None
         total = None
-        for rows in chunks(len(X), chunk):
+        for rows in chunks(n_rows(X), chunk):
             blocks = self.grads("loss", X[rows], y[rows])
             sums = [b.double().sum(dim=0) for b in blocks]
             total = sums if total is None else [t + s for t, s in zip(total, sums)]
-        total = [t / len(X) for t in total]
+        total = [t / n_rows(X) for t in total]
         if normalised is not None:
             pen = self.to_blocks(normalised * self.theta.double())
             total = [t + p for t, p in zip(total, pen)]

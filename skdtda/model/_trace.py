@@ -18,6 +18,8 @@ import contextlib
 import numpy as np
 import torch
 
+from .._inputs import module_call, n_rows
+
 __all__ = ["AUTO_EXACT_COLUMNS", "LayerTracer", "evaluating"]
 
 _PROBE_SIZES = (3, 7)
@@ -72,7 +74,8 @@ class LayerTracer:
                    for i, spec in enumerate(self.specs)]
         try:
             with evaluating(self.member.module), torch.set_grad_enabled(keep_outputs):
-                outputs = self.member.module(X)
+                outputs = module_call(lambda args, kwargs: self.member.module(*args, **kwargs),
+                                      X)
         finally:
             for h in handles:
                 h.remove()
@@ -81,7 +84,7 @@ class LayerTracer:
     def _probe(self, X):
         shapes = []
         for n in _PROBE_SIZES:
-            rows = X[np.resize(np.arange(len(X)), n)]
+            rows = X[np.resize(np.arange(n_rows(X)), n)]
             _, calls = self._calls(rows, keep_outputs=False)
             shapes.append([[tuple(out.shape) for _, _, out in c] for c in calls])
         kept = []
@@ -110,7 +113,7 @@ class LayerTracer:
                 for name in spec.param_names:
                     self.fixed[name] = reason
         self.specs = kept
-        self._check_gradients(X[np.resize(np.arange(len(X)), _PROBE_SIZES[0])])
+        self._check_gradients(X[np.resize(np.arange(n_rows(X)), _PROBE_SIZES[0])])
 
     def _check_gradients(self, X):
         """Hold fixed every layer whose hooked gradient is not its parameters' whole

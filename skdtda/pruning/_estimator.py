@@ -6,6 +6,8 @@ pruning touches only the rows passed to ``fit`` (the training folds), and
 prediction passes every row through unchanged.
 """
 
+from collections.abc import Mapping
+
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.utils import _safe_indexing
 from sklearn.utils._metadata_requests import (MetadataRouter, MethodMapping, _routing_enabled,
@@ -16,7 +18,8 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (_check_method_params, _check_sample_weight,
                                       check_is_fitted, indexable)
 
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from .._inputs import take_rows
+from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor, rows_as_given
 from ._pruner import DataPruner
 
 __all__ = ["PrunedEstimator"]
@@ -142,8 +145,10 @@ class PrunedEstimator(MetaEstimatorMixin, BaseEstimator):
         """
         if _routing_enabled():
             fit_params = process_routing(self, "fit", **fit_params).estimator.fit
-        # Array-likes without __getitem__ become arrays so the kept rows can be taken.
-        X, y = indexable(X, y)
+        # Array-likes without __getitem__ become arrays so the kept rows can be taken;
+        # a Dataset is read into arrays, a dict of arrays kept (one per forward argument).
+        X, y = rows_as_given(X, y)
+        X, y = indexable(X, y) if not isinstance(X, Mapping) else (X, y)
         if fit_params.get("sample_weight") is not None:
             # Checked against all rows before pruning: one of another length would be passed
             # on unsubset and rejected against the kept rows' count, a number the caller
@@ -159,9 +164,10 @@ class PrunedEstimator(MetaEstimatorMixin, BaseEstimator):
             template = (SeedEnsembleClassifier() if type_of_target(y) in ("binary", "multiclass")
                         else SeedEnsembleRegressor())
         params = _check_method_params(X, fit_params, indices=kept)
-        self.estimator_ = clone(template).fit(_safe_indexing(X, kept), _safe_indexing(y, kept),
+        self.estimator_ = clone(template).fit(take_rows(X, kept), _safe_indexing(y, kept),
                                               **params)
-        self.n_features_in_ = self.pruner_.n_features_in_
+        if hasattr(self.pruner_, "n_features_in_"):
+            self.n_features_in_ = self.pruner_.n_features_in_
         if hasattr(self.pruner_, "feature_names_in_"):
             self.feature_names_in_ = self.pruner_.feature_names_in_
         return self
@@ -309,5 +315,6 @@ class PrunedEstimator(MetaEstimatorMixin, BaseEstimator):
         tags.target_tags.multi_output = sub.target_tags.multi_output
         tags.target_tags.required = True
         tags.input_tags.pairwise = sub.input_tags.pairwise
-        tags.input_tags.sparse = False
+        # the pruner takes CSR rows; the kept rows then go to the wrapped estimator
+        tags.input_tags.sparse = sub.input_tags.sparse
         return tags

@@ -9,6 +9,7 @@ pays for it once per training set.
 """
 
 import warnings
+from collections.abc import Mapping
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,11 +18,13 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_memory, indexable, validate_data
+from sklearn.utils.validation import check_array, check_memory, indexable
 
+from .._inputs import n_rows, take_rows
 from .._loops import chunks
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
-from ..ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
+from ..ensemble import (SeedEnsembleClassifier, SeedEnsembleRegressor, check_rows,
+                        rows_as_given, split_pipeline)
 from ..influence import SPREAD_FACTOR, InfluenceTransformer
 
 __all__ = ["DataPruner"]
@@ -57,10 +60,11 @@ def _validation_samples(influence, X_val, y_val):
     ``n_seeds * batch_size * n_train``.
     """
     delta = 0.0
-    for rows in chunks(len(X_val), influence.batch_size):
-        delta = delta + influence.influence_samples(X_val[rows], y_val[rows]).sum(axis=1)
+    for rows in chunks(n_rows(X_val), influence.batch_size):
+        delta = delta + influence.influence_samples(take_rows(X_val, rows),
+                                                    y_val[rows]).sum(axis=1)
     before = influence.measure(X_val, y_val).mean(axis=1)
-    return before, delta / len(X_val)
+    return before, delta / n_rows(X_val)
 
 
 def _self_samples(influence, X, y):
@@ -70,9 +74,9 @@ def _self_samples(influence, X, y):
     diagonal of the (n_seeds, n_train, n_train) influence array, built chunk by
     chunk so the full array never exists.
     """
-    delta = np.empty((len(influence.members_), len(X)))
-    for rows in chunks(len(X), influence.batch_size):
-        block = influence.influence_samples(X[rows], y[rows])
+    delta = np.empty((len(influence.members_), n_rows(X)))
+    for rows in chunks(n_rows(X), influence.batch_size):
+        block = influence.influence_samples(take_rows(X, rows), y[rows])
         local = np.arange(rows.stop - rows.start)
         delta[:, rows] = block[:, local, rows.start + local]
     return influence.measure(X, y), delta
@@ -95,11 +99,11 @@ def _score_samples(influence, X, y, objective, validation_data, folds):
         else:
             before, delta = _validation_samples(fitted, *validation_data)
             before = before[:, None]
-        fits.append((np.arange(len(X)), before, delta, fitted))
+        fits.append((np.arange(n_rows(X)), before, delta, fitted))
         return fits
     for train, val in folds:
-        fitted = clone(influence).fit(X[train], y[train])
-        before, delta = _validation_samples(fitted, X[val], y[val])
+        fitted = clone(influence).fit(take_rows(X, train), y[train])
+        before, delta = _validation_samples(fitted, take_rows(X, val), y[val])
         fits.append((train, before[:, None], delta, fitted))
     return fits
 
@@ -279,10 +283,9 @@ class DataPruner(BaseEstimator):
         self : DataPruner
             The fitted pruner.
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True,
-                             y_numeric=False)
+        X, y = self._check_rows(X, y)
         check_statistic(self.statistic)
-        n = len(X)
+        n = n_rows(X)
         n_remove = int(round(self.fraction * n))
         if n_remove < 1:
             raise ValueError(f"fraction={self.fraction} removes no rows of the {n} "
@@ -325,16 +328,27 @@ class DataPruner(BaseEstimator):
         self.n_removed_ = n_remove
         return self
 
+    def _check_rows(self, X, y, reset=True):
+        """Rows as the influence takes them: raw rows for a Pipeline (its steps check
+        them), else arrays, sparse matrices, dicts of arrays or a Dataset read into
+        arrays, validated as the ensembles validate them."""
+        estimator = getattr(self.influence, "estimator", None)
+        if estimator is not None and split_pipeline(estimator, "DataPruner")[0]:
+            X, y = rows_as_given(X, y)
+            y = check_array(y, ensure_2d=False, dtype=None, input_name="y")
+            if len(y) != n_rows(X):
+                raise ValueError(f"X has {n_rows(X)} rows but y has {len(y)}")
+            return X, y
+        return check_rows(self, X, y, reset=reset, multi_output=True)
+
     def _check_validation_data(self, X, y):
         if self.objective != "validation" or self.validation_data is None:
             return None
         if len(self.validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val), got "
                              f"{len(self.validation_data)} items")
-        X_val, y_val = self.validation_data
-        X_val, y_val = validate_data(self, X_val, y_val, reset=False, multi_output=True,
-                                     dtype=X.dtype, y_numeric=False)
-        if len(X_val) == 0:
+        X_val, y_val = self._check_rows(*self.validation_data, reset=False)
+        if n_rows(X_val) == 0:
             raise ValueError("validation_data holds no rows")
         if _is_classification(y):
             unseen = np.setdiff1d(y_val, y)
@@ -403,12 +417,14 @@ class DataPruner(BaseEstimator):
         y_kept : array-like of shape (n_kept,) or (n_kept, n_targets)
             Their targets.
         """
-        X, y = indexable(X, y)
+        X, y = rows_as_given(X, y)
+        X, y = indexable(X, y) if not isinstance(X, Mapping) else (X, y)
         self.fit(X, y)
-        return _safe_indexing(X, self.sample_indices_), _safe_indexing(y, self.sample_indices_)
+        return take_rows(X, self.sample_indices_), _safe_indexing(y, self.sample_indices_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
+        tags.input_tags.sparse = True  # the influence takes CSR rows
         return tags
 

@@ -11,9 +11,10 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_memory
 from skorch import NeuralNet
 
+from ..._inputs import n_rows
 from ..._loops import chunks, progress
 from ...discrepancy import STATISTICS
-from ...ensemble import initial_members
+from ...ensemble import initial_members, split_pipeline
 from ...model import measure_all
 from .._base import CONVENTION, _BaseInfluence
 from ._replay import SNAPSHOTS, _Replay, _removal_directions
@@ -232,7 +233,9 @@ class UnrolledInfluence(_BaseInfluence):
         self : UnrolledInfluence
             The fitted transformer.
         """
-        net = getattr(self.estimator, "net", None)
+        # a Pipeline's ensemble (its steps are held fixed, as InfluenceTransformer holds them)
+        net = getattr(split_pipeline(self.estimator, "UnrolledInfluence")[1]
+                      if self.estimator is not None else None, "net", None)
         if net is not None and not isinstance(net, NeuralNet):
             raise ValueError(
                 f"UnrolledInfluence replays a member's training step by step, which it can do "
@@ -314,7 +317,7 @@ class UnrolledInfluence(_BaseInfluence):
         if self.mode_ == "reverse":
             yield from self._reverse_blocks(X, y)
             return
-        for q_rows in chunks(len(X), self._train_chunk()):
+        for q_rows in chunks(n_rows(X), self._train_chunk()):
             grads = [member.per_sample_grads("measurement", X[q_rows], y[q_rows])
                      for member in self._members]
             measured = measure_all(self._members, X[q_rows], y[q_rows])
@@ -327,10 +330,10 @@ class UnrolledInfluence(_BaseInfluence):
 
     def _reverse_blocks(self, X, y):
         """Reverse mode: one backward sweep per member and batch of ``n_tangents`` queries."""
-        n_sweeps = -(-len(X) // self.n_tangents) * len(self._replays)
-        with progress(n_sweeps, f"reverse sweeps for {len(X)} queries", "sweep",
+        n_sweeps = -(-n_rows(X) // self.n_tangents) * len(self._replays)
+        with progress(n_sweeps, f"reverse sweeps for {n_rows(X)} queries", "sweep",
                       self.verbose) as bar:
-            for q_rows in chunks(len(X), self.n_tangents):
+            for q_rows in chunks(n_rows(X), self.n_tangents):
                 grads = [member.per_sample_grads("measurement", X[q_rows], y[q_rows])
                          for member in self._members]
                 measured = measure_all(self._members, X[q_rows], y[q_rows])

@@ -5,11 +5,14 @@ minibatches and applies the member's own optimizer, with the loss of training
 row ``n`` in each minibatch mean weighted by ``1 + eps * w_n``.
 """
 
+from collections.abc import Mapping
+
 import torch
 from sklearn.base import clone
 from skorch import NeuralNet, NeuralNetClassifier
 from torch.func import grad, jvp, vmap
 
+from ..._inputs import SparseRows, n_rows
 from ...ensemble import initialize_member
 from ...ensemble import unsupported_reason as batched_unsupported_reason
 from ...model import FlatMember, TrainingRecipe
@@ -76,7 +79,7 @@ class _Replay:
         self.theta0 = torch.cat([p.detach().reshape(-1) for p in start.module_.parameters()])
         self.order_seed = int(order_seed)
         self.X, self.y = self.member.tensors(X, y)
-        self.recipe = TrainingRecipe.read(net, len(X))
+        self.recipe = TrainingRecipe.read(net, n_rows(X))
         self.shuffle, self.batch_size = self.recipe.shuffle, self.recipe.batch_size
         self.drop_last, self.max_epochs = self.recipe.drop_last, self.recipe.max_epochs
         self.per_row = self._per_row_loss()
@@ -97,7 +100,7 @@ class _Replay:
         return joblib.hash((self.theta0.cpu().numpy(), self.member.theta.cpu().numpy(),
                             self.order_seed, self.batch_size, self.shuffle, self.drop_last,
                             self.max_epochs, repr(sorted(settings.items())), repr(net.module_),
-                            repr(net.criterion_), self.X.cpu().numpy(), self.y.cpu().numpy()))
+                            repr(net.criterion_), _hashable(self.X), self.y.cpu().numpy()))
 
     def _per_row_loss(self):
         criterion = self.member.net.criterion_
@@ -327,7 +330,7 @@ class _Replay:
         generator = torch.Generator().manual_seed(self.order_seed)
         step = 0
         for _ in range(self.max_epochs):
-            order = self.recipe.epoch_order(generator).to(self.X.device)
+            order = self.recipe.epoch_order(generator).to(self.y.device)
             for rows in self.recipe.batch_slices():
                 step += 1
                 yield step, order[rows]
@@ -352,3 +355,13 @@ def _removal_directions(rows, n_samples, dtype):
     directions = torch.zeros(len(rows), n_samples, dtype=dtype)
     directions[torch.arange(len(rows)), torch.as_tensor(rows)] = -1
     return directions
+
+
+def _hashable(X):
+    """The training rows of a replay in a form joblib hashes by value: a tensor, a
+    dict of tensors (several forward arguments) or a CSR matrix (kept sparse)."""
+    if isinstance(X, Mapping):
+        return {name: _hashable(value) for name, value in X.items()}
+    if isinstance(X, SparseRows):
+        return X.matrix
+    return X.cpu().numpy()
