@@ -21,8 +21,9 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from .._inputs import n_rows
 from ..ensemble import (ATTRIBUTED, SeedEnsembleClassifier, SeedEnsembleRegressor, check_rows,
-                        check_same_training_data, fit_preprocessing, member_nets, net_input,
-                        net_targets, query_targets, row_labels, rows_as_given, split_pipeline)
+                        check_same_training_data, fit_preprocessing, is_fitted_pipeline,
+                        member_nets, net_input, net_targets, query_targets, row_labels,
+                        rows_as_given, split_pipeline)
 from ..measurements import MEASUREMENTS
 from ..model import functional_member, measure_all
 from ._scoring import row_chunk
@@ -85,7 +86,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
             self.preprocessor_ = None
             X_given, y = rows_as_given(X, y)
             X, y = check_rows(self, X_given, y, reset=True, multi_output=True)
-            if hasattr(X_given, "iloc") and not _is_fitted(estimator):
+            if hasattr(X_given, "iloc") and not is_fitted_pipeline(estimator):
                 X = X_given  # an unfitted ensemble sees them as given (column names)
             elif hasattr(X_given, "iloc") and hasattr(estimator, "feature_names_in_"):
                 X = X_given  # so does one fitted with names; one fitted without, the array
@@ -368,11 +369,3 @@ for _method in (_BaseInfluence.influence_samples, _BaseInfluence.transform,
     # method docstrings sit one level deeper than the class docstring
     _method.__doc__ = _method.__doc__.replace("{convention}",
                                               CONVENTION.replace("\n    ", "\n        "))
-
-
-def _is_fitted(estimator):
-    try:
-        check_is_fitted(estimator)
-    except NotFittedError:
-        return False
-    return True
