@@ -4,7 +4,7 @@ See ``docs/`` and the README. Public estimators are re-exported here.
 """
 
 from .ensemble import SeedEnsembleClassifier, SeedEnsembleRegressor
-from .exceptions import TrainingDivergedError
+from .exceptions import TrainingDivergedError, UndertrainedWarning
 from .influence import InfluenceTransformer, UnrolledInfluence
 from .pruning import DataPruner, PrunedEstimator
 
@@ -17,6 +17,7 @@ __all__ = [
     "SeedEnsembleClassifier",
     "SeedEnsembleRegressor",
     "TrainingDivergedError",
+    "UndertrainedWarning",
     "UnrolledInfluence",
     "__version__",
 ]

@@ -2,13 +2,33 @@
 
 import contextlib
 
-__all__ = ["TrainingDivergedError", "UnsupportedOperationError"]
+from sklearn.exceptions import ConvergenceWarning
+
+__all__ = ["TrainingDivergedError", "UndertrainedWarning", "UnsupportedOperationError"]
+
+#: The share of the constant prediction's training loss that a member's training
+#: must remove for it not to count as undertrained (see :class:`UndertrainedWarning`).
+UNDERTRAINED_GAIN = 0.05
 
 
 class TrainingDivergedError(ValueError):
     """A member of a seed ensemble diverged: its loss or weights became NaN or inf.
 
     The message names the member and its seeds, so the run can be reproduced.
+    """
+
+
+class UndertrainedWarning(ConvergenceWarning):
+    """Members of a seed ensemble barely lowered their training loss.
+
+    After fitting, each member's training loss is compared with that of the best
+    constant prediction on the same rows: for a classifier its log-loss with the
+    entropy of the class frequencies (McFadden's pseudo-R^2), for a regressor its
+    mean squared error with the variance of the targets (R^2). A member whose
+    training removed less than 5% of the constant prediction's loss has learned
+    next to nothing; attributing it describes its initialisation. The warning
+    names those members and the losses; it is a
+    :class:`sklearn.exceptions.ConvergenceWarning`, so filters for that apply.
     """
 
 

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler, scale
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
-                    SeedEnsembleRegressor, UnrolledInfluence)
+                    SeedEnsembleRegressor, UndertrainedWarning, UnrolledInfluence)
 from skdtda import evaluation as ev
 from skdtda.discrepancy import check_statistic, discrepancy
 from skdtda.nets import MLP
@@ -625,6 +625,11 @@ WARNINGS = [
     ("ev-lds-constant-query", lambda f: ev.lds(
         np.column_stack([np.ones(6), f.after[:, 0, 0]]), f.after[:, 1, :2]), RuntimeWarning,
      "1 of 2 queries have constant changes over the removal sets"),
+    ("clf-fit-undertrained", lambda f: _ens().set_params(net__lr=1e-6).fit(f.X, f.y),
+     UndertrainedWarning, r"2 of 2 members barely trained .* best constant prediction"),
+    ("reg-fit-undertrained", lambda f: _reg().set_params(net__lr=1e-6).fit(f.Xr, f.yr + 3),
+     UndertrainedWarning, r"under 5% of the loss of the best constant prediction, with a "
+     r"training mean squared error of"),
     ("dp-validation-missing-class", lambda f: _pruner(
         f, validation_data=(f.X[f.y < 2], f.y[f.y < 2]), fraction=0.2).fit(f.X, f.y),
      UserWarning, r"validation_data has no rows of the classes \[2\]"),

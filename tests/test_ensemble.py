@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -17,7 +18,8 @@ from skorch.dataset import ValidSplit
 from torch import nn
 from torch.utils.data import DataLoader
 
-from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor, TrainingDivergedError
+from skdtda import (SeedEnsembleClassifier, SeedEnsembleRegressor, TrainingDivergedError,
+                    UndertrainedWarning)
 from skdtda.model import batch_order
 from skdtda.nets import MLP
 
@@ -350,6 +352,56 @@ def test_divergence_names_the_seed(iris, vectorize):
     ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0, vectorize=vectorize)
     with pytest.raises(TrainingDivergedError, match=r"member \d \(init seed \d+, order seed"):
         ens.fit(X * 1e3, y)
+
+
+def _no_undertrained_warning(fit):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndertrainedWarning)
+        return fit()
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_members_that_barely_trained_warn_with_their_log_loss(iris, vectorize):
+    """The warning compares each member's training log-loss (here measured on its own:
+    minus the mean log-probability of the true class) with the entropy of the class
+    frequencies, the log-loss of the best constant prediction."""
+    X, y = iris[0][:120], iris[1][:120]  # classes 50/50/20: the constant is not uniform
+    share = np.bincount(y) / len(y)
+    entropy = -np.sum(share * np.log(share))
+    slow = SeedEnsembleClassifier(_net(lr=1e-4, max_epochs=2), n_seeds=3, random_state=0,
+                                  vectorize=vectorize)
+    with pytest.warns(UndertrainedWarning, match="3 of 3 members barely trained") as record:
+        slow.fit(X, y)
+    losses = -slow.measure(X, y, "log_proba").mean(axis=1)
+    assert np.all(losses > 0.95 * entropy)
+    message = str(record[0].message)
+    assert f"log-loss of {losses.min():.4g} to {losses.max():.4g} against {entropy:.4g}" \
+        in message, message
+    trained = SeedEnsembleClassifier(_net(lr=0.1, max_epochs=10), n_seeds=3, random_state=0,
+                                     vectorize=vectorize)
+    _no_undertrained_warning(lambda: trained.fit(X, y))
+    assert np.all(-trained.measure(X, y, "log_proba").mean(axis=1) < 0.95 * entropy)
+
+
+def test_regressors_that_barely_trained_warn_with_their_squared_error():
+    X, y = make_regression(n_samples=80, n_features=4, noise=1.0, random_state=0)
+    X, y = X.astype(np.float32), y / y.std()
+    net = NeuralNetRegressor(MLP, module__hidden_layer_sizes=(8,), criterion=nn.MSELoss,
+                             optimizer=torch.optim.Adam, lr=1e-5, max_epochs=2, batch_size=16,
+                             train_split=None, verbose=0)
+    slow = SeedEnsembleRegressor(net, n_seeds=4, random_state=0)
+    with pytest.warns(UndertrainedWarning) as record:
+        slow.fit(X, y)
+    error = np.mean((slow.predict_members(X) - y) ** 2, axis=1)
+    low = np.flatnonzero(error > 0.95 * np.var(y))  # a random init may explain a little
+    assert 0 < len(low) < 4
+    span = f"{error[low].min():.4g}" + (f" to {error[low].max():.4g}" if len(low) > 1 else "")
+    assert (f"{len(low)} of 4 members barely trained (members {low.tolist()})" in
+            str(record[0].message))
+    assert f"squared error of {span} against {np.var(y):.4g}" in str(record[0].message)
+    trained = SeedEnsembleRegressor(net.set_params(lr=0.02, max_epochs=30), n_seeds=4,
+                                    random_state=0)
+    _no_undertrained_warning(lambda: trained.fit(X, y))
 
 
 # -- persistence, parallelism, progress, pandas -------------------------------------------

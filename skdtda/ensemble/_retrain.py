@@ -11,6 +11,7 @@ run loses nothing it finished.
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import joblib
@@ -21,6 +22,7 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from .._inputs import take_rows
 from .._loops import progress
+from ..exceptions import UndertrainedWarning
 from ._pipeline import split_pipeline
 
 __all__ = ["QueryMeasurement", "load_array", "retrain_sets", "save_array"]
@@ -60,9 +62,17 @@ class QueryMeasurement:
         return ensemble_.measure(X_query, self.y_query, measurement=self.measurement)
 
 
+def _refit(template, X, y):
+    """``clone(template).fit(X, y)`` without :class:`~skdtda.UndertrainedWarning`: a
+    retraining repeats the recipe of an ensemble whose own fit has warned already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndertrainedWarning)
+        return clone(template).fit(X, y)
+
+
 def _fit_and_measure(template, X, y, keep, measure, path):
     """Retrain on the kept rows and measure; store the result when a path is given."""
-    fitted = clone(template).fit(take_rows(X, keep), y[keep])
+    fitted = _refit(template, take_rows(X, keep), y[keep])
     values = np.asarray(measure(fitted), dtype=np.float64)
     if path is not None:
         save_array(path, values)
@@ -112,7 +122,7 @@ def retrain_sets(template, X, y, masks, measure, *, before=None, folder=None, n_
     if before is None and folder is not None:
         before = load_array(folder / "full.npy")
     if before is None:
-        before = np.asarray(measure(clone(template).fit(X, y)), dtype=np.float64)
+        before = np.asarray(measure(_refit(template, X, y)), dtype=np.float64)
         if folder is not None:
             save_array(folder / "full.npy", before)
     paths = ([None] * len(masks) if folder is None

@@ -8,6 +8,7 @@ of the distribution that distributional training data attribution studies.
 """
 
 import logging
+import warnings
 from collections.abc import Mapping
 from numbers import Integral
 
@@ -30,7 +31,7 @@ from torch import nn
 from .._cache import settings_key
 from .._inputs import n_rows, take_rows
 from .._loops import chunks, progress
-from ..exceptions import TrainingDivergedError
+from ..exceptions import UNDERTRAINED_GAIN, TrainingDivergedError, UndertrainedWarning
 from ..measurements import get_measurement
 from ..model import is_deterministic
 from ..nets import MLP
@@ -224,6 +225,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             fitted = self._fit_each(fit_member, calls, keys, n_jobs, _last_loss)
         self._check_members(fitted)
         self.estimators_ = fitted
+        self._warn_if_undertrained(X, y)
         return self
 
     def _fit_sklearn(self, X, y):
@@ -337,6 +339,36 @@ class _BaseSeedEnsemble(BaseEstimator):
                     f"ensemble member {i} (init seed {self.init_seeds_[i]}, order seed "
                     f"{self.order_seeds_[i]}) diverged: {where}. Lower the learning rate "
                     "or scale the features.")
+
+    def _warn_if_undertrained(self, X, y):
+        """Warn (:class:`~skdtda.UndertrainedWarning`) where a member's training removed
+        less than ``UNDERTRAINED_GAIN`` of the training loss of the best constant
+        prediction: the members' log-loss against the entropy of the class frequencies,
+        or their mean squared error against the targets' variance, whatever criterion
+        they trained with (one forward pass of the training rows per member)."""
+        constant, what = self._constant_loss(y)
+        if not constant > 0:  # a constant target: nothing to learn
+            return
+        # skorch's data loaders draw a seed from torch's global generator
+        with torch.no_grad(), torch.random.fork_rng(
+                devices=_rng_devices(self.estimators_[0].device)):
+            losses = np.array([self._training_loss(member, out, y) for member, out
+                               in zip(self.estimators_, self._member_outputs(X))])
+        gain = 1 - losses / constant
+        low = np.flatnonzero(~(gain >= UNDERTRAINED_GAIN))
+        if not len(low):
+            return
+        span = (f"{losses[low].min():.4g}" if len(low) == 1
+                else f"{losses[low].min():.4g} to {losses[low].max():.4g}")
+        warnings.warn(
+            f"{len(low)} of {len(losses)} members barely trained (members {low[:8].tolist()}"
+            f"{', ...' if len(low) > 8 else ''}): their training removed under "
+            f"{100 * UNDERTRAINED_GAIN:.0f}% of the loss of the best constant prediction, "
+            f"with a training {what} of {span} against {constant:.4g} for that constant. "
+            "Attributing such members describes their initialisation, not what they "
+            "learned: train longer, with a larger learning rate or another optimizer (see "
+            "each member's history), unless the targets really are this unpredictable.",
+            UndertrainedWarning, stacklevel=3)
 
     # -- prediction helpers -------------------------------------------------------------
     def _validate_X(self, X):
@@ -617,6 +649,17 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
     def _net_targets(self, y):
         return self._label_encoder.transform(y).astype(np.int64)
 
+    @staticmethod
+    def _constant_loss(y):
+        share = np.bincount(np.asarray(y).reshape(-1)) / np.size(y)
+        share = share[share > 0]
+        return float(-np.sum(share * np.log(share))), "log-loss"
+
+    @staticmethod
+    def _training_loss(member, out, y):
+        log_proba = get_measurement("log_proba", "classifier")(member, out, torch.as_tensor(y))
+        return -float(log_proba.double().mean())
+
     def _query_targets(self, X, y):
         if y is None:
             return self._predict_index(X)
@@ -777,6 +820,16 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
     def _net_targets(self, y):
         y = np.asarray(y, dtype=_numpy_dtype(self._dtype))
         return np.ascontiguousarray(y.reshape(len(y), -1))
+
+    @staticmethod
+    def _constant_loss(y):
+        y = np.asarray(y, dtype=np.float64)
+        return float(np.mean(np.var(y.reshape(len(y), -1), axis=0))), "mean squared error"
+
+    @staticmethod
+    def _training_loss(member, out, y):
+        y = torch.as_tensor(y, dtype=torch.float64)
+        return float(torch.mean((out.double().reshape(y.shape) - y) ** 2))
 
     def _query_targets(self, X, y):
         if y is None:
