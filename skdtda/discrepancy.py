@@ -10,20 +10,35 @@ to one number per query and training example, vectorised over all trailing axes.
 import numpy as np
 from scipy.special import ndtri
 
-__all__ = ["STATISTICS", "discrepancy", "check_statistic"]
+__all__ = ["ONE_SIGNED", "STATISTICS", "discrepancy", "check_statistic"]
 
 STATISTICS = ("mean", "variance", "std", "wasserstein", "wasserstein_smooth", "ks", "quantile",
               "flip")
 
 
-def check_statistic(statistic):
-    """Validate a discrepancy statistic.
+#: The named measurements (:mod:`skdtda.measurements`) that never change sign, and
+#: why: ``statistic="flip"`` (the share of seeds on which the measurement changes
+#: sign) is always 0 on them, so it is refused there.
+ONE_SIGNED = {"loss": "a loss is never negative",
+              "log_proba": "a log-probability is never positive",
+              "proba": "a probability is never negative"}
+
+
+def check_statistic(statistic, measurement=None):
+    """Validate a discrepancy statistic, for a measurement when one is given.
 
     Parameters
     ----------
     statistic : str or callable
         One of the names in :data:`STATISTICS`, or a callable
         ``statistic(before, after) -> ndarray of shape before.shape[1:]``.
+    measurement : str or callable, default=None
+        The measurement the statistic will compare (see
+        :mod:`skdtda.measurements`). ``"flip"`` counts sign changes, so it is
+        refused for the measurements that never change sign (:data:`ONE_SIGNED`:
+        ``"loss"``, ``"log_proba"``, ``"proba"``); it suits ``"margin"`` (the
+        predicted class flips) and ``"prediction"`` (a regression output crosses
+        zero). A callable measurement is the caller's to judge.
 
     Returns
     -------
@@ -33,7 +48,8 @@ def check_statistic(statistic):
     Raises
     ------
     ValueError
-        If ``statistic`` is neither a known name nor a callable.
+        If ``statistic`` is neither a known name nor a callable, or is
+        ``"flip"`` for a measurement that never changes sign.
 
     Examples
     --------
@@ -44,12 +60,25 @@ def check_statistic(statistic):
     Traceback (most recent call last):
         ...
     ValueError: Unknown statistic 'median'; expected a callable or one of ...
+    >>> check_statistic("flip", measurement="margin")
+    'flip'
+    >>> check_statistic("flip", measurement="loss")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+        ...
+    ValueError: statistic='flip' counts the seeds on which the measurement changes sign, ...
     """
     if callable(statistic):
         return statistic
     # The isinstance check comes first so that arrays or other objects with an
     # elementwise ``==`` never reach the tuple membership test.
     if isinstance(statistic, str) and statistic in STATISTICS:
+        if statistic == "flip" and isinstance(measurement, str) and measurement in ONE_SIGNED:
+            raise ValueError(
+                "statistic='flip' counts the seeds on which the measurement changes sign, "
+                f"but measurement={measurement!r} never does ({ONE_SIGNED[measurement]}), so "
+                "every score would be 0. Use measurement='margin' (a classifier: the "
+                "predicted class flips) or measurement='prediction' (a regressor: the "
+                "output crosses zero), or another statistic.")
         return statistic
     raise ValueError(
         f"Unknown statistic {statistic!r}; expected a callable or one of "

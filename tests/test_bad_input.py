@@ -598,6 +598,18 @@ CASES = [
      r"q must be a number in \[0, 1\]; got q=-0.1"),
     ("dc-q-nan", lambda f: discrepancy(f.before, f.before, "quantile", q=np.nan), ValueError,
      "got q=nan"),
+    ("it-flip-on-loss", lambda f: InfluenceTransformer(_ens(), statistic="flip").fit(f.X, f.y),
+     ValueError, r"statistic='flip' counts .* but measurement='loss' never does .* "
+     r"Use measurement='margin'"),
+    ("it-flip-on-proba", lambda f: InfluenceTransformer(
+        f.ens, statistic="flip", measurement="proba").fit(f.X, f.y),
+     ValueError, "measurement='proba' never does"),
+    ("ui-flip-on-log-proba", lambda f: UnrolledInfluence(
+        f.ens, statistic="flip", measurement="log_proba").fit(f.X, f.y),
+     ValueError, "measurement='log_proba' never does"),
+    ("dp-flip-on-loss", lambda f: DataPruner(InfluenceTransformer(f.ens), statistic="flip",
+                                             fraction=0.2).fit(f.X, f.y),
+     ValueError, "measurement='loss' never does"),
     ("dc-q-string", lambda f: discrepancy(f.before, f.before, "quantile", q="half"),
      ValueError, "got q='half'"),
     ("dc-callable-shape", lambda f: discrepancy(f.before, f.before, lambda b, a: b),

@@ -176,6 +176,20 @@ def test_statistics_match_their_closed_forms(iris):
     np.testing.assert_allclose(fixed.transform(X[:6]), delta[2])
 
 
+def test_flip_counts_sign_changes_of_a_margin_and_is_refused_for_the_loss(iris):
+    """A loss never changes sign, so its flip score is 0 whatever the removal: refused
+    with the fix named; on the margin it is the share of seeds whose class flips."""
+    X, y = iris
+    ens = SeedEnsembleClassifier(n_seeds=4, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="measurement='loss' never does.*measurement='margin'"):
+        InfluenceTransformer(ens, curvature="kfac", statistic="flip").fit(X, y)
+    influence = InfluenceTransformer(ens, curvature="kfac", statistic="flip",
+                                     measurement="margin").fit(X, y)
+    m, delta = influence.measure(X[:6]), influence.influence_samples(X[:6])
+    flips = ((m[:, :, None] > 0) != (m[:, :, None] + delta > 0)).mean(axis=0)
+    np.testing.assert_array_equal(influence.transform(X[:6]), flips)
+
+
 def test_transform_does_not_build_the_full_array():
     X, y = make_classification(n_samples=2000, n_features=6, random_state=0)
     peaks = {}

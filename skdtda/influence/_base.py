@@ -69,6 +69,7 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         as ``preprocessor_``; the ensemble trains on, and attribution sees, their
         output, while the rows stay the user's rows."""
         name = type(self).__name__
+        check_statistic(self.statistic, self.measurement)  # before any training
         self._row_labels = row_labels(X)
         estimator = self.estimator
         if estimator is None:
@@ -107,7 +108,6 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         if self.seed_index is not None and self.seed_index >= n_seeds:
             raise ValueError(f"seed_index={self.seed_index} but the ensemble has only "
                              f"{n_seeds} members")
-        check_statistic(self.statistic)
         self.members_ = (np.arange(n_seeds) if self.seed_index is None
                          else np.array([self.seed_index]))
         self._X_train = net_input(ens, X)

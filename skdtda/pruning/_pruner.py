@@ -284,7 +284,10 @@ class DataPruner(BaseEstimator):
             The fitted pruner.
         """
         X, y = self._check_rows(X, y)
-        check_statistic(self.statistic)
+        # the objective is the influence's measurement (its default: the loss); only
+        # the distributional mode reduces it by the statistic
+        check_statistic(self.statistic, getattr(self.influence, "measurement", "loss")
+                        if self.mode == "distributional" else None)
         n = n_rows(X)
         n_remove = int(round(self.fraction * n))
         if n_remove < 1:
