@@ -44,10 +44,52 @@ class UnsupportedOperationError(ValueError):
     def of(cls, exc, what):
         first = str(exc).splitlines()[0][:240] if str(exc) else type(exc).__name__
         return cls(
-            f"{what} needs torch.func transforms that an op of this module does not "
+            f"{what} needs torch.func transforms that {_failing_op(exc)} does not "
             f"support ({type(exc).__name__}: {first}); use curvature='ekfac' or 'kfac', "
             "which capture layer inputs and output gradients with hooks and one backward "
             "pass")
+
+
+def _failing_op(exc):
+    """Where ``exc`` was raised, in words: the innermost module ``forward`` on its
+    traceback (its class and its name inside the outermost module) and the call it
+    failed in, e.g. "the op `_VF.gru(input, hx, ...)` in GRU.forward (module 'rnn')"."""
+    import traceback
+
+    import torch
+
+    calls = []  # (module, the failing expression) of every module forward on the traceback
+    tb, summaries = exc.__traceback__, traceback.extract_tb(exc.__traceback__)
+    for summary in summaries:
+        owner = tb.tb_frame.f_locals.get("self")
+        if summary.name == "forward" and isinstance(owner, torch.nn.Module):
+            calls.append((owner, _expression(summary)))
+        tb = tb.tb_next
+    if not calls:
+        return "an op of this module"
+    module, call = calls[-1]
+    names = {id(sub): name for name, sub in calls[0][0].named_modules()}
+    where = f"{type(module).__name__}.forward"
+    if names.get(id(module)):
+        where += f" (module {names[id(module)]!r})"
+    return f"the op `{call}` in {where}" if call else f"an op in {where}"
+
+
+def _expression(summary, width=80):
+    """The expression a traceback entry points at (Python 3.11+ records its columns;
+    else its first line), a call shown as its callee, ``_VF.gru(...)``."""
+    import linecache
+
+    first, last = summary.lineno, getattr(summary, "end_lineno", None) or summary.lineno
+    lines = [linecache.getline(summary.filename, n) for n in range(first, last + 1)]
+    start, end = getattr(summary, "colno", None), getattr(summary, "end_colno", None)
+    if start is not None and end is not None and lines:
+        lines[-1] = lines[-1][:end]
+        lines[0] = lines[0][start:]
+    text = " ".join(" ".join(line.split("#")[0] for line in lines).split())
+    if "(" in text:
+        text = text[:text.index("(")] + "(...)"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 @contextlib.contextmanager

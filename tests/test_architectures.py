@@ -97,7 +97,8 @@ def test_supported_layers_and_fixed_parameters_are_reported(fitted):
     ens, X, y = fitted["torch_transformer"]
     influence = InfluenceTransformer(ens, curvature="ekfac").fit(X, y)
     fixed = influence.fixed_parameters_
-    assert "pos" in fixed
+    assert fixed["pos"].startswith("a free parameter: 'pos' is registered directly on "
+                                   "TorchTransformer (the model itself)")
     assert "encoder.self_attn.in_proj_weight" in fixed
     assert "MultiheadAttention" in fixed["encoder.self_attn.in_proj_weight"] or \
         "multi_head_attention" in fixed["encoder.self_attn.in_proj_weight"]
@@ -108,6 +109,33 @@ def test_supported_layers_and_fixed_parameters_are_reported(fitted):
     sizes = dict((n, p.numel()) for n, p in module.named_parameters())
     assert influence.n_params_attributed_ == sum(sizes.values()) - sum(
         sizes[n] for n in fixed)
+
+
+def test_free_parameters_and_overridden_layers_are_reported_as_such():
+    """A parameter registered on the user's own module is a free parameter (named, with
+    where it sits), a Linear subclass with its own forward is not a Linear, and torch's
+    own unsupported modules are named by class."""
+    from skdtda.model.layers import find_layers
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.ones(3))
+            self.fc = Scaled(3, 3)
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), Block(), torch.nn.PReLU())
+    specs, fixed = find_layers(net)
+    assert [spec.name for spec in specs] == ["0"]
+    assert fixed["1.gain"] == ("a free parameter: '1.gain' is registered directly on Block "
+                               "(module '1'), not inside a supported layer (Linear, "
+                               "Conv1d/2d, Embedding/Bag)")
+    assert fixed["1.fc.weight"] == ("Scaled (module '1.fc') overrides Linear.forward, so it "
+                                    "is not seen as a supported layer")
+    assert fixed["2.weight"].startswith("PReLU is not a supported layer")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -311,7 +339,9 @@ def test_auto_takes_ekfac_where_the_exact_ggn_cannot_run_and_ggn_names_the_op(ca
     assert influence.curvature_ == "ekfac" and influence.attributed_layers_ == ["head"]
     assert "exact GGN would be cheap" in caplog.text
     assert np.isfinite(influence.transform(X[:3])).all()
-    with pytest.raises(UnsupportedOperationError, match="broadcast shape.*curvature='ekfac'"):
+    with pytest.raises(UnsupportedOperationError,
+                       match=r"the op `_VF\.gru\(\.\.\.\)` in GRU\.forward \(module 'rnn'\) "
+                             r"does not support .*broadcast shape.*curvature='ekfac'"):
         InfluenceTransformer(ens, curvature="ggn").fit(X, y)
 
 

@@ -368,7 +368,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             "Attributing such members describes their initialisation, not what they "
             "learned: train longer, with a larger learning rate or another optimizer (see "
             "each member's history), unless the targets really are this unpredictable.",
-            UndertrainedWarning, stacklevel=3)
+            UndertrainedWarning, stacklevel=5)  # the caller of fit
 
     # -- prediction helpers -------------------------------------------------------------
     def _validate_X(self, X):

@@ -33,6 +33,25 @@ _FIXED_REASONS = {
 }
 
 
+def _free_parameter_reason(name, module):
+    """For a module of the user's own class (not torch's) that holds parameters
+    itself: ``reason(parameter name)``, saying that it is a free parameter, or that
+    the class overrides the ``forward`` of a supported layer. None for torch's own
+    modules, whose class is the reason."""
+    cls = type(module)
+    if cls.__module__.split(".")[0] == "torch":
+        return None
+    where = f"module {name!r}" if name else "the model itself"
+    for kind in KINDS:
+        for t in kind.types:
+            if isinstance(module, t):
+                return lambda n: (f"{cls.__name__} ({where}) overrides {t.__name__}.forward, "
+                                  "so it is not seen as a supported layer")
+    return lambda n: (f"a free parameter: {n!r} is registered directly on {cls.__name__} "
+                      f"({where}), not inside a supported layer (Linear, Conv1d/2d, "
+                      "Embedding/Bag)")
+
+
 def _kind_of(module):
     for kind in KINDS:
         for t in kind.types:
@@ -133,6 +152,11 @@ def find_layers(module, modules=None):
         kind = _kind_of(sub)
         reason = None
         if kind is None:
+            free = _free_parameter_reason(name, sub)
+            if free is not None:
+                for f in full:
+                    fixed[f] = free(f)
+                continue
             reason = _FIXED_REASONS.get(type(sub), f"{type(sub).__name__} is not a supported "
                                                    "layer (Linear, Conv1d/2d, Embedding/Bag)")
         else:
