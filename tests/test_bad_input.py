@@ -22,6 +22,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler, scale
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
+from _data import Pairs
+
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
                     SeedEnsembleRegressor, UndertrainedWarning, UnrolledInfluence)
 from skdtda import evaluation as ev
@@ -94,20 +96,7 @@ def _rmsprop_unrolled(f):
     return UnrolledInfluence(ens).fit(f.X, f.y)
 
 
-class _Pairs(torch.utils.data.Dataset):
-    """skorch's other input type: (x, y) items."""
-
-    def __init__(self, X, y):
-        self.X, self.y = X, y
-
-    def __len__(self):
-        return len(self.X)
-
-    def __getitem__(self, i):
-        return torch.as_tensor(self.X[i]), int(self.y[i])
-
-
-class _NotPairs(_Pairs):
+class _NotPairs(Pairs):
     def __getitem__(self, i):
         return torch.as_tensor(self.X[i])
 
@@ -136,7 +125,7 @@ _LAST_STEP = ("the Pipeline's last step 'logisticregression' is a LogisticRegres
               "seed ensemble")
 _SAMPLER = ("the Pipeline's step 'undersample' \\(_Sampler\\) is a sampler, which changes the "
             "training rows")
-_DATASET_Y = r"X is a torch Dataset \(_Pairs\), whose items hold the targets, so y must be None"
+_DATASET_Y = r"X is a torch Dataset \(Pairs\), whose items hold the targets, so y must be None"
 
 
 # (id, call on the fixture, exception, phrase of the message)
@@ -188,7 +177,7 @@ CASES = [
      "measurement='lossy' is not one of"),
     ("clf-measure-regression-only", lambda f: f.ens.measure(f.X, measurement="prediction"),
      ValueError, "measurement='prediction' does not apply to a classifier"),
-    ("clf-fit-dataset-y", lambda f: _ens().fit(_Pairs(f.X, f.y), f.y), ValueError,
+    ("clf-fit-dataset-y", lambda f: _ens().fit(Pairs(f.X, f.y), f.y), ValueError,
      _DATASET_Y),
     ("clf-fit-dataset-items", lambda f: _ens().fit(_NotPairs(f.X, f.y), None), ValueError,
      "the torch Dataset's items must be \\(x, y\\) pairs, as skorch's are; item 0 of _NotPairs "
@@ -310,7 +299,7 @@ CASES = [
     ("if-pipeline-other-rows", lambda f: InfluenceTransformer(
         make_pipeline(StandardScaler(), _ens()).fit(f.X[:40], f.y[:40])).fit(f.X, f.y),
      ValueError, "InfluenceTransformer: the ensemble was fitted on 40 rows, X has 45"),
-    ("if-fit-dataset-y", lambda f: InfluenceTransformer(_ens()).fit(_Pairs(f.X, f.y), f.y),
+    ("if-fit-dataset-y", lambda f: InfluenceTransformer(_ens()).fit(Pairs(f.X, f.y), f.y),
      ValueError, _DATASET_Y),
     ("if-query-dict-on-array", lambda f: f.influence.transform({"a": f.X[:2]}), ValueError,
      r"InfluenceTransformer was fitted on an array, X is a dict of arrays"),
@@ -574,7 +563,7 @@ CASES = [
         make_pipeline(StandardScaler(), _ens()), f.X, f.y, f.X[:3], remove=[[0]],
         preprocessing="frozen"), ValueError, "preprocessing='frozen' must be 'refit' or 'fixed'"),
     ("ev-retrain-dataset-y", lambda f: ev.retrain_distributions(
-        _ens(), _Pairs(f.X, f.y), f.y, f.X[:3], remove=[[0]]), ValueError, _DATASET_Y),
+        _ens(), Pairs(f.X, f.y), f.y, f.X[:3], remove=[[0]]), ValueError, _DATASET_Y),
     ("ev-retrain-no-y", lambda f: ev.retrain_distributions(
         _ens(), f.X, None, f.X[:3], remove=[[0]]), ValueError,
      "retrain_distributions requires y to be passed, but the target y is None"),

@@ -22,6 +22,8 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from torch import nn
 
+from _data import Pairs as _Pairs
+
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
                     UnrolledInfluence)
 from skdtda import evaluation as ev
@@ -289,17 +291,6 @@ def test_dict_of_two_arguments_everywhere(sparse_rows):
 
 
 # -- a torch Dataset ------------------------------------------------------------------------
-class _Pairs(torch.utils.data.Dataset):
-    def __init__(self, X, y):
-        self.X, self.y = X, y
-
-    def __len__(self):
-        return len(self.X)
-
-    def __getitem__(self, i):
-        return torch.as_tensor(self.X[i]), int(self.y[i])
-
-
 def test_dataset_with_y_none_equals_its_arrays(sparse_rows):
     X, _, y = sparse_rows
     data = _Pairs(X, y)
