@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import check_random_state
@@ -295,6 +296,64 @@ def test_refit_that_cannot_encode_a_removed_category_says_why(shop):
         result = ev.retrain_distributions(pipe, *args, remove=[[0]],
                                           preprocessing=preprocessing)
         assert np.isfinite(result.after).all()
+
+
+# -- grid search over attribution settings, on the rows a Pipeline takes -------------------
+def _documents(n, seed):
+    rng = np.random.RandomState(seed)
+    good, bad, filler = ["great", "fine", "superb"], ["awful", "poor", "dull"], ["the", "a",
+                                                                                 "film"]
+    y = np.arange(n) % 2
+    docs = [" ".join(rng.permutation(list(rng.choice(filler, 3))
+                                     + list(rng.choice(good if label else bad, 2))))
+            for label in y]
+    return docs, y
+
+
+@pytest.mark.parametrize("form", ["documents", "dataframe"])
+def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, form):
+    if form == "documents":
+        X, y = _documents(N, 0)
+        Xq, yq = _documents(9, 1)
+        pipe = make_pipeline(TfidfVectorizer(), _ens(n_seeds=2))
+    else:
+        frame, labels = shop
+        X, y, Xq, yq = frame.iloc[:45], labels.iloc[:45], frame.iloc[45:54], labels.iloc[45:54]
+        pipe = make_pipeline(_columns(handle_unknown="ignore"), _ens(n_seeds=2))
+    n = len(y)
+    remove = ev.random_subsets(n, n_sets=5, keep_fraction=0.8, random_state=0)
+    truth = ev.retrain_distributions(pipe, X, y, Xq, yq, remove=remove)
+    scorer = ev.make_lds_scorer(truth, remove=remove, X_query=Xq, y_query=yq)
+    X_cv, y_cv, cv = ev.query_folds(X, y, Xq, yq, n_splits=3, random_state=0)
+    assert type(X_cv) is type(X) and len(X_cv) == n + 9
+    search = GridSearchCV(InfluenceTransformer(pipe), {"curvature": ["ggn", "identity"]},
+                          scoring=scorer, cv=cv, refit=False, error_score="raise")
+    search.fit(X_cv, y_cv)
+    # the truth: the fold's LDS of an influence fitted on the training rows alone
+    fitted = InfluenceTransformer(pipe, curvature="ggn").fit(X, y)
+    fold = cv[1][1] - n
+    q = Xq.iloc[fold] if form == "dataframe" else [Xq[i] for i in fold]
+    expected = ev.lds(ev.predict_distributions(fitted, q, np.asarray(yq)[fold], remove=remove),
+                      truth.subset(queries=fold))
+    assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
+    # a row that is no query is refused, in any form
+    other = (["superb superb film"] if form == "documents"
+             else Xq.iloc[:1].assign(weight=Xq["weight"].iloc[:1] + 1))
+    with pytest.raises(ValueError, match="not among the ground truth's query points"):
+        scorer(fitted, other, np.asarray(yq)[:1])
+
+
+def test_query_folds_refuse_rows_of_two_forms(shop):
+    X, y = shop
+    docs, labels = _documents(5, 0)
+    with pytest.raises(ValueError, match="X_query must be rows of the same form as X_train, "
+                                         "got list and DataFrame"):
+        ev.query_folds(X, y, docs, labels)
+    with pytest.raises(ValueError, match=r"X_query's columns \['colour', 'weight'\] differ"):
+        ev.query_folds(X, y, X[["colour", "weight"]], y)
+    with pytest.raises(ValueError, match="query folds need rows that GridSearchCV can index"):
+        ev.query_folds({"a": np.zeros((3, 2))}, np.arange(3), {"a": np.zeros((2, 2))},
+                       np.arange(2))
 
 
 # -- sparse ---------------------------------------------------------------------------------
