@@ -28,6 +28,7 @@ from torch import nn
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
                     UnrolledInfluence)
 from skdtda import evaluation as ev
+from skdtda._inputs import n_rows
 from skdtda.nets import MLP
 
 RTOL = 1e-4  # float32 nets; the forms below give the same numbers up to summation order
@@ -310,9 +311,13 @@ def _documents(n, seed):
     return docs, y
 
 
-@pytest.mark.parametrize("form", ["documents", "dataframe"])
-def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, form):
-    if form == "documents":
+@pytest.mark.parametrize("form", ["documents", "dataframe", "csr"])
+def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, sparse_rows, form):
+    if form == "csr":
+        _, rows, labels = sparse_rows
+        X, y, Xq, yq = rows[:45], labels[:45], rows[45:54], labels[45:54]
+        pipe = _ens(n_seeds=2)
+    elif form == "documents":
         X, y = _documents(N, 0)
         Xq, yq = _documents(9, 1)
         pipe = make_pipeline(TfidfVectorizer(), _ens(n_seeds=2))
@@ -325,20 +330,22 @@ def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, form):
     truth = ev.retrain_distributions(pipe, X, y, Xq, yq, remove=remove)
     scorer = ev.make_lds_scorer(truth, remove=remove, X_query=Xq, y_query=yq)
     X_cv, y_cv, cv = ev.query_folds(X, y, Xq, yq, n_splits=3, random_state=0)
-    assert type(X_cv) is type(X) and len(X_cv) == n + 9
+    assert type(X_cv) is type(X) and n_rows(X_cv) == n + 9
     search = GridSearchCV(InfluenceTransformer(pipe), {"curvature": ["ggn", "identity"]},
                           scoring=scorer, cv=cv, refit=False, error_score="raise")
     search.fit(X_cv, y_cv)
     # the truth: the fold's LDS of an influence fitted on the training rows alone
     fitted = InfluenceTransformer(pipe, curvature="ggn").fit(X, y)
     fold = cv[1][1] - n
-    q = Xq.iloc[fold] if form == "dataframe" else [Xq[i] for i in fold]
+    q = Xq.iloc[fold] if form == "dataframe" else (
+        Xq[fold] if form == "csr" else [Xq[i] for i in fold])
     expected = ev.lds(ev.predict_distributions(fitted, q, np.asarray(yq)[fold], remove=remove),
                       truth.subset(queries=fold))
     assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
     # a row that is no query is refused, in any form
-    other = (["superb superb film"] if form == "documents"
-             else Xq.iloc[:1].assign(weight=Xq["weight"].iloc[:1] + 1))
+    other = {"documents": lambda: ["superb superb film"],
+             "dataframe": lambda: Xq.iloc[:1].assign(weight=Xq["weight"].iloc[:1] + 1),
+             "csr": lambda: Xq[:1] * 2}[form]()
     with pytest.raises(ValueError, match="not among the ground truth's query points"):
         scorer(fitted, other, np.asarray(yq)[:1])
 
