@@ -2,7 +2,8 @@
 and pruning, checked against the same model on the plain array it stands for.
 
 - a Pipeline ending in a seed ensemble against the ensemble fitted on the steps'
-  output (the steps are held fixed while attributing);
+  output (the steps are held fixed while attributing), a ColumnTransformer over a
+  DataFrame of categories and numbers included;
 - a CSR matrix against its dense copy;
 - a dict of arrays against one array for a one-argument ``forward``;
 - a torch Dataset with ``y=None`` against the arrays it yields;
@@ -14,10 +15,12 @@ import pytest
 import torch
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_iris
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
 from torch import nn
@@ -27,6 +30,7 @@ from _data import Pairs as _Pairs
 from skdtda import (DataPruner, InfluenceTransformer, PrunedEstimator, SeedEnsembleClassifier,
                     UnrolledInfluence)
 from skdtda import evaluation as ev
+from skdtda._inputs import n_rows
 from skdtda.nets import MLP
 
 RTOL = 1e-4  # float32 nets; the forms below give the same numbers up to summation order
@@ -191,6 +195,174 @@ def test_tfidf_pipeline_on_raw_documents():
                                      preprocessing="fixed")
     refit = ev.retrain_distributions(pipe, docs, y, docs[:4], y[:4], remove=[[0], [1, 2]])
     assert fixed.after.shape == refit.after.shape == (2, 2, 4)
+
+
+# -- a DataFrame through a ColumnTransformer ------------------------------------------------
+@pytest.fixture(scope="module")
+def shop():
+    """Categories (strings) and numbers, labelled rows (a string index), and a label
+    that needs both."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    colour = rng.choice(["red", "green", "blue"], N)
+    X = pd.DataFrame({"colour": colour, "weight": rng.normal(50, 10, N),
+                      "size": rng.choice(["S", "M", "L", "XL"], N),
+                      "height": rng.normal(3, 2, N)},
+                     index=[f"order{i:03d}" for i in range(N)])
+    y = pd.Series(((colour == "red") ^ (X["weight"] > 50)).astype(int), index=X.index)
+    return X, y
+
+
+def _columns(sparse_threshold=0.3, **encoder):
+    return ColumnTransformer([("cat", OneHotEncoder(**encoder), ["colour", "size"]),
+                              ("num", StandardScaler(), ["weight", "height"])],
+                             sparse_threshold=sparse_threshold)
+
+
+# 0.0: dense features; 1.0: the one-hot block keeps the features CSR
+@pytest.mark.parametrize("sparse_threshold", [0.0, 1.0], ids=["dense", "csr"])
+def test_column_transformer_on_a_dataframe_equals_the_ensemble_on_its_features(
+        shop, sparse_threshold):
+    X, y = shop
+    pipe = make_pipeline(_columns(sparse_threshold), _ens())
+    influence = InfluenceTransformer(pipe, curvature="ggn").fit(X, y)
+    columns = _columns(sparse_threshold).fit(X, y)
+    features = columns.transform(X)
+    assert sparse.issparse(features) == (sparse_threshold == 1.0)
+    assert sparse.issparse(influence.preprocessor_.transform(X)) == sparse.issparse(features)
+    truth = InfluenceTransformer(_ens(), curvature="ggn").fit(features, y.to_numpy())
+    Xq, Fq = X.iloc[:5], columns.transform(X.iloc[:5])
+    assert influence.n_train_ == N  # one score per original row
+    _close(influence.influence_samples(Xq, y.iloc[:5]),
+           truth.influence_samples(Fq, y.iloc[:5].to_numpy()))
+    _close(influence.transform(Xq), truth.transform(Fq))
+    _close(influence.measure(X, y), truth.measure(features, y.to_numpy()))
+
+    influence.set_output(transform="pandas")
+    out = influence.transform(Xq)
+    # the score columns are the training rows' labels, the query rows keep theirs
+    assert list(out.columns) == list(X.index) and list(out.index) == list(Xq.index)
+    _close(out.to_numpy(), truth.transform(Fq))
+    np.testing.assert_array_equal(influence.get_feature_names_out(), X.index)
+
+
+def test_column_transformer_with_pandas_output_between_the_steps(shop):
+    # set_output on the Pipeline hands the ensemble a DataFrame of encoded columns
+    X, y = shop
+    pipe = make_pipeline(_columns(sparse_output=False), _ens()).set_output(transform="pandas")
+    influence = InfluenceTransformer(pipe, curvature="ggn").fit(X, y)
+    features = _columns().fit(X, y).transform(X)
+    truth = InfluenceTransformer(_ens(), curvature="ggn").fit(features, y.to_numpy())
+    _close(influence.transform(X.iloc[:5]), truth.transform(features[:5]))
+
+
+def test_column_transformer_pruning_and_retraining(shop):
+    X, y = shop
+    pipe = make_pipeline(_columns(), _ens(n_seeds=2))
+    features = _columns().fit(X, y).transform(X)
+    pruner = DataPruner(InfluenceTransformer(pipe, curvature="ggn"), objective="self",
+                        fraction=0.2)
+    X_kept, y_kept = pruner.fit_resample(X, y)
+    on_features = DataPruner(InfluenceTransformer(_ens(n_seeds=2), curvature="ggn"),
+                             objective="self", fraction=0.2).fit(features, y.to_numpy())
+    np.testing.assert_array_equal(pruner.sample_indices_, on_features.sample_indices_)
+    assert pruner.scores_.shape == (N,)
+    # the user's own rows come back, labels and all
+    assert list(X_kept.index) == list(X.index[pruner.sample_indices_])
+    assert list(y_kept.index) == list(X_kept.index)
+    assert PrunedEstimator(pruner, pipe).fit(X, y).predict(X.iloc[:4]).shape == (4,)
+
+    remove = ev.random_subsets(N, n_sets=3, keep_fraction=0.8, random_state=0)
+    Xq, yq = X.iloc[:5], y.iloc[:5]
+    fixed = ev.retrain_distributions(pipe, X, y, Xq, yq, remove=remove, preprocessing="fixed")
+    truth = ev.retrain_distributions(_ens(n_seeds=2), features, y.to_numpy(), features[:5],
+                                     yq.to_numpy(), remove=remove)
+    _close(fixed.after, truth.after)
+    refit = ev.retrain_distributions(pipe, X, y, Xq, yq, remove=remove)
+    assert refit.after.shape == fixed.after.shape
+    assert not np.allclose(refit.after, fixed.after)  # the scaler moved with the rows
+
+
+def test_refit_that_cannot_encode_a_removed_category_says_why(shop):
+    X, y = shop
+    X = X.copy()
+    X.iloc[0, X.columns.get_loc("colour")] = "purple"  # one row has its own category
+    args = (X, y, X.iloc[:3], y.iloc[:3])
+    with pytest.raises(ValueError, match=r"refitted on the rows a removal set keeps, cannot "
+                                         r"transform X_query \(Found unknown categories"):
+        ev.retrain_distributions(make_pipeline(_columns(), _ens(n_seeds=2)), *args,
+                                 remove=[[0]])
+    # the two ways out the message names
+    for pipe, preprocessing in [(make_pipeline(_columns(handle_unknown="ignore"),
+                                               _ens(n_seeds=2)), "refit"),
+                                (make_pipeline(_columns(), _ens(n_seeds=2)), "fixed")]:
+        result = ev.retrain_distributions(pipe, *args, remove=[[0]],
+                                          preprocessing=preprocessing)
+        assert np.isfinite(result.after).all()
+
+
+# -- grid search over attribution settings, on the rows a Pipeline takes -------------------
+def _documents(n, seed):
+    rng = np.random.RandomState(seed)
+    good, bad, filler = ["great", "fine", "superb"], ["awful", "poor", "dull"], ["the", "a",
+                                                                                 "film"]
+    y = np.arange(n) % 2
+    docs = [" ".join(rng.permutation(list(rng.choice(filler, 3))
+                                     + list(rng.choice(good if label else bad, 2))))
+            for label in y]
+    return docs, y
+
+
+@pytest.mark.parametrize("form", ["documents", "dataframe", "csr"])
+def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, sparse_rows, form):
+    if form == "csr":
+        _, rows, labels = sparse_rows
+        X, y, Xq, yq = rows[:45], labels[:45], rows[45:54], labels[45:54]
+        pipe = _ens(n_seeds=2)
+    elif form == "documents":
+        X, y = _documents(N, 0)
+        Xq, yq = _documents(9, 1)
+        pipe = make_pipeline(TfidfVectorizer(), _ens(n_seeds=2))
+    else:
+        frame, labels = shop
+        X, y, Xq, yq = frame.iloc[:45], labels.iloc[:45], frame.iloc[45:54], labels.iloc[45:54]
+        pipe = make_pipeline(_columns(handle_unknown="ignore"), _ens(n_seeds=2))
+    n = len(y)
+    remove = ev.random_subsets(n, n_sets=5, keep_fraction=0.8, random_state=0)
+    truth = ev.retrain_distributions(pipe, X, y, Xq, yq, remove=remove)
+    scorer = ev.make_lds_scorer(truth, remove=remove, X_query=Xq, y_query=yq)
+    X_cv, y_cv, cv = ev.query_folds(X, y, Xq, yq, n_splits=3, random_state=0)
+    assert type(X_cv) is type(X) and n_rows(X_cv) == n + 9
+    search = GridSearchCV(InfluenceTransformer(pipe), {"curvature": ["ggn", "identity"]},
+                          scoring=scorer, cv=cv, refit=False, error_score="raise")
+    search.fit(X_cv, y_cv)
+    # the truth: the fold's LDS of an influence fitted on the training rows alone
+    fitted = InfluenceTransformer(pipe, curvature="ggn").fit(X, y)
+    fold = cv[1][1] - n
+    q = Xq.iloc[fold] if form == "dataframe" else (
+        Xq[fold] if form == "csr" else [Xq[i] for i in fold])
+    expected = ev.lds(ev.predict_distributions(fitted, q, np.asarray(yq)[fold], remove=remove),
+                      truth.subset(queries=fold))
+    assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
+    # a row that is no query is refused, in any form
+    other = {"documents": lambda: ["superb superb film"],
+             "dataframe": lambda: Xq.iloc[:1].assign(weight=Xq["weight"].iloc[:1] + 1),
+             "csr": lambda: Xq[:1] * 2}[form]()
+    with pytest.raises(ValueError, match="not among the ground truth's query points"):
+        scorer(fitted, other, np.asarray(yq)[:1])
+
+
+def test_query_folds_refuse_rows_of_two_forms(shop):
+    X, y = shop
+    docs, labels = _documents(5, 0)
+    with pytest.raises(ValueError, match="X_query must be rows of the same form as X_train, "
+                                         "got list and DataFrame"):
+        ev.query_folds(X, y, docs, labels)
+    with pytest.raises(ValueError, match=r"X_query's columns \['colour', 'weight'\] differ"):
+        ev.query_folds(X, y, X[["colour", "weight"]], y)
+    with pytest.raises(ValueError, match="query folds need rows that GridSearchCV can index"):
+        ev.query_folds({"a": np.zeros((3, 2))}, np.arange(3), {"a": np.zeros((2, 2))},
+                       np.arange(2))
 
 
 # -- sparse ---------------------------------------------------------------------------------

@@ -58,7 +58,21 @@ class QueryMeasurement:
 
     def __call__(self, ensemble):
         steps, ensemble_ = split_pipeline(ensemble, "QueryMeasurement")
-        X_query = Pipeline(steps).transform(self.X_query) if steps else self.X_query
+        X_query = self.X_query
+        if steps:
+            try:
+                X_query = Pipeline(steps).transform(X_query)
+            except ValueError as error:
+                # scikit-learn's own message names the value but not why a Pipeline
+                # that transforms the queries when fitted on every row fails here
+                raise ValueError(
+                    "retrain_distributions: the steps before the ensemble, refitted on the "
+                    f"rows a removal set keeps, cannot transform X_query ({error}). "
+                    "preprocessing='refit' refits them for every removal set, so a value "
+                    "seen only in removed rows (a category, a word) is unknown to them: let "
+                    "the step ignore unknown values (for example "
+                    "OneHotEncoder(handle_unknown='ignore')) or pass preprocessing='fixed'"
+                ) from error
         return ensemble_.measure(X_query, self.y_query, measurement=self.measurement)
 
 

@@ -12,41 +12,117 @@ is made on some queries and can be checked on others (keep a final set of
 queries out of the search for the number you report).
 """
 
+from collections.abc import Mapping
+from numbers import Number
+
+import joblib
 import numpy as np
+from scipy import sparse
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_array
 
 from .._agreement import distribution_change, lds
+from .._inputs import is_dataset, n_rows, take_rows
 from ._metrics import predict_distributions
 from ._retrain import removal_masks
 
 __all__ = ["make_lds_scorer", "query_folds"]
 
 
+def _is_raw(X):
+    """Whether ``X`` is rows for the steps of a Pipeline rather than one numeric array:
+    a DataFrame (a ColumnTransformer selects its columns by name), a sparse matrix,
+    or raw documents (a list of strings). Such rows stay in their own form."""
+    if sparse.issparse(X) or hasattr(X, "iloc"):
+        return True
+    if isinstance(X, Mapping) or is_dataset(X):
+        raise ValueError(
+            f"query folds need rows that GridSearchCV can index (arrays, sparse matrices, "
+            f"DataFrames, lists of documents); got {type(X).__name__}")
+    return np.asarray(X).dtype.kind not in "biuf"
+
+
+def _check_rows(X, name, dtype=None):
+    """A numeric array checked as before; raw rows (see ``_is_raw``) as they are."""
+    if _is_raw(X):
+        return X
+    return check_array(X, dtype=dtype or [np.float64, np.float32], input_name=name)
+
+
+def _concat_rows(X_train, X_query):
+    """The training rows followed by the query rows, in their common form."""
+    if sparse.issparse(X_train) and sparse.issparse(X_query):
+        return sparse.vstack([X_train, X_query], format="csr")
+    if hasattr(X_train, "iloc") and hasattr(X_query, "iloc"):
+        if hasattr(X_train, "columns") and list(X_train.columns) != list(
+                getattr(X_query, "columns", [])):
+            raise ValueError(f"X_query's columns {list(X_query.columns)} differ from "
+                             f"X_train's {list(X_train.columns)}")
+        import pandas as pd
+
+        return pd.concat([X_train, X_query])
+    if isinstance(X_train, (list, tuple)) and isinstance(X_query, (list, tuple)):
+        return list(X_train) + list(X_query)
+    if isinstance(X_train, np.ndarray) and isinstance(X_query, np.ndarray):
+        return np.concatenate([X_train, X_query])
+    raise ValueError(f"X_query must be rows of the same form as X_train, got "
+                     f"{type(X_query).__name__} and {type(X_train).__name__}")
+
+
+def _canonical(value):
+    """A cell as it compares across forms: numbers as floats (a column may be
+    upcast when the training and query rows are concatenated)."""
+    if isinstance(value, Number) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # numpy's str_ as Python's
+        return str(value)
+    return value
+
+
 class _QueryIndex:
-    """Finds each query row by its bytes: identical (x, y) rows share their ground truth."""
+    """Finds each query row by its content: identical (x, y) rows share their ground
+    truth. Rows are numeric arrays, sparse matrices, DataFrames or documents."""
 
     def __init__(self, X_query, y_query):
-        self.X = np.ascontiguousarray(X_query)
+        self.raw = _is_raw(X_query)
+        self.X = X_query if self.raw else np.ascontiguousarray(X_query)
         self.y = np.asarray(y_query)
         self.index = {}
-        for i in range(len(self.X)):
-            self.index.setdefault(self._key(self.X[i], self.y[i]), i)
+        for i, key in enumerate(self._keys(self.X, self.y)):
+            self.index.setdefault(key, i)
 
     @staticmethod
-    def _key(x, y):
-        return np.ascontiguousarray(x, dtype=np.float64).tobytes() + repr(y).encode()
+    def _keys(X, y):
+        if sparse.issparse(X):
+            X = sparse.csr_matrix(X)
+            rows = [np.ascontiguousarray(X[i].toarray(), dtype=np.float64).tobytes()
+                    for i in range(X.shape[0])]
+        elif hasattr(X, "iloc"):
+            values = np.asarray(X, dtype=object).reshape(len(X), -1)
+            rows = [joblib.hash([_canonical(v) for v in row]) for row in values]
+        elif np.asarray(X).dtype.kind in "biuf":
+            X = np.asarray(X)
+            rows = [np.ascontiguousarray(X[i], dtype=np.float64).tobytes()
+                    for i in range(len(X))]
+        else:  # documents
+            rows = [joblib.hash(_canonical(X[i])) for i in range(n_rows(X))]
+        return [(row, repr(y[i])) for i, row in enumerate(rows)]
+
+    def rows(self, rows):
+        return take_rows(self.X, rows)
 
     def lookup(self, X, y):
-        X = np.asarray(X)
         y = np.asarray(y).reshape(-1)
-        found = [self.index.get(self._key(X[i], y[i])) for i in range(len(X))]
+        if not self.raw and hasattr(X, "iloc"):
+            X = np.asarray(X)  # a numeric DataFrame against array queries: by value
+        found = [self.index.get(key) for key in self._keys(X, y)]
         if any(i is None for i in found):
-            raise ValueError(
-                "the scorer got rows that are not among the ground truth's query points. "
+            raise ValueError(self._unknown)
+        return np.asarray(found)
+
+    _unknown = ("the scorer got rows that are not among the ground truth's query points. "
                 "Search with the X, y and cv from skdtda.evaluation.query_folds, which score "
                 "held-out queries only; the training folds must be exactly the training rows.")
-        return np.asarray(found)
 
 
 class _LDSScorer:
@@ -65,8 +141,8 @@ class _LDSScorer:
                 "rows (with query_folds, every training fold is those rows; refit=True would "
                 "fit on training rows and queries together)")
         rows = self.queries.lookup(X, y)
-        predicted = predict_distributions(influence, self.queries.X[rows], self.queries.y[rows],
-                                          remove=self.remove)
+        predicted = predict_distributions(influence, self.queries.rows(rows),
+                                          self.queries.y[rows], remove=self.remove)
         return lds(predicted, self.actual_change[:, rows], self.discrepancy, q=self.q,
                    method=self.method)
 
@@ -86,8 +162,10 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
         removal sets and queries.
     remove : ndarray of bool of shape (n_sets, n_train)
         The removal sets retrained (True = removed).
-    X_query : array-like of shape (n_query, n_features)
-        The query rows measured.
+    X_query : {array-like, sparse matrix, DataFrame, list of str}
+        The ``n_query`` query rows measured, in the form the attributed model takes: for a
+        Pipeline, its raw rows (a DataFrame for a ColumnTransformer, documents
+        for a vectorizer). Rows are found again by their content.
     y_query : array-like of shape (n_query,)
         Their targets.
     discrepancy : str or callable, default="mean"
@@ -119,15 +197,16 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
         raise ValueError("remove must be the boolean matrix (n_sets, n_train) of the retrained "
                          "removal sets; removal_masks(sets, n_train) builds it from index lists")
     masks = removal_masks(remove, remove.shape[1])
-    X_query = check_array(X_query, dtype=[np.float64, np.float32])
+    X_query = _check_rows(X_query, "X_query")
     y_query = np.asarray(y_query).reshape(-1)
-    if len(y_query) != len(X_query):
-        raise ValueError(f"y_query has {len(y_query)} rows but X_query has {len(X_query)}")
+    if len(y_query) != n_rows(X_query):
+        raise ValueError(f"y_query has {len(y_query)} rows but X_query has "
+                         f"{n_rows(X_query)}")
     scorer = _LDSScorer(actual, masks, X_query, y_query, discrepancy, q, method)
-    if scorer.actual_change.shape != (len(masks), len(X_query)):
+    if scorer.actual_change.shape != (len(masks), n_rows(X_query)):
         raise ValueError(f"the ground truth covers {scorer.actual_change.shape[0]} sets and "
                          f"{scorer.actual_change.shape[1]} queries, but remove has "
-                         f"{len(masks)} sets and X_query {len(X_query)} rows")
+                         f"{len(masks)} sets and X_query {n_rows(X_query)} rows")
     return scorer
 
 
@@ -137,11 +216,12 @@ def query_folds(X_train, y_train, X_query, y_query, *, n_splits=5, shuffle=True,
 
     Parameters
     ----------
-    X_train : array-like of shape (n_train, n_features)
-        The training rows that were retrained (the rows attributed).
+    X_train : {array-like, sparse matrix, DataFrame, list of str}
+        The ``n_train`` training rows that were retrained (the rows attributed), in the
+        form the attributed model takes: for a Pipeline, its raw rows.
     y_train : array-like of shape (n_train,)
-    X_query : array-like of shape (n_query, n_features)
-        The ground truth's query rows.
+    X_query : same form as X_train
+        The ground truth's query rows (a DataFrame with X_train's columns).
     y_query : array-like of shape (n_query,)
     n_splits : int, default=5
         Folds over the query rows.
@@ -150,8 +230,9 @@ def query_folds(X_train, y_train, X_query, y_query, *, n_splits=5, shuffle=True,
 
     Returns
     -------
-    X : ndarray of shape (n_train + n_query, n_features)
-        The training rows followed by the query rows.
+    X : ndarray, sparse matrix, DataFrame or list of n_train + n_query rows
+        The training rows followed by the query rows, in their form (a
+        DataFrame keeps both index labels).
     y : ndarray of shape (n_train + n_query,)
     cv : list of (train, test) index pairs
         Every fold's ``train`` is exactly the training rows, so each candidate
@@ -166,19 +247,24 @@ def query_folds(X_train, y_train, X_query, y_query, *, n_splits=5, shuffle=True,
     >>> X.shape, [(len(tr), te.tolist()) for tr, te in cv]
     ((9, 2), [(5, [5, 6]), (5, [7, 8])])
     """
-    X_train = check_array(X_train, dtype=[np.float64, np.float32], input_name="X_train")
-    X_query = check_array(X_query, dtype=X_train.dtype, input_name="X_query")
+    X_train = _check_rows(X_train, "X_train")
+    X_query = _check_rows(X_query, "X_query",
+                          dtype=None if _is_raw(X_train) else X_train.dtype)
     y_train, y_query = np.asarray(y_train).reshape(-1), np.asarray(y_query).reshape(-1)
     # misaligned lengths would pair rows with the wrong targets in the concatenation
     for name, X_part, y_part in (("train", X_train, y_train), ("query", X_query, y_query)):
-        if len(y_part) != len(X_part):
-            raise ValueError(f"y_{name} has {len(y_part)} rows but X_{name} has {len(X_part)}")
-    if X_query.shape[1] != X_train.shape[1]:
+        if len(y_part) != n_rows(X_part):
+            raise ValueError(f"y_{name} has {len(y_part)} rows but X_{name} has "
+                             f"{n_rows(X_part)}")
+    # a DataFrame's columns are compared by name when the rows are concatenated
+    both_arrays = all(hasattr(X, "shape") and len(X.shape) == 2 and not hasattr(X, "iloc")
+                      for X in (X_train, X_query))
+    if both_arrays and X_query.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_query has {X_query.shape[1]} features but X_train has "
                          f"{X_train.shape[1]}")
-    n_train = len(X_train)
+    n_train = n_rows(X_train)
     train = np.arange(n_train)
     folds = KFold(n_splits, shuffle=shuffle,
-                  random_state=random_state if shuffle else None).split(X_query)
+                  random_state=random_state if shuffle else None).split(np.zeros(n_rows(X_query)))
     cv = [(train, n_train + test) for _, test in folds]
-    return (np.concatenate([X_train, X_query]), np.concatenate([y_train, y_query]), cv)
+    return (_concat_rows(X_train, X_query), np.concatenate([y_train, y_query]), cv)
