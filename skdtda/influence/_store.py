@@ -295,6 +295,7 @@ def _check_record(folder, kept, record):
                 f"{words} differ{detail}. Delete that folder, or pass another memory=")
 
 
-def store_folder(location, record):
-    """Where the store of ``record`` lives under a ``memory=`` location."""
-    return Path(location) / "skdtda-store" / joblib.hash(record)
+def store_folder(parent, record):
+    """Where the store of ``record`` lives under ``parent`` (``skdtda-store`` in the
+    ``memory=`` location): a folder named by the record's hash."""
+    return Path(parent) / joblib.hash(record)

@@ -226,7 +226,29 @@ default="auto"
         Where ``damping="calibrate"`` keeps its retrained sets (one file a
         set, under ``skdtda-calibration``), so that an interrupted or repeated
         fit with the same ensemble, rows and measurement retrains only what is
-        missing.
+        missing; and where the store of ``precompute`` is kept, as memory-mapped
+        ``.npy`` files under ``skdtda-store``, read back by a later fit of the
+        same members on the same rows whatever its damping, curvature,
+        measurement or statistic (a store whose record names other rows or
+        members is refused).
+    precompute : "auto" or bool, default="auto"
+        Whether ``fit`` stores what every query needs of the training rows,
+        each member's loss gradient of each row, so that ``transform``,
+        ``influence_samples``, ``predict_removal(_sets)``,
+        ``mean_influence_samples`` and ``self_influence_samples`` compute only
+        the queries' side and the products instead of a forward and backward
+        pass over every training row. Exact: Linear and convolution layers keep
+        each row's patches and output gradients (``T (in + out)`` numbers for
+        ``T`` patches) where that is smaller than the row's ``(out, in)``
+        gradient block, other blocks (embeddings, the dense curvatures' one
+        block of all parameters) the block itself. ``"auto"`` stores where the
+        store fits ``precompute_budget`` and otherwise logs why not (logger
+        ``"skdtda"``, INFO); ``True`` raises instead, with the size needed;
+        ``correction="newton"`` needs more than the gradients and stores nothing.
+        The store does not depend on the damping.
+    precompute_budget : int, default={STORE_BUDGET}
+        Bytes the store may take ({STORE_BUDGET >> 20} MiB by default), in memory or on
+        disk under ``memory``.
 
     Attributes
     ----------
@@ -270,6 +292,10 @@ default="auto"
     fixed_parameters_ : dict
         ``{{parameter name: reason}}`` for every parameter held fixed (empty when
         every parameter is attributed).
+    precompute_ : bool
+        Whether ``fit`` stored the training rows' gradients (see ``precompute``).
+    store_nbytes_ : int
+        The store's size in bytes (0 without one).
     members_ : ndarray of int
         Indices into ``estimator_.estimators_`` of the attributed members.
     n_train_ : int
@@ -298,6 +324,10 @@ default="auto"
     (3, 150)
     >>> influence.influence_samples(X[:3], y[:3]).shape
     (4, 3, 150)
+    >>> influence.precompute_  # fit stored the training rows' gradients
+    True
+    >>> influence.self_influence_samples().shape
+    (4, 150)
     """
 
     _parameter_constraints = {
