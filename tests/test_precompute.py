@@ -2,6 +2,7 @@
 
 import logging
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -206,6 +207,11 @@ def test_memory_keeps_a_memory_mapped_store_that_a_damping_change_reuses(mlp, tm
     plain = InfluenceTransformer(ens, curvature="ekfac", damping=0.1,
                                  precompute=False).fit(X, y)
     _close(stored.transform(X[:5]), plain.transform(X[:5]))
+    # pickled by reference to its files, not their contents
+    copy = pickle.loads(pickle.dumps(stored))
+    assert isinstance(copy._store.arrays[0][0][0], np.memmap)
+    assert len(pickle.dumps(stored._store)) < 2000 < stored.store_nbytes_
+    _close(copy.transform(X[:5]), plain.transform(X[:5]))
     # another damping, curvature and statistic: the same rows' gradients, read back
     with caplog.at_level(logging.INFO, logger="skdtda"):
         stored.set_params(damping=1.0, curvature="kfac", statistic="std").fit(X, y)

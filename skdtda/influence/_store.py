@@ -109,6 +109,17 @@ class TrainingStore:
     def __init__(self, arrays, layouts, folder=None):
         self.arrays, self.layouts, self.folder = arrays, layouts, folder
 
+    def __getstate__(self):
+        # a store on disk is pickled by reference (its folder), not its contents
+        if self.folder is None:
+            return vars(self)
+        return {"arrays": None, "layouts": self.layouts, "folder": self.folder}
+
+    def __setstate__(self, state):
+        vars(self).update(state)
+        if self.arrays is None:
+            self.arrays = _open(self.folder, self.layouts)
+
     @property
     def nbytes(self):
         return int(sum(a.numel() * a.element_size() if torch.is_tensor(a) else a.nbytes
@@ -174,11 +185,7 @@ class TrainingStore:
         its record differs from ``record``."""
         kept = joblib.load(folder / _RECORD)
         _check_record(folder, kept, record)
-        arrays = [[[np.load(folder / f"m{s}_b{b}_{i}.npy", mmap_mode="r")
-                    for i in range(len(shapes))]
-                   for b, shapes in enumerate(_shapes(layout, 0))]
-                  for s, layout in enumerate(layouts)]
-        return cls(arrays, layouts, folder)
+        return cls(_open(folder, layouts), layouts, folder)
 
     # -- scoring --------------------------------------------------------------------------
     def row_chunk(self, n_queries, n_members, itemsize, batch_size):
@@ -219,6 +226,14 @@ class TrainingStore:
                 part = (Va * g.transpose(1, 2)).sum(dim=(1, 2))
             total = part if total is None else total.add_(part)
         return total
+
+
+def _open(folder, layouts):
+    """The arrays kept in ``folder``, memory-mapped read-only."""
+    return [[[np.load(folder / f"m{s}_b{b}_{i}.npy", mmap_mode="r")
+              for i in range(len(shapes))]
+             for b, shapes in enumerate(_shapes(layout, 0))]
+            for s, layout in enumerate(layouts)]
 
 
 def _temporary(form):
