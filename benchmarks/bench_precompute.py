@@ -3,7 +3,7 @@
 Run with one intra-op thread, as all figures in docs/benchmarks.md are::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_precompute.py [--rows 16000] [--seeds 8]
-        [--repeats 3] [--json out.json]
+        [--repeats 5] [--json out.json]
 
 The problem (issue 27): an MLP 32-128-128-4 (21,252 parameters, float32) on a
 4-class ``make_classification`` problem with 32 features, ``--seeds`` members
@@ -15,9 +15,9 @@ again); then, side by side in this process:
 * ``fit`` with ``precompute=False`` and with ``precompute=True`` (their
   difference is the store's cost), the store's size, and each fit's peak
   resident set (VmHWM, reset before each phase through ``/proc/self/clear_refs``);
-* ``transform`` of 1, 10 and 100 queries, the best of ``--repeats`` runs each,
-  with and without the store, and the largest difference of their scores
-  relative to the largest score;
+* ``transform`` of 1, 10 and 100 queries, the best of ``--repeats`` runs each
+  (the two sides interleaved), with and without the store, and the largest
+  difference of their scores relative to the largest score;
 * self-influence of every training row (``DataPruner(objective="self")``'s
   scores): the old path (training rows as queries in chunks, keeping the
   diagonal) against ``self_influence_samples`` with and without the store;
@@ -94,7 +94,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=16000)
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--old-self-rows", type=int, default=1024,
                         help="rows the old self-influence path is timed on (its cost is "
                              "linear in them: every chunk scores all training rows)")
@@ -140,14 +140,18 @@ def main():
     print(f"\n{'queries':>8} {'False (s)':>10} {'True (s)':>10} {'ratio':>8} {'max rel diff':>13}"
           f" {'peak MiB F/T':>13}")
     for n_query in (1, 10, 100):
-        row = {}
+        row = {False: np.inf, True: np.inf, "peak_False": 0.0, "peak_True": 0.0}
         scores = {}
-        for precompute in (False, True):
-            reset_peak()
-            base = peak_rss_mib()
-            row[precompute], scores[precompute] = timed(
-                lambda: fitted[precompute].transform(X_query[:n_query]), args.repeats)
-            row[f"peak_{precompute}"] = peak_rss_mib() - base
+        # interleaved, best of the repeats: both sides see the same load
+        for _ in range(args.repeats):
+            for precompute in (False, True):
+                reset_peak()
+                base = peak_rss_mib()
+                t, scores[precompute] = timed(
+                    lambda: fitted[precompute].transform(X_query[:n_query]))
+                row[precompute] = min(row[precompute], t)
+                row[f"peak_{precompute}"] = max(row[f"peak_{precompute}"],
+                                                peak_rss_mib() - base)
         diff = rel(scores[True], scores[False])
         results[f"transform_{n_query}"] = {"False": row[False], "True": row[True],
                                            "rel_diff": diff, "peak_False": row["peak_False"],

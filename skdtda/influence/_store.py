@@ -40,7 +40,8 @@ from .._loops import chunks
 from ..model import LayeredMember
 from ..model.layers import DensePatches
 
-__all__ = ["BLOCK_BUDGET", "PRODUCT_BUDGET", "STORE_BUDGET", "StoreUnavailable", "TrainingStore"]
+__all__ = ["BLOCK_BUDGET", "PRODUCT_BUDGET", "STORE_BUDGET", "STORE_VERSION", "StoreUnavailable",
+           "TrainingStore", "store_folder"]
 
 logger = logging.getLogger("skdtda")
 
@@ -50,8 +51,8 @@ STORE_BUDGET = 2**30
 PRODUCT_BUDGET = 64 * 2**20
 #: Bytes of one block of float64 scores (all members), beyond ``batch_size`` rows.
 BLOCK_BUDGET = 128 * 2**10
-#: Bumped whenever the files' layout changes: an older store is then not read.
-_VERSION = 1
+#: Bumped whenever the files' layout changes: an older store is then refused.
+STORE_VERSION = 1
 _RECORD = "store.pkl"
 
 

@@ -40,7 +40,8 @@ from ._damping import (EIGENVALUE_FRACTION, FALLBACK, KRONECKER_FACTOR, KRONECKE
                        SPREAD_FACTOR, AutoDamping)
 from ._retraining import RETRAINING, retraining_protocol
 from ._scoring import GRADIENT_BUDGET, SOLUTION_BUDGET, Scoring, row_chunk
-from ._store import STORE_BUDGET, StoreUnavailable, TrainingStore, store_folder
+from ._store import (STORE_BUDGET, STORE_VERSION, StoreUnavailable, TrainingStore,
+                     store_folder)
 
 __all__ = ["InfluenceTransformer"]
 
@@ -490,7 +491,7 @@ default="auto"
             fitted = getattr(ens, "training_fingerprint_", None)
             fp = fitted if fitted is not None else fingerprint(self._X_train, self._y_train)
             record = {
-                "version": 1, "fingerprint": fp.key(),
+                "version": STORE_VERSION, "fingerprint": fp.key(),
                 "parameters": [joblib.hash(m.theta.detach().cpu().numpy())
                                for m in self._members],
                 "layout": [(type(m).__name__, list(m.names), layout, repr(m.net.criterion_))
