@@ -98,6 +98,9 @@ def main():
     parser.add_argument("--old-self-rows", type=int, default=1024,
                         help="rows the old self-influence path is timed on (its cost is "
                              "linear in them: every chunk scores all training rows)")
+    parser.add_argument("--transform-only", action="store_true",
+                        help="stop after the transform table (skip self-influence and "
+                             "validation)")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -160,6 +163,11 @@ def main():
               f"{row[True] / row[False]:>8.1%} {diff:>13.2e} "
               f"{row['peak_False']:>6.0f}/{row['peak_True']:<6.0f}")
 
+    if args.transform_only:
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     print("\nself-influence of every training row (DataPruner objective='self'):")
     new_false, self_false = timed(lambda: fitted[False].self_influence_samples())
     new_true, self_true = timed(lambda: fitted[True].self_influence_samples())

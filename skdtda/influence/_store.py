@@ -267,14 +267,14 @@ def _product(v, form, rows):
         block = torch.bmm(g.reshape(nt, n_pos, width).transpose(1, 2),
                           a.reshape(nt, n_pos, size)).reshape(nt, -1)
         return v @ block.T
-    # g_t^T S a_t, with the contraction over the smaller side left elementwise and
-    # reduced over the last (contiguous) axis
+    # g_t^T S a_t: one product over the larger side, then each patch's dot product
+    # over the smaller one as a batched product (2x faster than multiply-and-sum)
     if size <= width:
         left = g @ S.transpose(0, 1).reshape(width, nq * size)  # (nt T, nq in)
-        out = (left.reshape(-1, nq, size) * a[:, None, :]).sum(dim=2)
+        out = torch.bmm(left.reshape(-1, nq, size), a[:, :, None])[:, :, 0]
     else:
         left = a @ S.reshape(nq * width, size).T  # (nt T, nq out)
-        out = (left.reshape(-1, nq, width) * g[:, None, :]).sum(dim=2)
+        out = torch.bmm(left.reshape(-1, nq, width), g[:, :, None])[:, :, 0]
     if n_pos > 1:
         out = out.reshape(nt, n_pos, nq).sum(dim=1)
     return out.T
