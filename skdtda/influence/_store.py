@@ -264,9 +264,12 @@ def _product(v, form, rows):
     if nq * min(size, width) * 2 >= size * width:
         # many queries: the patches' outer products once (nt x out x in numbers), then
         # one product, rather than nq x nt x min(out, in) elementwise numbers
-        block = torch.bmm(g.reshape(nt, n_pos, width).transpose(1, 2),
-                          a.reshape(nt, n_pos, size)).reshape(nt, -1)
-        return v @ block.T
+        if n_pos == 1:  # an outer product a row (faster elementwise than batched)
+            block = g[:, :, None] * a[:, None, :]
+        else:
+            block = torch.bmm(g.reshape(nt, n_pos, width).transpose(1, 2),
+                              a.reshape(nt, n_pos, size))
+        return v @ block.reshape(nt, -1).T
     # g_t^T S a_t: one product over the larger side, then each patch's dot product
     # over the smaller one as a batched product (2x faster than multiply-and-sum)
     if size <= width:
