@@ -258,3 +258,16 @@ def test_store_products_in_every_form_equal_dense_products():
             torch.testing.assert_close(_product(v, ("factors", n_pos, size, width), [a, g]),
                                        v @ dense.T)
     assert TrainingStore([], []).nbytes == 0
+
+
+def test_precompute_takes_numpy_booleans_and_stores_scikit_learn_models(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _classification(60)
+    ens = SeedEnsembleClassifier(LogisticRegression(max_iter=500)).fit(X, y)
+    off = InfluenceTransformer(ens, damping=0.1, precompute=np.False_).fit(X, y)
+    assert not off.precompute_
+    on = InfluenceTransformer(ens, damping=0.1, precompute=np.True_, memory=tmp_path).fit(X, y)
+    assert on.precompute_ and on._store.folder is not None
+    _close(on.transform(X[:4]), off.transform(X[:4]))
+    _close(on.self_influence_samples(), off.self_influence_samples())

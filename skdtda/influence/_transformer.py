@@ -451,7 +451,8 @@ default="auto"
         """``precompute=``: store (or read back) what every query needs of the training
         rows, each member's loss gradients of them (:mod:`skdtda.influence._store`)."""
         self._store, self.precompute_, self.store_nbytes_ = None, False, 0
-        if self.precompute is False:
+        required = self.precompute != "auto"  # True, or a numpy bool
+        if required and not self.precompute:
             return
         reason, layouts = None, None
         if self.correction == "newton":
@@ -473,7 +474,7 @@ default="auto"
             except StoreUnavailable as why:
                 reason = str(why)
         if reason is not None:
-            if self.precompute is True:
+            if required:
                 raise ValueError(f"precompute=True cannot store the training rows: {reason}; "
                                  "raise precompute_budget or use precompute='auto' or False")
             logger.info("precompute='auto' stores nothing, every query recomputes the "
@@ -494,7 +495,8 @@ default="auto"
                 "version": STORE_VERSION, "fingerprint": fp.key(),
                 "parameters": [joblib.hash(m.theta.detach().cpu().numpy())
                                for m in self._members],
-                "layout": [(type(m).__name__, list(m.names), layout, repr(m.net.criterion_))
+                "layout": [(type(m).__name__, list(m.names), layout,
+                            repr(getattr(m.net, "criterion_", None)))
                            for m, layout in zip(self._members, layouts)]}
             folder = store_folder(folder, record)
             if (folder / "store.pkl").exists():
