@@ -411,7 +411,9 @@ def _ensemble_with(hidden):
 
 def test_verbose_shows_curvature_and_scoring_progress(iris, capsys):
     X, y = iris
-    influence = InfluenceTransformer(_ensemble_with((8,)), batch_size=50, verbose=2)
+    # without a store, the pass over the training rows goes batch_size rows at a time
+    influence = InfluenceTransformer(_ensemble_with((8,)), batch_size=50, verbose=2,
+                                     precompute=False)
     influence.fit(X, y).transform(X[:5])
     err = capsys.readouterr().err
     assert "curvature (ggn)" in err and "scoring 5 queries x 150 rows" in err

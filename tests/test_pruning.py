@@ -177,7 +177,11 @@ def test_cross_fitting_scores_every_row(noisy_blobs):
         row = np.full(len(X), np.nan)
         row[train] = influence.influence_samples(X[val], y[val]).mean(axis=(0, 1))
         per_fold.append(row)
-    np.testing.assert_allclose(pruner.scores_, np.nanmean(per_fold, axis=0), rtol=1e-6)
+    # the pruner sums the float32 solved validation gradients before their product
+    # (mean_influence_samples), so rows agree to float32 rounding of the largest score
+    expected = np.nanmean(per_fold, axis=0)
+    np.testing.assert_allclose(pruner.scores_, expected, rtol=1e-6,
+                               atol=1e-5 * np.abs(expected).max())
 
 
 def test_regression():

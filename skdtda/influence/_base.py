@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from ..discrepancy import STATISTICS, check_statistic, discrepancy
 from .._inputs import n_rows
+from .._loops import chunks
 from ..ensemble import (ATTRIBUTED, SeedEnsembleClassifier, SeedEnsembleRegressor, check_rows,
                         check_same_training_data, fit_preprocessing, is_fitted_pipeline,
                         member_nets, net_input, net_targets, query_targets, row_labels,
@@ -187,6 +188,79 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         for q_rows, t_rows, _, delta in self._blocks(X, y):
             out[:, q_rows, t_rows] = delta
         return out
+
+    def mean_influence_samples(self, X, y=None):
+        """Per-seed predicted change of the queries' *mean* measurement when each
+        training row is removed.
+
+        What ``influence_samples(X, y).mean(axis=1)`` gives, without its
+        ``(n_seeds, n_query, n_train)`` array: the mean over queries is linear,
+        so the influence functions score the queries' summed solved gradients
+        once, at the cost of one query (a validation set's mean loss, as
+        :class:`~skdtda.DataPruner` scores it).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_query, n_features)
+            Query rows.
+        y : array-like of shape (n_query,), default=None
+            Query targets; None uses the ensemble's prediction.
+
+        Returns
+        -------
+        delta : ndarray of shape (n_seeds, n_train)
+            ``delta[s, k]``: member ``s``'s predicted change of the mean
+            measurement over the queries when training row ``k`` is removed.
+
+        Notes
+        -----
+        {convention}
+        """
+        X, y = self._query(X, y)
+        return self._mean_samples(X, y)
+
+    def _mean_samples(self, X, y):
+        """:meth:`mean_influence_samples` of rows in the nets' form: the per-row
+        changes summed over the queries chunk by chunk."""
+        out = np.zeros((len(self._members), self.n_train_))
+        for _, t_rows, _, delta in self._blocks(X, y):
+            out[:, t_rows] += delta.sum(axis=1)
+        return out / n_rows(X)
+
+    def self_influence_samples(self):
+        """Per-seed predicted change of each training row's own measurement when
+        that row is removed (self-influence).
+
+        The diagonal of ``influence_samples(X_train, y_train)``, with the
+        training rows' own targets, without building the
+        ``(n_seeds, n_train, n_train)`` array.
+
+        Returns
+        -------
+        delta : ndarray of shape (n_seeds, n_train)
+            ``delta[s, k]``: member ``s``'s predicted change of training row
+            ``k``'s measurement when row ``k`` is removed.
+
+        Notes
+        -----
+        {convention}
+        """
+        check_is_fitted(self)
+        return self._self_samples()
+
+    def _self_samples(self):
+        """:meth:`self_influence_samples`: chunks of training rows scored as queries,
+        keeping the diagonal."""
+        delta = np.empty((len(self._members), self.n_train_))
+        for rows in chunks(self.n_train_, self.batch_size):
+            X, y = self._X_train[rows], self._y_train[rows]
+            for q_rows, t_rows, _, block in self._blocks(X, y):
+                q = np.arange(q_rows.start, q_rows.stop)
+                k = rows.start + q
+                inside = (k >= t_rows.start) & (k < t_rows.stop)
+                delta[:, k[inside]] = block[:, q[inside] - q_rows.start,
+                                            k[inside] - t_rows.start]
+        return delta
 
     def measure(self, X, y=None):
         """The measurement of each query under each attributed member.
@@ -364,7 +438,8 @@ class _BaseInfluence(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         return tags
 
 
-for _method in (_BaseInfluence.influence_samples, _BaseInfluence.transform,
+for _method in (_BaseInfluence.influence_samples, _BaseInfluence.mean_influence_samples,
+                _BaseInfluence.self_influence_samples, _BaseInfluence.transform,
                 _BaseInfluence.predict_removal, _BaseInfluence.predict_removal_sets):
     # method docstrings sit one level deeper than the class docstring
     _method.__doc__ = _method.__doc__.replace("{convention}",

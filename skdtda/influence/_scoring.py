@@ -17,6 +17,7 @@ and one chunk of training gradients (:data:`GRADIENT_BUDGET`).
 """
 
 import numpy as np
+import torch
 
 from .._inputs import n_rows
 from .._loops import chunks, progress
@@ -77,10 +78,15 @@ class Scoring:
         Training rows per chunk, at most.
     verbose : int, default=0
         A progress bar over blocks of queries x training rows.
+    store : TrainingStore, default=None
+        The training rows' loss gradients, stored at fit (``precompute=``): then
+        first-order scores take them from it instead of a pass over the rows.
     """
 
-    def __init__(self, members, solvers, centres, X_train, y_train, batch_size, verbose=0):
+    def __init__(self, members, solvers, centres, X_train, y_train, batch_size, verbose=0,
+                 store=None):
         self.members, self.solvers, self.centres = members, solvers, centres
+        self.store = store
         self.X_train, self.y_train = X_train, y_train
         self.n_train = n_rows(X_train)
         self.batch_size, self.verbose = batch_size, verbose
@@ -96,44 +102,102 @@ class Scoring:
     def first_order(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
         q_size, by_member = self._query_chunk()
-        n_blocks = -(-n_rows(X) // q_size) * -(-self.n_train // self.train_chunk)
+        n_blocks = -(-n_rows(X) // q_size) * -(-self.n_train // self._rows_per_block(
+            min(q_size, n_rows(X))))
         with progress(n_blocks, f"scoring {n_rows(X)} queries x {self.n_train} rows", "block",
                       self.verbose) as bar:
             for block in self._first_order(X, y, q_size, by_member):
                 bar.update()
                 yield block
 
+    def _rows_per_block(self, n_queries):
+        """Training rows per block: the gradient chunk, or with a store as many rows
+        as keep the products' temporaries within its budget."""
+        if self.store is None:
+            return self.train_chunk
+        lead = self.members[0]
+        return self.store.row_chunk(n_queries, len(self.members), lead.theta.element_size(),
+                                    self.batch_size)
+
     def _first_order(self, X, y, q_size, by_member):
         members = list(zip(self.members, self.solvers, self.centres))
         for q_rows in chunks(n_rows(X), q_size):
             Xq, yq = X[q_rows], y[q_rows]
             measured = measure_all(self.members, Xq, yq)
+            t_size = self._rows_per_block(n_rows(Xq))
             if by_member:
                 delta = np.empty((len(members), n_rows(Xq), self.n_train))
                 for s, (member, solver, centre) in enumerate(members):
                     solved, offset = _solve_queries(member, solver, centre, Xq, yq)
-                    for t_rows in chunks(self.n_train, self.train_chunk):
-                        delta[s, :, t_rows] = self._train_response(member, solved, offset,
-                                                                   t_rows)
-                for t_rows in chunks(self.n_train, self.train_chunk):
+                    for t_rows in chunks(self.n_train, t_size):
+                        delta[s, :, t_rows] = self._train_response(s, solved, offset, t_rows)
+                for t_rows in chunks(self.n_train, t_size):
                     yield q_rows, t_rows, measured, delta[:, :, t_rows]
                 continue
             solved = [_solve_queries(member, solver, centre, Xq, yq)
                       for member, solver, centre in members]
-            for t_rows in chunks(self.n_train, self.train_chunk):
-                delta = np.stack([self._train_response(member, sol, offset, t_rows)
-                                  for member, (sol, offset) in zip(self.members, solved)])
+            for t_rows in chunks(self.n_train, t_size):
+                delta = np.stack([self._train_response(s, sol, offset, t_rows)
+                                  for s, (sol, offset) in enumerate(solved)])
                 yield q_rows, t_rows, measured, delta
 
-    def _train_response(self, member, solved, offset, t_rows):
-        """``delta`` of the solved queries for training rows ``t_rows``, (nq, nt)
-        float64, summed over the attributed layers' blocks."""
-        grads = member.grads("loss", self.X_train[t_rows], self.y_train[t_rows])
-        total = None
-        for s, g in zip(solved, grads):
-            part = s @ g.reshape(len(g), -1).T
-            total = part if total is None else total.add_(part)
+    def _train_response(self, s, solved, offset, t_rows):
+        """``delta`` of member ``s``'s solved queries for training rows ``t_rows``,
+        (nq, nt) float64, summed over the attributed layers' blocks: from the store
+        where there is one, else from the rows' gradients."""
+        if self.store is not None:
+            total = self.store.response(s, solved, t_rows)
+        else:
+            grads = self.members[s].grads("loss", self.X_train[t_rows], self.y_train[t_rows])
+            total = None
+            for v, g in zip(solved, grads):
+                part = v @ g.reshape(len(g), -1).T
+                total = part if total is None else total.add_(part)
         return total.double().sub_(offset[:, None]).cpu().numpy() / self.n_train
+
+    def mean_over_queries(self, X, y):
+        """First-order change of each member's *mean* measurement over the queries
+        ``X, y`` when each training row is removed: ``(n_members, n_train)``.
+
+        The mean is linear, so the solved query gradients are summed (in float64,
+        query chunk by query chunk) and scored against the training rows once:
+        the cost of one query, whatever their number.
+        """
+        n_query = n_rows(X)
+        q_size = self._query_chunk()[0]
+        out = np.empty((len(self.members), self.n_train))
+        for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
+                                                         self.centres)):
+            total, offset = None, 0.0
+            for q_rows in chunks(n_query, q_size):
+                solved = solver.solve_rows("measurement", X[q_rows], y[q_rows])
+                sums = [v.double().reshape(len(v), -1).sum(dim=0, keepdim=True) for v in solved]
+                total = sums if total is None else [a + b for a, b in zip(total, sums)]
+            offset = sum(float(v @ m.reshape(-1).double()) for v, m in zip(total, centre))
+            mean = [(v / n_query).to(member.dtype) for v in total]
+            offset = torch.tensor([offset / n_query], dtype=torch.float64)
+            for t_rows in chunks(self.n_train, self._rows_per_block(1)):
+                out[s, t_rows] = self._train_response(s, mean, offset.to(member.device),
+                                                      t_rows)[0]
+        return out
+
+    def self_influence(self):
+        """First-order change of each training row's own measurement when that row
+        is removed: ``(n_members, n_train)``, the diagonal of the training rows
+        scored as queries, in one pass over them (no ``n_train x n_train`` block)."""
+        out = np.empty((len(self.members), self.n_train))
+        for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
+                                                         self.centres)):
+            for t in chunks(self.n_train, self.train_chunk):
+                Xt, yt = self.X_train[t], self.y_train[t]
+                solved, offset = _solve_queries(member, solver, centre, Xt, yt)
+                if self.store is not None:
+                    total = self.store.diagonal(s, solved, t)
+                else:
+                    total = sum((v * g.reshape(len(g), -1).to(v.dtype)).sum(dim=1)
+                                for v, g in zip(solved, member.grads("loss", Xt, yt)))
+                out[s, t] = (total.double() - offset).cpu().numpy() / self.n_train
+        return out
 
     # -- one Newton step ------------------------------------------------------------------
     def newton_rows(self, X, y, rows=None):

@@ -20,6 +20,7 @@ import os
 from numbers import Real
 from pathlib import Path
 
+import joblib
 import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -31,14 +32,16 @@ from .._loops import progress
 from ..curvature import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, CURVATURES, LAYERED, NEWTON_ROWS,
                          NEWTON_SETS, fit_curvature, resolve_curvature)
 from ..discrepancy import STATISTICS
-from ..ensemble import member_nets
+from ..ensemble import fingerprint, member_nets
 from ..model import AUTO_EXACT_COLUMNS, measure_all
 from ._base import CONVENTION, _BaseInfluence
 from ._calibration import AUTO_SECONDS, CalibrationUnavailable, calibrate
 from ._damping import (EIGENVALUE_FRACTION, FALLBACK, KRONECKER_FACTOR, KRONECKER_SPREAD_FACTOR,
                        SPREAD_FACTOR, AutoDamping)
 from ._retraining import RETRAINING, retraining_protocol
-from ._scoring import GRADIENT_BUDGET, SOLUTION_BUDGET, Scoring
+from ._scoring import GRADIENT_BUDGET, SOLUTION_BUDGET, Scoring, row_chunk
+from ._store import (STORE_BUDGET, STORE_VERSION, StoreUnavailable, TrainingStore,
+                     store_folder)
 
 __all__ = ["InfluenceTransformer"]
 
@@ -224,7 +227,29 @@ default="auto"
         Where ``damping="calibrate"`` keeps its retrained sets (one file a
         set, under ``skdtda-calibration``), so that an interrupted or repeated
         fit with the same ensemble, rows and measurement retrains only what is
-        missing.
+        missing; and where the store of ``precompute`` is kept, as memory-mapped
+        ``.npy`` files under ``skdtda-store``, read back by a later fit of the
+        same members on the same rows whatever its damping, curvature,
+        measurement or statistic (a store whose record names other rows or
+        members is refused).
+    precompute : "auto" or bool, default="auto"
+        Whether ``fit`` stores what every query needs of the training rows,
+        each member's loss gradient of each row, so that ``transform``,
+        ``influence_samples``, ``predict_removal(_sets)``,
+        ``mean_influence_samples`` and ``self_influence_samples`` compute only
+        the queries' side and the products instead of a forward and backward
+        pass over every training row. Exact: Linear and convolution layers keep
+        each row's patches and output gradients (``T (in + out)`` numbers for
+        ``T`` patches) where that is smaller than the row's ``(out, in)``
+        gradient block, other blocks (embeddings, the dense curvatures' one
+        block of all parameters) the block itself. ``"auto"`` stores where the
+        store fits ``precompute_budget`` and otherwise logs why not (logger
+        ``"skdtda"``, INFO); ``True`` raises instead, with the size needed;
+        ``correction="newton"`` needs more than the gradients and stores nothing.
+        The store does not depend on the damping.
+    precompute_budget : int, default={STORE_BUDGET}
+        Bytes the store may take ({STORE_BUDGET >> 20} MiB by default), in memory or on
+        disk under ``memory``.
 
     Attributes
     ----------
@@ -268,6 +293,10 @@ default="auto"
     fixed_parameters_ : dict
         ``{{parameter name: reason}}`` for every parameter held fixed (empty when
         every parameter is attributed).
+    precompute_ : bool
+        Whether ``fit`` stored the training rows' gradients (see ``precompute``).
+    store_nbytes_ : int
+        The store's size in bytes (0 without one).
     members_ : ndarray of int
         Indices into ``estimator_.estimators_`` of the attributed members.
     n_train_ : int
@@ -296,6 +325,10 @@ default="auto"
     (3, 150)
     >>> influence.influence_samples(X[:3], y[:3]).shape
     (4, 3, 150)
+    >>> influence.precompute_  # fit stored the training rows' gradients
+    True
+    >>> influence.self_influence_samples().shape
+    (4, 150)
     """
 
     _parameter_constraints = {
@@ -309,13 +342,15 @@ default="auto"
         "modules": [str, type, list, tuple, None],
         "correction": [StrOptions({"newton"}), None],
         "retraining": [StrOptions(set(RETRAINING))],
+        "precompute": ["boolean", StrOptions({"auto"})],
+        "precompute_budget": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(self, estimator=None, *, curvature="auto", damping="auto", measurement="loss",
                  statistic="mean", q=0.5, curvature_options=None, modules=None,
                  seed_index=None, batch_size=256, n_jobs=None, verbose=0, correction=None,
                  retraining="auto", calibration_budget=3.0, calibration_options=None,
-                 memory=None):
+                 memory=None, precompute="auto", precompute_budget=STORE_BUDGET):
         self.estimator = estimator
         self.curvature = curvature
         self.damping = damping
@@ -333,6 +368,8 @@ default="auto"
         self.calibration_budget = calibration_budget
         self.calibration_options = calibration_options
         self.memory = memory
+        self.precompute = precompute
+        self.precompute_budget = precompute_budget
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -399,7 +436,84 @@ default="auto"
             if damping is None:
                 damping = auto.with_floor(self.curvatures_, self.curvature_)
             self._set_damping(damping)
+        self._precompute()
         return self
+
+    def _memory_folder(self, name):
+        """``name`` under the ``memory=`` location, or None without one."""
+        if self.memory is None:
+            return None
+        memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
+        location = check_memory(memory).location
+        return None if location is None else Path(location) / name
+
+    def _precompute(self):
+        """``precompute=``: store (or read back) what every query needs of the training
+        rows, each member's loss gradients of them (:mod:`skdtda.influence._store`)."""
+        self._store, self.precompute_, self.store_nbytes_ = None, False, 0
+        required = self.precompute != "auto"  # True, or a numpy bool
+        if required and not self.precompute:
+            return
+        reason, layouts = None, None
+        if self.correction == "newton":
+            reason = ("correction='newton' solves each training row with its own curvature "
+                      "term, so its scores need more than the rows' gradients")
+        else:
+            try:
+                layouts, size = TrainingStore.plan(self._members, self._X_train, self._y_train)
+            except StoreUnavailable as why:
+                reason = str(why)
+            else:
+                if size > self.precompute_budget:
+                    reason = (f"the store needs {size / 2**20:.1f} MiB ({size} bytes), more "
+                              f"than precompute_budget={self.precompute_budget:g} bytes "
+                              f"({self.precompute_budget / 2**20:.1f} MiB)")
+        if reason is None:
+            try:
+                self._store = self._open_store(layouts)
+            except StoreUnavailable as why:
+                reason = str(why)
+        if reason is not None:
+            if required:
+                raise ValueError(f"precompute=True cannot store the training rows: {reason}; "
+                                 "raise precompute_budget or use precompute='auto' or False")
+            logger.info("precompute='auto' stores nothing, every query recomputes the "
+                        "training rows' gradients: %s", reason)
+            return
+        self.precompute_, self.store_nbytes_ = True, self._store.nbytes
+
+    def _open_store(self, layouts):
+        """Build the store, in memory or (with ``memory=``) as memory-mapped files,
+        or read back the one kept for the same rows, members and blocks."""
+        folder = self._memory_folder("skdtda-store")
+        record = None
+        if folder is not None:
+            ens = self.estimator_
+            fitted = getattr(ens, "training_fingerprint_", None)
+            fp = fitted if fitted is not None else fingerprint(self._X_train, self._y_train)
+            record = {
+                "version": STORE_VERSION, "fingerprint": fp.key(),
+                "parameters": [joblib.hash(m.theta.detach().cpu().numpy())
+                               for m in self._members],
+                "layout": [(type(m).__name__, list(m.names), layout,
+                            repr(getattr(m.net, "criterion_", None)))
+                           for m, layout in zip(self._members, layouts)]}
+            folder = store_folder(folder, record)
+            if (folder / "store.pkl").exists():
+                logger.info("precompute: the training rows' store is read back from %s",
+                            folder)
+                return TrainingStore.load(folder, layouts, record)
+        return TrainingStore.build(self._members, self._X_train, self._y_train, layouts,
+                                   self._store_chunk(layouts), folder=folder, record=record)
+
+    def _store_chunk(self, layouts):
+        """Rows per pass while building the store: within the gradient budget for the
+        largest stored row."""
+        lead = self._members[0]
+        stored = max(sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else b[1] for b in layout)
+                     for layout in layouts)
+        return row_chunk(max(stored, lead.n_params), lead.theta.element_size(),
+                         max(self.batch_size, 1024))
 
     def _set_damping(self, damping):
         if damping != self.damping_:
@@ -418,11 +532,7 @@ default="auto"
                 f"damping='calibrate' searches around the damping the members' training "
                 f"implies, and {auto.how} gives {center:g}: a penalised objective solved to "
                 "convergence needs no damping; use damping='auto' (or a float)")
-        folder = None
-        if self.memory is not None:
-            memory = os.fspath(self.memory) if isinstance(self.memory, os.PathLike) else self.memory
-            location = check_memory(memory).location
-            folder = None if location is None else Path(location) / "skdtda-calibration"
+        folder = self._memory_folder("skdtda-calibration")
         result = calibrate(
             self, X, y, self._X_train, self._y_train, center, budget=self.calibration_budget,
             options=self.calibration_options, statistic=self.statistic, q=self.q,
@@ -458,7 +568,8 @@ default="auto"
     # -- scoring ------------------------------------------------------------------------
     def _scoring(self):
         return Scoring(self._members, self.curvatures_, self._centres, self._X_train,
-                       self._y_train, self.batch_size, self.verbose)
+                       self._y_train, self.batch_size, self.verbose,
+                       store=getattr(self, "_store", None))
 
     def _blocks(self, X, y):
         """Yield (query rows, train rows, m (S, nq), delta (S, nq, nt)) chunk by chunk."""
@@ -466,6 +577,16 @@ default="auto"
             return self._scoring().first_order(X, y)
         self._check_newton_rows()
         return self._scoring().newton_rows(X, y)
+
+    def _mean_samples(self, X, y):
+        if self.correction == "newton":
+            return super()._mean_samples(X, y)
+        return self._scoring().mean_over_queries(X, y)
+
+    def _self_samples(self):
+        if self.correction == "newton":
+            return super()._self_samples()
+        return self._scoring().self_influence()
 
     def _check_newton_rows(self):
         if self.curvature_ not in NEWTON_ROWS:

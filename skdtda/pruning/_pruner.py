@@ -56,14 +56,17 @@ def _validation_samples(influence, X_val, y_val):
 
     Returns ``before`` of shape (n_seeds,) and ``delta`` of shape (n_seeds, n_train).
     The mean over validation rows is linear, so the change of the mean is the
-    mean of the per-row changes; summing chunk by chunk bounds memory to
-    ``n_seeds * batch_size * n_train``.
+    mean of the per-row changes: skdtda's estimators score it at the cost of one
+    query (``mean_influence_samples``); another influence object is summed chunk
+    by chunk, which bounds memory to ``n_seeds * batch_size * n_train``.
     """
+    before = influence.measure(X_val, y_val).mean(axis=1)
+    if hasattr(influence, "mean_influence_samples"):
+        return before, influence.mean_influence_samples(X_val, y_val)
     delta = 0.0
     for rows in chunks(n_rows(X_val), influence.batch_size):
         delta = delta + influence.influence_samples(take_rows(X_val, rows),
                                                     y_val[rows]).sum(axis=1)
-    before = influence.measure(X_val, y_val).mean(axis=1)
     return before, delta / n_rows(X_val)
 
 
@@ -71,9 +74,13 @@ def _self_samples(influence, X, y):
     """Per-seed measurement of each training row and its change when that row is removed.
 
     Returns ``before`` and ``delta``, both of shape (n_seeds, n_train): the
-    diagonal of the (n_seeds, n_train, n_train) influence array, built chunk by
-    chunk so the full array never exists.
+    diagonal of the (n_seeds, n_train, n_train) influence array. skdtda's
+    estimators give it directly (``self_influence_samples``: one pass over the
+    rows); another influence object is scored chunk by chunk, so the full array
+    never exists.
     """
+    if hasattr(influence, "self_influence_samples"):
+        return influence.measure(X, y), influence.self_influence_samples()
     delta = np.empty((len(influence.members_), n_rows(X)))
     for rows in chunks(n_rows(X), influence.batch_size):
         block = influence.influence_samples(take_rows(X, rows), y[rows])
