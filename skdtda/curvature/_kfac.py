@@ -30,7 +30,7 @@ import torch
 from .._inputs import n_rows
 from .._loops import chunks
 from ..model import LayeredMember
-from ..model.layers import DensePatches, gram
+from ..model.layers import DensePatches, accumulate, gram, one_patch_per_row
 from ._base import Curvature
 
 __all__ = ["KroneckerCurvature"]
@@ -100,8 +100,8 @@ class KroneckerCurvature(Curvature):
         for rows in chunks(n, chunk):
             patches, columns = self._pass(X, y, rows, seed=0)
             for i, p in enumerate(patches):
-                a_t = p.input_sum().double()
-                A[i] = a_t if A[i] is None else A[i] + a_t
+                # a sparse first layer's sum is sparse: added at the cost of its nonzeros
+                A[i] = accumulate(A[i], p.input_sum().double())
                 patches_seen[i] += p.count()
             for gs in columns:
                 for i, g in enumerate(gs):
@@ -150,9 +150,9 @@ class KroneckerCurvature(Curvature):
                  for f in self.factors]
         for rows in chunks(n_rows(X), chunk):
             patches, columns = self._pass(X, y, rows, seed=1)
-            single = [isinstance(p, DensePatches) and p.n_pos == 1 for p in patches]
-            rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
-                         else None for p, one, (_, q_a) in zip(patches, single, bases)]
+            single = [one_patch_per_row(p) for p in patches]
+            rotated_a = [p.rotated(q_a)[:, 0].pow(2) if one else None
+                         for p, one, (_, q_a) in zip(patches, single, bases)]
             for_rows = [None] * len(patches)
             for gs in columns:
                 for i, (p, g) in enumerate(zip(patches, gs)):
@@ -253,9 +253,9 @@ def _rotated_rows(patches, g, q_g, q_a):
     always for one patch a row, and for few patches of many inputs); else from
     the row's ``(out, in)`` gradient block. One-hot patches (``q_a`` None, a
     diagonal input factor) take the block."""
+    if q_a is not None and one_patch_per_row(patches):
+        return (g[:, 0] @ q_g)[:, :, None] * patches.rotated(q_a)[:, 0, None, :]
     if q_a is not None and isinstance(patches, DensePatches):
-        if patches.n_pos == 1:
-            return (g[:, 0] @ q_g)[:, :, None] * (patches.a[:, 0] @ q_a)[:, None, :]
         if _rotate_patches_first(patches, g.shape[-1]):
             return torch.bmm((g @ q_g).transpose(1, 2), patches.a @ q_a)
     return _sandwich(q_g.T, patches.row_grads(g), q_a)

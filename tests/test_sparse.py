@@ -1,0 +1,119 @@
+"""Sparse (CSR) rows end to end: the same scores as the dense copy, through sparse
+products, without ever densifying the whole matrix.
+
+- :class:`~skdtda.model.layers.SparsePatches` against :class:`DensePatches` of the
+  same rows (input factor, rotations, row gradients);
+- influence scores on a CSR matrix against its dense copy, and against the dense
+  patch path (no sparse products at all), for the batched and the loop ensemble;
+- a spy on every densification of a CSR matrix: no call sees all the rows.
+"""
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+from scipy.sparse import _compressed
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from skdtda import InfluenceTransformer, SeedEnsembleClassifier
+from skdtda._inputs import SparseRows
+from skdtda.model.layers import (DensePatches, SparsePatches, _base, accumulate,
+                                 one_patch_per_row, patches_of)
+from skdtda.nets import MLP
+
+RTOL = 1e-5  # float32 nets; sparse and dense products differ in summation order only
+
+
+def _rows(n=240, d=200, density=0.01, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sparse.random(n, d, density=density, format="csr", random_state=rng, dtype=np.float32)
+    X.data = rng.exponential(size=X.nnz).astype(np.float32)
+    y = np.asarray(X @ rng.normal(size=(d, 3))).argmax(axis=1)
+    return X, y
+
+
+def _ensemble(vectorize, n_seeds=2):
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(8,),
+                              criterion=nn.CrossEntropyLoss, optimizer=torch.optim.SGD, lr=0.2,
+                              max_epochs=3, batch_size=32, train_split=None, verbose=0)
+    return SeedEnsembleClassifier(net, n_seeds=n_seeds, random_state=0, vectorize=vectorize)
+
+
+def _close(a, b, rtol=RTOL):
+    scale = np.abs(b).max()
+    assert scale > 0
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+def test_sparse_patches_match_dense():
+    X, _ = _rows(n=64, d=30, density=0.01)
+    a = torch.from_numpy(X.toarray())[:, None]
+    dense, sparse_ = DensePatches(a), patches_of(a)
+    assert isinstance(sparse_, SparsePatches) and one_patch_per_row(sparse_)
+    g = torch.randn(64, 1, 5, generator=torch.Generator().manual_seed(0))
+    q = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(1)))[0]
+    total = accumulate(accumulate(None, sparse_.input_sum()), sparse_.input_sum())
+    torch.testing.assert_close(total, 2 * dense.input_sum().double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse_.rotated(q), dense.rotated(q), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sparse_.row_grads(g), dense.row_grads(g))
+    torch.testing.assert_close(sparse_.concat(dense).a, torch.cat([a, a], dim=1))
+    # mostly nonzero inputs stay dense
+    assert isinstance(patches_of(torch.ones(4, 1, 3)), DensePatches)
+
+
+@pytest.mark.parametrize("vectorize", [True, False], ids=["batched", "loop"])
+def test_scores_on_csr_equal_dense(vectorize, monkeypatch):
+    X, y = _rows()
+    X_dense = X.toarray()
+    ens = _ensemble(vectorize).fit(X, y)
+    assert ens.vectorized_ == vectorize
+    ens_dense = _ensemble(vectorize).fit(X_dense, y)
+    np.testing.assert_allclose(ens.predict_proba(X), ens_dense.predict_proba(X_dense),
+                               rtol=1e-5, atol=1e-6)
+    used = []
+    rotated = SparsePatches.rotated
+    monkeypatch.setattr(SparsePatches, "rotated", lambda self, q: used.append(q.shape)
+                        or rotated(self, q))
+    influence = InfluenceTransformer(ens, curvature="ekfac").fit(X, y)
+    scores = influence.influence_samples(X[:7], y[:7])
+    assert used  # the first layer's patches were sparse
+    on_dense = InfluenceTransformer(ens_dense, curvature="ekfac").fit(X_dense, y)
+    _close(scores, on_dense.influence_samples(X_dense[:7], y[:7]))
+    # truth: no sparse product anywhere (every patch dense, as before sparse patches)
+    monkeypatch.setattr(_base, "SPARSE_DENSITY", -1.0)
+    truth = InfluenceTransformer(ens_dense, curvature="ekfac").fit(X_dense, y)
+    _close(scores, truth.influence_samples(X_dense[:7], y[:7]))
+
+
+def test_whole_matrix_never_densified(monkeypatch):
+    """Every densification of a CSR matrix (SciPy's toarray, the torch view's rows)
+    is recorded: training (batched and loop), curvature and scoring each see
+    chunks of rows, never all of them."""
+    from skdtda.ensemble import _fingerprint
+
+    # the fingerprint hashes blocks of 8 MiB; here a block of 64 rows, so that a
+    # whole-matrix block would show
+    monkeypatch.setattr(_fingerprint, "_BLOCK_BYTES", 64 * 200 * 4)
+    seen = []
+    toarray = _compressed._cs_matrix.toarray
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.shape[0])
+        return toarray(self, *args, **kwargs)
+
+    dense = SparseRows.dense
+
+    def spy_dense(self):
+        seen.append(len(self))
+        return dense(self)
+
+    monkeypatch.setattr(_compressed._cs_matrix, "toarray", spy)
+    monkeypatch.setattr(SparseRows, "dense", spy_dense)
+    X, y = _rows(n=1500)
+    for vectorize in (True, False):
+        ens = _ensemble(vectorize).fit(X, y)
+        influence = InfluenceTransformer(ens, curvature="ekfac", batch_size=128).fit(X, y)
+        influence.transform(X[:5])
+    assert seen and max(seen) <= 512 < X.shape[0]
+
