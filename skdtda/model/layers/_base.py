@@ -75,6 +75,11 @@ class DensePatches:
         """``sum a a^T`` over rows and positions, shape (in, in)."""
         return gram(self.a.reshape(-1, self.size))
 
+    def input_diagonal(self):
+        """The diagonal of :meth:`input_sum`, (in,), without forming the matrix."""
+        a = self.a.reshape(-1, self.size)
+        return (a * a).sum(dim=0)
+
     def row_grads(self, g):
         """``sum_t g_nt a_nt^T`` for every row: (n, out, in); ``g`` is (n, T, out)."""
         if self.n_pos == 1:
@@ -124,6 +129,12 @@ class SparsePatches:
                                            is_coalesced=True, check_invariants=False)
         coo = csr.to_sparse_coo().double()
         return torch.sparse.mm(coo.t(), coo).coalesce()
+
+    def input_diagonal(self):
+        """The diagonal of :meth:`input_sum`, (in,) float64, at the cost of the nonzeros."""
+        values = self.csr.values().double()
+        out = torch.zeros(self.size, dtype=torch.float64, device=values.device)
+        return out.index_add_(0, self.csr.col_indices(), values * values)
 
     def row_grads(self, g):
         """``g_n a_n^T`` for every row: (n, out, in); ``g`` is (n, 1, out)."""

@@ -32,6 +32,8 @@ class OneHotPatches:
         out = torch.zeros(self.size, dtype=self.values.dtype, device=self.values.device)
         return out.index_add_(0, self.tokens, self.values ** 2)
 
+    input_diagonal = input_sum
+
     def row_grads(self, g):
         """``sum_t g_nt a_nt^T`` for every row: (n, out, in); ``g`` is (n, T, out)."""
         out_dim = g.shape[-1]
