@@ -60,6 +60,9 @@ def test_sparse_patches_match_dense():
     torch.testing.assert_close(total, 2 * dense.input_sum().double(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sparse_.rotated(q), dense.rotated(q), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sparse_.row_grads(g), dense.row_grads(g))
+    for patches in (sparse_, dense):
+        torch.testing.assert_close(patches.grad_sum(g), dense.row_grads(g).sum(dim=0),
+                                   rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sparse_.concat(dense).a, torch.cat([a, a], dim=1))
     # mostly nonzero inputs stay dense
     assert isinstance(patches_of(torch.ones(4, 1, 3)), DensePatches)
@@ -87,6 +90,32 @@ def test_scores_on_csr_equal_dense(vectorize, monkeypatch):
     monkeypatch.setattr(_base, "SPARSE_DENSITY", -1.0)
     truth = InfluenceTransformer(ens_dense, curvature="ekfac").fit(X_dense, y)
     _close(scores, truth.influence_samples(X_dense[:7], y[:7]))
+
+
+@pytest.mark.parametrize("kind", ["sparse", "tokens", "conv1d"])
+def test_mean_grads_from_factors(kind):
+    """The mean training gradient summed from each layer's patches and output gradients
+    (no per-row blocks) equals the mean of the per-row blocks."""
+    from _models import BagOfTokens, Conv1dNet
+
+    from skdtda.model import functional_member
+
+    rng = np.random.default_rng(0)
+    if kind == "sparse":
+        X, y = _rows(n=80)
+        module, params = MLP, dict(module__hidden_layer_sizes=(8,))
+    elif kind == "tokens":
+        X, y = rng.integers(0, 12, size=(80, 5)).astype(np.float32), rng.integers(0, 3, 80)
+        module, params = BagOfTokens, {}
+    else:
+        X, y = rng.normal(size=(80, 8)).astype(np.float32), rng.integers(0, 3, 80)
+        module, params = Conv1dNet, {}
+    net = _fit_module(module, X, y, **params).estimators_[0]
+    member = functional_member(net, "loss", "classifier", layered=True, probe_X=X[:8])
+    from_factors = member.mean_grads(X, y, chunk=32)
+    blocks = member.grads("loss", X, y)
+    for got, block in zip(from_factors, blocks):
+        torch.testing.assert_close(got, block.double().mean(dim=0), rtol=1e-5, atol=1e-7)
 
 
 def test_whole_matrix_never_densified(monkeypatch):

@@ -90,6 +90,11 @@ class DensePatches:
         """``a @ q`` for every patch, (n, T, k); ``q=None`` is the identity."""
         return self.a if q is None else self.a @ q
 
+    def grad_sum(self, g):
+        """``sum_n sum_t g_nt a_nt^T``: the rows' gradient blocks summed, (out, in),
+        without forming them."""
+        return g.reshape(-1, g.shape[-1]).T @ self.a.reshape(-1, self.size).to(g.dtype)
+
     def concat(self, other):
         if isinstance(other, SparsePatches):
             other = other.dense()
@@ -139,6 +144,10 @@ class SparsePatches:
     def row_grads(self, g):
         """``g_n a_n^T`` for every row: (n, out, in); ``g`` is (n, 1, out)."""
         return g[:, 0, :, None] * self.csr.to_dense().to(g.dtype)[:, None, :]
+
+    def grad_sum(self, g):
+        """``sum_n g_n a_n^T``, (out, in), at the cost of the nonzeros."""
+        return (self.csr.t().to(g.dtype) @ g[:, 0].contiguous()).T
 
     def rotated(self, q):
         """``a @ q`` for every row, (n, 1, k); ``q=None`` is the identity."""
