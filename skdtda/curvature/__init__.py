@@ -24,13 +24,13 @@ from ._fit import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, BACKENDS, CURVATURES, KRONECK
                    solve_grads)
 from ._identity import IdentityCurvature
 from ._kernel import KernelCurvature
-from ._kfac import KroneckerCurvature
+from ._kfac import DIAGONAL_INPUT_ABOVE, KroneckerCurvature
 from ._newton import woodbury_solve
 from ._pcg import PCGCurvature
 from ._terms import dense_ggn, dense_hessian
 
-__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CGCurvature", "CURVATURES",
-           "Curvature", "EigenCurvature", "FlatCurvature", "IdentityCurvature",
+__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CGCurvature", "CURVATURES", "Curvature",
+           "DIAGONAL_INPUT_ABOVE", "EigenCurvature", "FlatCurvature", "IdentityCurvature",
            "KRONECKER", "KernelCurvature", "KroneckerCurvature", "LAYERED", "NEWTON_ROWS",
            "NEWTON_SETS", "PCGCurvature", "dense_ggn", "dense_hessian", "fit_curvature",
            "resolve_curvature", "solve_blocks", "solve_grads", "woodbury_solve"]

@@ -115,7 +115,8 @@ def fit_curvature(kind, member, X, y, damping, options=None):
     penalty. Nothing is factored before the first solve, so
     ``with_damping`` after a look at ``mean_eigenvalue()`` costs no
     refactorisation. ``options`` go to the backend (``maxiter``, ``tol`` and
-    ``chunk`` for ``"cg"``; ``samples`` for ``"kfac"``/``"ekfac"``; all four for
+    ``chunk`` for ``"cg"``; ``samples``, ``layer_damping`` and
+    ``diagonal_input_above`` for ``"kfac"``/``"ekfac"``; all four for
     ``"pcg"``; ``form``
     for ``"ggn"``).
 

@@ -25,17 +25,27 @@ eigenbases per layer, in the member's dtype, and per-row gradient blocks from
 the same hooks (docs/architectures.md has the measurement).
 """
 
+import logging
+from numbers import Integral
+
 import torch
 
 from .._inputs import n_rows
 from .._loops import chunks
 from ..model import LayeredMember
-from ..model.layers import DensePatches, gram
+from ..model.layers import DensePatches, accumulate, gram, one_patch_per_row
 from ._base import Curvature
 
-__all__ = ["KroneckerCurvature"]
+__all__ = ["DIAGONAL_INPUT_ABOVE", "KroneckerCurvature"]
+
+logger = logging.getLogger("skdtda")
 
 _BLOCK_BUDGET = 128 * 2**20
+#: A layer with more inputs than this (bias column included) keeps only the diagonal
+#: of its input factor. A full factor of 8192 inputs holds 0.5 GiB in float64 and
+#: its eigendecomposition takes minutes on one core (docs/influence.md, "Wide
+#: inputs"); one of a 50k-word vocabulary would hold 20 GiB.
+DIAGONAL_INPUT_ABOVE = 8192
 
 
 class KroneckerCurvature(Curvature):
@@ -69,24 +79,61 @@ class KroneckerCurvature(Curvature):
         ``"relative"`` at 0.1 x :meth:`mean_eigenvalue`.
     chunk : int
         Rows per pass, bounding memory.
+    diagonal_input_above : int or None, default=DIAGONAL_INPUT_ABOVE
+        A layer with more inputs than this (bias column included; any kind:
+        Linear, convolution) keeps only the diagonal of its input factor ``A``:
+        its Kronecker basis is ``Q_G (x) I``, with no ``(in, in)`` matrix and
+        no eigendecomposition of it, and EK-FAC refits the eigenvalues in that
+        basis as in the full one. Each such layer is logged (logger
+        ``"skdtda"``) and listed in ``diagonal_inputs``. None: every factor
+        full; 0: every factor diagonal. Embeddings are diagonal regardless
+        (one-hot inputs make it exact).
+
+    Attributes
+    ----------
+    diagonal_inputs : dict
+        ``{layer name: reason}`` for the layers whose input factor was kept
+        diagonal because of ``diagonal_input_above``.
     """
 
     layered = True
     kronecker = True
     newton_sets = True
-    options = ("samples", "layer_damping")
+    options = ("samples", "layer_damping", "diagonal_input_above")
 
     def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512,
-                 layer_damping="uniform"):
+                 layer_damping="uniform", diagonal_input_above=DIAGONAL_INPUT_ABOVE):
         if not isinstance(member, LayeredMember):
             raise ValueError("KroneckerCurvature needs a LayeredMember")
         if layer_damping not in ("uniform", "relative"):
             raise ValueError(f"layer_damping={layer_damping!r} must be 'uniform' or 'relative'")
+        if diagonal_input_above is not None and (
+                not isinstance(diagonal_input_above, Integral)
+                or isinstance(diagonal_input_above, bool) or diagonal_input_above < 0):
+            raise ValueError(f"diagonal_input_above={diagonal_input_above!r} must be an int "
+                             ">= 0 (the widest input factor kept full) or None")
         self.member = member
         self.damping = damping
         self.samples, self.layer_damping = samples, layer_damping
+        self.diagonal_input_above = diagonal_input_above
         self.corrected, self.chunk = corrected, chunk
         specs = member.layers
+        self.diagonal_inputs = {}
+        for spec in specs:
+            width = spec.shape[1]
+            if (not spec.kind.diagonal_input and diagonal_input_above is not None
+                    and width > diagonal_input_above):
+                self.diagonal_inputs[spec.name] = (
+                    f"{width} inputs > diagonal_input_above={diagonal_input_above}: a full "
+                    f"input factor would hold {width ** 2 * 8 / 2**30:.2f} GiB (float64) and "
+                    "need its eigendecomposition")
+        if self.diagonal_inputs and not getattr(member, "_diagonal_logged", False):
+            member._diagonal_logged = True  # once per member, not per refit
+            for name, reason in self.diagonal_inputs.items():
+                logger.info("EK-FAC keeps the input factor of layer %r diagonal: %s",
+                            name, reason)
+        diagonal = [spec.kind.diagonal_input or spec.name in self.diagonal_inputs
+                    for spec in specs]
         X, y = member.tensors(X, y)
         n = n_rows(X)
         # EK-FAC's refit forms per-row blocks of a layer: keep them within 128 MiB
@@ -100,17 +147,18 @@ class KroneckerCurvature(Curvature):
         for rows in chunks(n, chunk):
             patches, columns = self._pass(X, y, rows, seed=0)
             for i, p in enumerate(patches):
-                a_t = p.input_sum().double()
-                A[i] = a_t if A[i] is None else A[i] + a_t
+                # a sparse first layer's sum is sparse: added at the cost of its nonzeros
+                a_t = p.input_diagonal() if diagonal[i] else p.input_sum()
+                A[i] = accumulate(A[i], a_t.double())
                 patches_seen[i] += p.count()
             for gs in columns:
                 for i, g in enumerate(gs):
                     g_t = gram(g.reshape(-1, g.shape[-1])).double()
                     G[i] = g_t if G[i] is None else G[i] + g_t
         self.factors = []
-        for spec, a_sum, g_sum, count in zip(specs, A, G, patches_seen):
+        for diagonal_a, a_sum, g_sum, count in zip(diagonal, A, G, patches_seen):
             a_mean = a_sum / count
-            if spec.kind.diagonal_input:
+            if diagonal_a:
                 lam_a, q_a = a_mean, None
             else:
                 lam_a, q_a = torch.linalg.eigh(a_mean)
@@ -150,9 +198,9 @@ class KroneckerCurvature(Curvature):
                  for f in self.factors]
         for rows in chunks(n_rows(X), chunk):
             patches, columns = self._pass(X, y, rows, seed=1)
-            single = [isinstance(p, DensePatches) and p.n_pos == 1 for p in patches]
-            rotated_a = [(p.a[:, 0] @ q_a if q_a is not None else p.a[:, 0]).pow(2) if one
-                         else None for p, one, (_, q_a) in zip(patches, single, bases)]
+            single = [one_patch_per_row(p) for p in patches]
+            rotated_a = [p.rotated(q_a)[:, 0].pow(2) if one else None
+                         for p, one, (_, q_a) in zip(patches, single, bases)]
             for_rows = [None] * len(patches)
             for gs in columns:
                 for i, (p, g) in enumerate(zip(patches, gs)):
@@ -182,10 +230,11 @@ class KroneckerCurvature(Curvature):
                                                generator=generator)
 
     @classmethod
-    def fit(cls, name, member, X, y, damping, samples="auto", layer_damping="uniform"):
+    def fit(cls, name, member, X, y, damping, samples="auto", layer_damping="uniform",
+            diagonal_input_above=DIAGONAL_INPUT_ABOVE):
         """K-FAC (``name="kfac"``) or EK-FAC (``"ekfac"``) of the member."""
         return cls(member, X, y, damping, corrected=name == "ekfac", samples=samples,
-                   layer_damping=layer_damping)
+                   layer_damping=layer_damping, diagonal_input_above=diagonal_input_above)
 
     def mean_eigenvalue(self):
         """``trace / P`` of the Kronecker curvature (the refitted eigenvalues for EK-FAC)
@@ -205,7 +254,8 @@ class KroneckerCurvature(Curvature):
             yield KroneckerCurvature(self.member.with_penalty_scaled(len(keep) / int(keep.sum())),
                                      X[keep], y[keep], self.damping, corrected=self.corrected,
                                      samples=self.samples, chunk=self.chunk,
-                                     layer_damping=self.layer_damping)
+                                     layer_damping=self.layer_damping,
+                                     diagonal_input_above=self.diagonal_input_above)
 
     def solve_blocks(self, blocks):
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
@@ -252,10 +302,11 @@ def _rotated_rows(patches, g, q_g, q_a):
     From the patches when that is cheaper (``sum_t (Q_G^T g_t)(Q_A^T a_t)^T``:
     always for one patch a row, and for few patches of many inputs); else from
     the row's ``(out, in)`` gradient block. One-hot patches (``q_a`` None, a
-    diagonal input factor) take the block."""
+    diagonal input factor) take the block; one patch a row with a diagonal input
+    factor is ``(Q_G^T g) a^T``."""
+    if one_patch_per_row(patches):
+        return (g[:, 0] @ q_g)[:, :, None] * patches.rotated(q_a)[:, 0, None, :]
     if q_a is not None and isinstance(patches, DensePatches):
-        if patches.n_pos == 1:
-            return (g[:, 0] @ q_g)[:, :, None] * (patches.a[:, 0] @ q_a)[:, None, :]
         if _rotate_patches_first(patches, g.shape[-1]):
             return torch.bmm((g @ q_g).transpose(1, 2), patches.a @ q_a)
     return _sandwich(q_g.T, patches.row_grads(g), q_a)

@@ -23,6 +23,7 @@ from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
 from ..model import measure_all
+from ..model.layers import one_patch_per_row
 
 __all__ = ["GRADIENT_BUDGET", "SOLUTION_BUDGET", "Scoring", "query_chunk", "row_chunk"]
 
@@ -144,14 +145,14 @@ class Scoring:
     def _train_response(self, s, solved, offset, t_rows):
         """``delta`` of member ``s``'s solved queries for training rows ``t_rows``,
         (nq, nt) float64, summed over the attributed layers' blocks: from the store
-        where there is one, else from the rows' gradients."""
+        where there is one, else from the rows' gradients (through sparse inputs
+        first where a layer's patches are sparse)."""
         if self.store is not None:
             total = self.store.response(s, solved, t_rows)
         else:
-            grads = self.members[s].grads("loss", self.X_train[t_rows], self.y_train[t_rows])
+            X, y = self.X_train[t_rows], self.y_train[t_rows]
             total = None
-            for v, g in zip(solved, grads):
-                part = v @ g.reshape(len(g), -1).T
+            for part in _responses(self.members[s], solved, X, y):
                 total = part if total is None else total.add_(part)
         return total.double().sub_(offset[:, None]).cpu().numpy() / self.n_train
 
@@ -262,6 +263,31 @@ class Scoring:
                     change = sum(g.double().reshape(len(g), -1) @ b for g, b in zip(query, step))
                     shifts[i, s, q_rows] = change.cpu().numpy() / n_kept
         return shifts
+
+
+def _responses(member, solved, X, y):
+    """Per gradient block, the products (nq, nt) of the solved queries with the
+    training rows' loss gradients.
+
+    A layer with one patch per row (a Linear layer on vectors) has the gradient
+    block ``g a^T``, so ``<S, g a^T> = g^T (S a)``: the product goes through the
+    input ``a`` first, at the cost of its nonzeros when it is sparse (a first
+    layer on TF-IDF rows), and no ``(rows, out, in)`` block is formed."""
+    if not hasattr(member, "grad_patches"):
+        grads = member.grads("loss", X, y)
+        return [s @ g.reshape(len(g), -1).T for s, g in zip(solved, grads)]
+    patches, gs = member.grad_patches("loss", X, y)
+    parts = []
+    for s, p, g in zip(solved, patches, gs):
+        n_query, out = len(s), g.shape[-1]
+        if one_patch_per_row(p) and n_query <= p.size:
+            through_a = p.rotated(s.reshape(n_query * out, p.size).T)[:, 0]
+            parts.append((through_a.reshape(-1, n_query, out) * g[:, 0, None, :].to(s.dtype))
+                         .sum(dim=-1).T)
+        else:
+            block = p.row_grads(g)
+            parts.append(s @ block.reshape(len(block), -1).T)
+    return parts
 
 
 def _solve_queries(member, solver, centre, Xq, yq):

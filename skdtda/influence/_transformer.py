@@ -150,6 +150,10 @@ default="auto"
         takes every column for at most {AUTO_EXACT_COLUMNS} outputs, else one combination (as
         faithful to the exact Gauss-Newton on the problems measured, at a
         fraction of the cost: docs/architectures.md).
+        ``"ekfac"``/``"kfac"`` also take ``{{"diagonal_input_above": 8192}}``:
+        a layer with more inputs than this (a first layer on a wide
+        vocabulary) keeps only the diagonal of its input factor, logging why
+        (None keeps every factor full; docs/influence.md, "Wide inputs").
     modules : str, type, list of them, or None, default=None
         The attributed modules; the parameters of every other module are held
         fixed at their trained values. None: with EK-FAC/K-FAC every

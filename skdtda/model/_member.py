@@ -347,8 +347,10 @@ class LayeredMember(FunctionalMember):
         normalised = self.penalty if self.penalty_normalised else None
         total = None
         for rows in chunks(n_rows(X), chunk):
-            blocks = self.grads("loss", X[rows], y[rows])
-            sums = [b.double().sum(dim=0) for b in blocks]
+            # summed from the factors: no (rows, out, in) block (a wide first layer's
+            # would be rows x out x vocabulary)
+            patches, gs = self.grad_patches("loss", X[rows], y[rows])
+            sums = [p.grad_sum(g).double() for p, g in zip(patches, gs)]
             total = sums if total is None else [t + s for t, s in zip(total, sums)]
         total = [t / n_rows(X) for t in total]
         if normalised is not None:

@@ -13,13 +13,15 @@ means adding one module with a :class:`LayerKind` subclass and listing it in
 
 from torch import nn
 
-from ._base import DensePatches, LayerKind, gram
+from ._base import (SPARSE_DENSITY, DensePatches, LayerKind, SparsePatches, accumulate, gram,
+                    one_patch_per_row, patches_of)
 from ._conv import ConvKind
 from ._embedding import EmbeddingKind, OneHotPatches
 from ._linear import LinearKind
 
-__all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "find_layers",
-           "gram", "selected_parameters"]
+__all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "SPARSE_DENSITY",
+           "SparsePatches", "accumulate", "find_layers", "gram", "one_patch_per_row", "patches_of",
+           "selected_parameters"]
 
 KINDS = (LinearKind(), ConvKind(), EmbeddingKind())
 

@@ -32,6 +32,14 @@ class OneHotPatches:
         out = torch.zeros(self.size, dtype=self.values.dtype, device=self.values.device)
         return out.index_add_(0, self.tokens, self.values ** 2)
 
+    input_diagonal = input_sum
+
+    def grad_sum(self, g):
+        """``sum_n sum_t g_nt a_nt^T``, (out, in), at the cost of the patches."""
+        out = torch.zeros(self.size, g.shape[-1], dtype=g.dtype, device=g.device)
+        out.index_add_(0, self.tokens, g[self.rows, self.pos] * self.values[:, None].to(g.dtype))
+        return out.T
+
     def row_grads(self, g):
         """``sum_t g_nt a_nt^T`` for every row: (n, out, in); ``g`` is (n, T, out)."""
         out_dim = g.shape[-1]

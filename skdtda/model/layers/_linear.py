@@ -1,9 +1,11 @@
-"""``nn.Linear``: patches are the input's feature vectors at every position."""
+"""``nn.Linear``: patches are the input's feature vectors at every position (kept
+sparse where one position per row is mostly zeros, see
+:func:`~skdtda.model.layers.patches_of`)."""
 
 import torch
 from torch import nn
 
-from ._base import DensePatches, LayerKind, move_batch_first
+from ._base import LayerKind, move_batch_first, patches_of
 
 __all__ = ["LinearKind"]
 
@@ -28,7 +30,7 @@ class LinearKind(LayerKind):
     def patches(self, module, args, kwargs, batch_axis):
         x = move_batch_first(args[0], batch_axis)
         a = x.reshape(x.shape[0], -1, x.shape[-1])
-        return DensePatches(_with_ones(a, module.bias is not None))
+        return patches_of(_with_ones(a, module.bias is not None))
 
     def output_grads(self, module, g, batch_axis):
         g = move_batch_first(g, batch_axis)
