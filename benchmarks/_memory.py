@@ -1,5 +1,7 @@
-"""Peak memory of the current process, shared by the benchmark scripts."""
+"""Peak memory of a process, shared by the benchmark scripts: read in this process,
+or measured in a fresh one so that each side's peak is its own."""
 
+import multiprocessing as mp
 import resource
 
 
@@ -18,3 +20,17 @@ def peak_rss_mib():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_subprocess(target, *args, label=""):
+    """``target(*args, queue)`` in a fresh (spawned) process; the small result it puts
+    on ``queue`` (a dict), which is read after the process ends."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    proc.join()  # the result is a small dict: the queue cannot fill up
+    if proc.exitcode != 0:
+        raise RuntimeError(f"benchmark subprocess{label} failed with exit code "
+                           f"{proc.exitcode}")
+    return queue.get(timeout=10)

@@ -19,11 +19,10 @@ full sizes.
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 
-from _memory import peak_rss_mib  # benchmarks/ is the script's folder
+from _memory import in_subprocess, peak_rss_mib  # benchmarks/ is the script's folder
 
 CASES = {
     "overhead-bound": dict(hidden=(64, 64), n_samples=4000, epochs=20, n_seeds=32),
@@ -71,18 +70,6 @@ def _run(case, vectorize, queue):
     peak_mib = peak_rss_mib()
     queue.put(dict(seconds=seconds, peak_mib=peak_mib, accuracy=ens.score(X, y)))
 
-
-def _in_subprocess(case, vectorize):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(case, vectorize, queue))
-    proc.start()
-    proc.join()  # the result is a small dict: the queue cannot fill up
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark subprocess failed with exit code {proc.exitcode}")
-    return queue.get(timeout=10)
-
-
 def _train_flops(case):
     sizes = [N_FEATURES, *case["hidden"], N_CLASSES]
     macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
@@ -113,8 +100,8 @@ def main(argv=None):
         case = dict(case)
         if args.quick:
             case.update(n_samples=case["n_samples"] // 8, n_seeds=max(2, case["n_seeds"] // 8))
-        loop = _in_subprocess(case, False)
-        batched = _in_subprocess(case, True)
+        loop = in_subprocess(_run, case, False)
+        batched = in_subprocess(_run, case, True)
         peak = _matmul_gflops()
         gflops = _train_flops(case) / batched["seconds"] / 1e9
         results[name] = dict(case=case, loop=loop, batched=batched,

@@ -67,7 +67,6 @@ n=2000.
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import pickle
 import subprocess
@@ -77,7 +76,7 @@ import time
 
 import numpy as np
 
-from _memory import peak_rss_mib  # benchmarks/ is the script's folder
+from _memory import in_subprocess, peak_rss_mib  # benchmarks/ is the script's folder
 
 _LARGE = dict(n_features=64, n_classes=10, hidden=(64, 64),
               curvatures=("ekfac", "kfac", "cg", "identity"), target="ekfac")
@@ -212,18 +211,6 @@ def _skdtda_run(folder, method, damping, n_members, n_query, queue):
                    fit=fit_s, samples=samples_s, transform=transform_s, peak_mib=peak_rss_mib(),
                    base_mib=base_mib))
 
-
-def _in_subprocess(target, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    proc.join()  # the result is a small dict: the queue cannot fill up
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark subprocess failed with exit code {proc.exitcode}")
-    return queue.get(timeout=10)
-
-
 def _kronfluence(folder, python, damping, *extra, tag=""):
     """Run the worker with the kronfluence venv's Python; None (and why) if unavailable."""
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
@@ -347,7 +334,7 @@ def main(argv=None):
             subset = curvature == "cg"
             members = min(args.cg_seeds, n_seeds) if subset else n_seeds
             queries = min(args.cg_queries, n_query) if subset else n_query
-            r = _in_subprocess(_skdtda_run, folder, curvature, args.damping, members, queries)
+            r = in_subprocess(_skdtda_run, folder, curvature, args.damping, members, queries)
             scale = (n_seeds / members) * (n_query / queries)
             r.update(members=members, queries=queries, extrapolation=scale)
             # Linear in seeds and queries: fit once per seed, solves per query block.

@@ -21,11 +21,10 @@ dense matrix (200 MB).
 
 import argparse
 import json
-import multiprocessing as mp
 import sys
 import time
 
-from _memory import peak_rss_mib  # benchmarks/ is the script's folder
+from _memory import in_subprocess, peak_rss_mib  # benchmarks/ is the script's folder
 
 
 def _data(rows, cols, density, n_queries, n_classes=4):
@@ -80,19 +79,6 @@ def _run(args, form, queue):
                                                   {})),
                    vectorized=bool(ens.vectorized_), accuracy=float(ens.score(Xq, yq))))
 
-
-def _in_subprocess(args, form):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(args, form, queue))
-    proc.start()
-    proc.join()  # the result is a small dict: the queue cannot fill up
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark subprocess ({form}) failed with exit code "
-                           f"{proc.exitcode}")
-    return queue.get(timeout=10)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=20_000)
@@ -116,7 +102,7 @@ def main(argv=None):
     from scipy import stats
 
     forms = args.forms.split(",")
-    results = {form: _in_subprocess(args, form) for form in forms}
+    results = {form: in_subprocess(_run, args, form, label=f" ({form})") for form in forms}
     dense_matrix_mib = args.rows * args.cols * 4 / 2**20
     if forms != ["sparse", "dense"]:
         for form, r in results.items():
