@@ -78,7 +78,8 @@ def _layout(member, X, y):
     return out
 
 
-def _row_numbers(layout):
+def row_numbers(layout):
+    """Numbers stored per training row for one member's ``layout``."""
     return sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else b[1] for b in layout)
 
 
@@ -132,7 +133,7 @@ class TrainingStore:
         """Each member's layout, and the store's size in bytes."""
         layouts = [_layout(m, X, y) for m in members]
         n = n_rows(X)
-        size = sum(_row_numbers(layout) * n * m.theta.element_size()
+        size = sum(row_numbers(layout) * n * m.theta.element_size()
                    for layout, m in zip(layouts, members))
         return layouts, size
 

@@ -41,7 +41,7 @@ from ._damping import (EIGENVALUE_FRACTION, FALLBACK, KRONECKER_FACTOR, KRONECKE
 from ._retraining import RETRAINING, retraining_protocol
 from ._scoring import GRADIENT_BUDGET, SOLUTION_BUDGET, Scoring, row_chunk
 from ._store import (STORE_BUDGET, STORE_VERSION, StoreUnavailable, TrainingStore,
-                     store_folder)
+                     row_numbers, store_folder)
 
 __all__ = ["InfluenceTransformer"]
 
@@ -514,8 +514,7 @@ default="auto"
         """Rows per pass while building the store: within the gradient budget for the
         largest stored row."""
         lead = self._members[0]
-        stored = max(sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else b[1] for b in layout)
-                     for layout in layouts)
+        stored = max(row_numbers(layout) for layout in layouts)
         return row_chunk(max(stored, lead.n_params), lead.theta.element_size(),
                          max(self.batch_size, 1024))
 
