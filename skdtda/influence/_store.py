@@ -253,7 +253,15 @@ def _take(array, rows, device):
 
 
 def _product(v, form, rows):
-    """``v_q^T g_k`` of one block for every query and row, (nq, nt)."""
+    """``v_q^T g_k`` of one block for every query and row, (nq, nt); ``v`` is
+    flattened blocks or a :class:`~skdtda.influence._scoring.LowRank`."""
+    if hasattr(v, "response"):  # rank-R queries (query_rank=)
+        if form[0] != "factors":
+            return _product(v.dense(), form, rows)
+        _, n_pos, size, width = form
+        a, g = rows
+        av = a.reshape(-1, size).to(v.V.dtype) @ v.V.reshape(-1, size).T
+        return v.response(av.reshape(len(a), n_pos, -1), g.reshape(len(g), n_pos, width))
     if form[0] == "dense":
         (dense,) = rows
         return v @ dense.to(v.dtype).T
