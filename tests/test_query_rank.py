@@ -142,3 +142,27 @@ def test_query_rank_with_newton_or_a_bad_value_is_refused():
         InfluenceTransformer(ens, correction="newton", query_rank=2).fit(X, y)
     with pytest.raises(ValueError, match="query_rank"):
         InfluenceTransformer(ens, query_rank=0).fit(X, y)
+
+
+def test_query_chunks_hold_the_most_queries_and_both_orders_agree(monkeypatch):
+    from skdtda.influence import _scoring
+
+    # issue 27's 100k rows x 16 members of 21,252 float32 parameters: all members at
+    # once hold 197 queries, one member at a time 20 (its responses over 100k rows)
+    assert _scoring.query_chunk(21252, 4, 16, 100_000, 256) == (197, False)
+    assert _scoring.query_chunk(21252, 4, 16, 1000, 256)[1]  # few rows: one member
+    assert _scoring.query_chunk(21252, 4, 16, 1000, None)[1]
+    X, y = _classification(90)
+    ens = SeedEnsembleClassifier(_net(MLP, module__hidden_layer_sizes=(8,)), n_seeds=3,
+                                 random_state=0).fit(X, y)
+    scores = {}
+    for rank in (None, 2):
+        influence = InfluenceTransformer(ens, curvature="ekfac", damping=0.1, query_rank=rank,
+                                         precompute=False).fit(X, y)
+        scores[rank, "default"] = influence.influence_samples(X[:7], y[:7])
+        for by_member in (False, True):
+            monkeypatch.setattr(_scoring, "query_chunk",
+                                lambda *args, by=by_member: (3, by))
+            scores[rank, by_member] = influence.influence_samples(X[:7], y[:7])
+            monkeypatch.undo()
+            _close(scores[rank, by_member], scores[rank, "default"], 1e-6)

@@ -49,19 +49,23 @@ def query_chunk(n_params, itemsize, n_members, n_rows, batch_size=None):
     gradients of *all* members fit :data:`SOLUTION_BUDGET` for at least
     ``batch_size`` queries, a chunk holds as many queries as fit, and each
     training chunk is scored for all members at once (nothing grows with the
-    number of training rows). Beyond that (large nets, many seeds; or
-    ``batch_size=None``), members are scored one at a time: only one member's
-    solved gradients are held (``n_params`` numbers of ``itemsize`` bytes a
-    query), and the chunk's responses over ``n_rows`` training rows,
-    ``n_members * n_rows`` float64 a query, stay within the same budget.
+    number of training rows), and so it does whenever that holds more queries
+    than the other way. Otherwise (large nets, many seeds, few training rows;
+    or ``batch_size=None``), members are scored one at a time: only one
+    member's solved gradients are held (``n_params`` numbers of ``itemsize``
+    bytes a query), and the chunk's responses over ``n_rows`` training rows,
+    ``n_members * n_rows`` float64 a query, stay within the same budget (at
+    100k rows and 16 members, 20 queries a chunk, each chunk a pass over
+    every row of every member).
     """
     per_query = n_params * itemsize
+    per_response = n_members * max(n_rows, 1) * 8
+    one_member = max(1, min(SOLUTION_BUDGET // per_query, SOLUTION_BUDGET // per_response))
     if batch_size is not None:
         all_members = SOLUTION_BUDGET // (n_members * per_query)
-        if all_members >= batch_size:
+        if all_members >= min(batch_size, one_member):
             return all_members, False
-    per_response = n_members * max(n_rows, 1) * 8
-    return max(1, min(SOLUTION_BUDGET // per_query, SOLUTION_BUDGET // per_response)), True
+    return one_member, True
 
 
 class Scoring:
