@@ -228,6 +228,24 @@ def test_memory_keeps_a_memory_mapped_store_that_a_damping_change_reuses(mlp, tm
     _close(in_memory.transform(X[:5]), plain.transform(X[:5]))
 
 
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_store_built_by_parallel_jobs_is_the_same(mlp, tmp_path, capsys, on_disk):
+    """Members are joblib jobs (processes here): each writes its own files, or returns
+    its arrays; the bar counts them under verbose."""
+    ens, X, y = mlp
+    kw = dict(curvature="ekfac", damping=0.1, precompute=True)
+    one = InfluenceTransformer(ens, **kw).fit(X, y)
+    memory = tmp_path if on_disk else None
+    two = InfluenceTransformer(ens, n_jobs=2, verbose=2, memory=memory, **kw).fit(X, y)
+    assert "precompute: storing 120 training rows" in capsys.readouterr().err
+    for a, b in zip(two._store.arrays, one._store.arrays):
+        for block_a, block_b in zip(a, b):
+            for x, z in zip(block_a, block_b):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+    assert isinstance(two._store.arrays[1][0][0], np.memmap) == on_disk
+    _close(two.transform(X[:5]), one.transform(X[:5]))
+
+
 def test_a_store_for_other_data_is_refused(mlp, tmp_path):
     ens, X, y = mlp
     InfluenceTransformer(ens, damping=0.1, memory=tmp_path).fit(X, y)

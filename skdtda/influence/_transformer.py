@@ -174,11 +174,13 @@ default="auto"
         gradients and the chunk's responses each within {SOLUTION_BUDGET >> 20} MiB. Memory stays
         bounded in the number of training rows, of queries and of parameters.
     n_jobs : int, default=None
-        Joblib jobs over seeds while preparing curvature in ``fit``. None
-        means 1; any joblib backend (e.g. Dask) applies.
+        Joblib jobs over seeds while preparing curvature and building the
+        ``precompute`` store in ``fit``. None means 1; any joblib backend (e.g.
+        Dask) applies (a store under ``memory=`` is written by the workers, so
+        they must see that folder).
     verbose : int, default=0
-        Progress bars over seeds while preparing curvature, and over blocks of
-        queries x training rows while scoring.
+        Progress bars over seeds while preparing curvature and building the
+        store, and over blocks of queries x training rows while scoring.
     correction : {{None, "newton"}}, default=None
         None: first-order influence, with the curvature of all N rows.
         ``"newton"``: one Newton step on the objective of the *kept* rows, with
@@ -528,7 +530,8 @@ default="auto"
                             folder)
                 return TrainingStore.load(folder, layouts, record)
         return TrainingStore.build(self._members, self._X_train, self._y_train, layouts,
-                                   self._store_chunk(layouts), folder=folder, record=record)
+                                   self._store_chunk(layouts), folder=folder, record=record,
+                                   n_jobs=self.n_jobs, verbose=self.verbose)
 
     def _store_chunk(self, layouts):
         """Rows per pass while building the store: within the gradient budget for the
