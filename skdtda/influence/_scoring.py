@@ -195,12 +195,17 @@ class Scoring:
     def self_influence(self):
         """First-order change of each training row's own measurement when that row
         is removed: ``(n_members, n_train)``, the diagonal of the training rows
-        scored as queries, in one pass over them (no ``n_train x n_train`` block)."""
+        scored as queries, in one pass over them (no ``n_train x n_train`` block);
+        in the curvature's eigenbasis where it has one (``self_products``: K-FAC,
+        EK-FAC), else by solving each row's measurement gradient."""
         out = np.empty((len(self.members), self.n_train))
         for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
                                                          self.centres)):
             for t in chunks(self.n_train, self.train_chunk):
                 Xt, yt = self.X_train[t], self.y_train[t]
+                if hasattr(solver, "self_products"):  # in its eigenbasis, no solve
+                    out[s, t] = solver.self_products(Xt, yt, centre).cpu().numpy() / self.n_train
+                    continue
                 solved, offset = _solve_queries(member, solver, centre, Xt, yt)
                 if self.store is not None:
                     total = self.store.diagonal(s, solved, t)
