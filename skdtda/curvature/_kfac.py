@@ -99,6 +99,7 @@ class KroneckerCurvature(Curvature):
     layered = True
     kronecker = True
     newton_sets = True
+    cheap_self_products = True
     options = ("samples", "layer_damping", "diagonal_input_above")
 
     def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512,

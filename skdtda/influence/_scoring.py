@@ -195,24 +195,21 @@ class Scoring:
     def self_influence(self):
         """First-order change of each training row's own measurement when that row
         is removed: ``(n_members, n_train)``, the diagonal of the training rows
-        scored as queries, in one pass over them (no ``n_train x n_train`` block);
-        in the curvature's eigenbasis where it has one (``self_products``: K-FAC,
-        EK-FAC), else by solving each row's measurement gradient."""
+        scored as queries, in one pass over them (no ``n_train x n_train`` block):
+        the curvature's ``self_products`` (in the eigenbasis for K-FAC and EK-FAC),
+        or, with a store and a curvature without a cheap form, each row's solved
+        measurement gradient against its stored loss gradient."""
         out = np.empty((len(self.members), self.n_train))
         for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
                                                          self.centres)):
             for t in chunks(self.n_train, self.train_chunk):
                 Xt, yt = self.X_train[t], self.y_train[t]
-                if hasattr(solver, "self_products"):  # in its eigenbasis, no solve
-                    out[s, t] = solver.self_products(Xt, yt, centre).cpu().numpy() / self.n_train
-                    continue
-                solved, offset = _solve_queries(member, solver, centre, Xt, yt)
-                if self.store is not None:
-                    total = self.store.diagonal(s, solved, t)
+                if solver.cheap_self_products or self.store is None:
+                    total = solver.self_products(Xt, yt, centre)
                 else:
-                    total = sum((v * g.reshape(len(g), -1).to(v.dtype)).sum(dim=1)
-                                for v, g in zip(solved, member.grads("loss", Xt, yt)))
-                out[s, t] = (total.double() - offset).cpu().numpy() / self.n_train
+                    solved, offset = _solve_queries(member, solver, centre, Xt, yt)
+                    total = self.store.diagonal(s, solved, t).double() - offset
+                out[s, t] = total.cpu().numpy() / self.n_train
         return out
 
     # -- one Newton step ------------------------------------------------------------------
