@@ -23,7 +23,7 @@ from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
 from ..model import measure_all
-from ..model.layers import one_patch_per_row
+from ..model.layers import SparsePatches, one_patch_per_row
 
 __all__ = ["GRADIENT_BUDGET", "SOLUTION_BUDGET", "Scoring", "query_chunk", "row_chunk"]
 
@@ -278,16 +278,50 @@ def _responses(member, solved, X, y):
         return [s @ g.reshape(len(g), -1).T for s, g in zip(solved, grads)]
     patches, gs = member.grad_patches("loss", X, y)
     parts = []
-    for s, p, g in zip(solved, patches, gs):
+    for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
         n_query, out = len(s), g.shape[-1]
         if one_patch_per_row(p) and n_query <= p.size:
-            through_a = p.rotated(s.reshape(n_query * out, p.size).T)[:, 0]
+            through_a = p.rotated(_input_major(solved, i, out, p))[:, 0]
             parts.append((through_a.reshape(-1, n_query, out) * g[:, 0, None, :].to(s.dtype))
                          .sum(dim=-1).T)
         else:
             block = p.row_grads(g)
             parts.append(s @ block.reshape(len(block), -1).T)
     return parts
+
+
+class _SolvedQueries(list):
+    """One member's solved query gradients: a list of flattened blocks (nq, out * in),
+    which also keeps the input-major copies that sparse products need (see
+    :func:`_input_major`), made once per query chunk instead of once per chunk of
+    training rows."""
+
+    def __init__(self, blocks):
+        super().__init__(blocks)
+        self.input_major = {}
+
+
+def _input_major(solved, i, out, patches):
+    """Block ``i`` of the solved queries as ``(in, nq * out)``, the right operand of
+    ``a @ S^T`` for a layer with one patch ``a`` per row.
+
+    Dense patches take the transposed view (BLAS reads either layout). A sparse
+    CSR product reads one row of its dense operand per nonzero, so sparse patches
+    take a contiguous copy: kept on ``solved`` (a :class:`_SolvedQueries`) for its
+    next chunks of training rows (while held, it doubles that layer's share of the
+    solved queries: the peak the per-chunk copy had). Made per chunk, the copy was
+    the cost of scoring wide sparse inputs: at 20k inputs, 100 queries and 32
+    outputs, a 256 MB transposition (0.19 s on one core) per chunk of about 50
+    rows, against 0.011 s for the sparse product of 100 rows (docs/benchmarks.md,
+    "Sparse input end to end")."""
+    s = solved[i]
+    by_input = s.reshape(len(s) * out, -1).T
+    if not isinstance(patches, SparsePatches):
+        return by_input
+    cache = getattr(solved, "input_major", {})
+    if i not in cache:
+        cache[i] = by_input.to(patches.csr.dtype).contiguous()
+    return cache[i]
 
 
 def _solve_queries(member, solver, centre, Xq, yq):
@@ -298,4 +332,5 @@ def _solve_queries(member, solver, centre, Xq, yq):
                  for s, m in zip(solved, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
-    return [s.reshape(n_rows(Xq), -1).to(member.dtype) for s in solved], offset
+    solved = [s.reshape(n_rows(Xq), -1).to(member.dtype) for s in solved]
+    return _SolvedQueries(solved), offset
