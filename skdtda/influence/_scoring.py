@@ -32,6 +32,8 @@ __all__ = ["GRADIENT_BUDGET", "SOLUTION_BUDGET", "Scoring", "query_chunk", "row_
 SOLUTION_BUDGET = 256 * 2**20
 #: Bytes of one training chunk's per-row gradient blocks.
 GRADIENT_BUDGET = 128 * 2**20
+#: Bytes of the float64 copy of solved queries taken for their products with the centre.
+_OFFSET_CHUNK_BYTES = 16 * 2**20
 
 
 def row_chunk(numbers_per_row, itemsize, batch_size):
@@ -327,10 +329,18 @@ def _input_major(solved, i, out, patches):
 def _solve_queries(member, solver, centre, Xq, yq):
     """One member's solved query gradients (flattened blocks) and their products
     with the centre ``c_s``."""
-    solved = solver.solve_rows("measurement", Xq, yq)
-    offset = sum(s.reshape(n_rows(Xq), -1).double() @ m.reshape(-1)
-                 for s, m in zip(solved, centre))
+    solved = [s.reshape(n_rows(Xq), -1) for s in solver.solve_rows("measurement", Xq, yq)]
+    offset = sum(_row_products(s, m.reshape(-1)) for s, m in zip(solved, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
-    solved = [s.reshape(n_rows(Xq), -1).to(member.dtype) for s in solved]
-    return _SolvedQueries(solved), offset
+    return _SolvedQueries([s.to(member.dtype) for s in solved]), offset
+
+
+def _row_products(rows, v):
+    """``rows @ v`` in float64, a chunk of rows at a time: a float64 copy of a whole
+    block of float32 solved queries would hold twice their bytes (512 MB for 40
+    queries of a 50k-input layer with 32 outputs), more than any other temporary
+    of scoring."""
+    size = max(1, _OFFSET_CHUNK_BYTES // (8 * max(rows.shape[1], 1)))
+    parts = [rows[c].double() @ v for c in chunks(len(rows), size)]
+    return torch.cat(parts) if parts else rows.new_zeros(0, dtype=torch.float64)
