@@ -293,14 +293,10 @@ def _responses(member, solved, X, y):
 
 
 class _SolvedQueries(list):
-    """One member's solved query gradients: a list of flattened blocks (nq, out * in),
-    which also keeps the input-major copies that sparse products need (see
-    :func:`_input_major`), made once per query chunk instead of once per chunk of
-    training rows."""
-
-    def __init__(self, blocks):
-        super().__init__(blocks)
-        self.input_major = {}
+    """One member's solved query gradients: a list of flattened blocks (nq, out * in)
+    that :func:`_input_major` may turn into (nq, out, in) views of input-major
+    copies (the same numbers, laid out for sparse products), made once per query
+    chunk instead of once per chunk of training rows."""
 
 
 def _input_major(solved, i, out, patches):
@@ -309,21 +305,21 @@ def _input_major(solved, i, out, patches):
 
     Dense patches take the transposed view (BLAS reads either layout). A sparse
     CSR product reads one row of its dense operand per nonzero, so sparse patches
-    take a contiguous copy: kept on ``solved`` (a :class:`_SolvedQueries`) for its
-    next chunks of training rows (while held, it doubles that layer's share of the
-    solved queries: the peak the per-chunk copy had). Made per chunk, the copy was
-    the cost of scoring wide sparse inputs: at 20k inputs, 100 queries and 32
-    outputs, a 256 MB transposition (0.19 s on one core) per chunk of about 50
-    rows, against 0.011 s for the sparse product of 100 rows (docs/benchmarks.md,
-    "Sparse input end to end")."""
+    take a contiguous copy, which a :class:`_SolvedQueries` keeps in place of the
+    flat block for its next chunks of training rows: one copy per query chunk,
+    and no more memory than the flat block. Made per chunk, the copy was the cost
+    of scoring wide sparse inputs: at 20k inputs, 100 queries and 32 outputs, a
+    256 MB transposition (0.19 s on one core) per chunk of about 50 rows, against
+    0.011 s for the sparse product of 100 rows (docs/benchmarks.md, "Sparse input
+    end to end")."""
     s = solved[i]
     by_input = s.reshape(len(s) * out, -1).T
-    if not isinstance(patches, SparsePatches):
+    if by_input.is_contiguous() or not isinstance(patches, SparsePatches):
         return by_input
-    cache = getattr(solved, "input_major", {})
-    if i not in cache:
-        cache[i] = by_input.to(patches.csr.dtype).contiguous()
-    return cache[i]
+    by_input = by_input.to(patches.csr.dtype).contiguous()
+    if isinstance(solved, _SolvedQueries) and by_input.dtype == s.dtype:
+        solved[i] = by_input.T.reshape(len(s), out, -1)  # a view: the flat block is freed
+    return by_input
 
 
 def _solve_queries(member, solver, centre, Xq, yq):
