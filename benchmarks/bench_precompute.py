@@ -16,8 +16,10 @@ again); then, side by side in this process:
   difference is the store's cost), the store's size, and each fit's peak
   resident set (VmHWM, reset before each phase through ``/proc/self/clear_refs``);
 * ``transform`` of 1, 10 and 100 queries, the best of ``--repeats`` runs each
-  (the two sides interleaved), with and without the store, and the largest
-  difference of their scores relative to the largest score;
+  (the sides interleaved), with and without the store, and the largest
+  difference of their scores relative to the largest score; and with the store
+  and ``query_rank=--query-rank`` (rank-R queries), with the median Spearman of
+  its scores against the exact ones over the queries;
 * self-influence of every training row (``DataPruner(objective="self")``'s
   scores): the old path (training rows as queries in chunks, keeping the
   diagonal) against ``self_influence_samples`` with and without the store;
@@ -37,6 +39,7 @@ import time
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.datasets import make_classification
 from skorch import NeuralNetClassifier
 
@@ -101,6 +104,8 @@ def main():
     parser.add_argument("--transform-only", action="store_true",
                         help="stop after the transform table (skip self-influence and "
                              "validation)")
+    parser.add_argument("--query-rank", type=int, default=8,
+                        help="the rank of the third side, precompute=True with query_rank")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -140,28 +145,34 @@ def main():
           f" s, {results['store_mib']:.1f} MiB; peak RSS above the start "
           f"{results['fit_peak_False']:.0f} / {results['fit_peak_True']:.0f} MiB)")
 
+    rank = args.query_rank
+    fitted["rank"] = InfluenceTransformer(ens, precompute=True, query_rank=rank,
+                                          **settings).fit(X_train, y_train)
     print(f"\n{'queries':>8} {'False (s)':>10} {'True (s)':>10} {'ratio':>8} {'max rel diff':>13}"
-          f" {'peak MiB F/T':>13}")
+          f" {'peak MiB F/T':>13} {f'rank {rank} (s)':>12} {'ratio':>8} {'Spearman':>9}")
     for n_query in (1, 10, 100):
-        row = {False: np.inf, True: np.inf, "peak_False": 0.0, "peak_True": 0.0}
+        row = {False: np.inf, True: np.inf, "rank": np.inf, "peak_False": 0.0,
+               "peak_True": 0.0, "peak_rank": 0.0}
         scores = {}
-        # interleaved, best of the repeats: both sides see the same load
+        # interleaved, best of the repeats: all sides see the same load
         for _ in range(args.repeats):
-            for precompute in (False, True):
+            for side in (False, True, "rank"):
                 reset_peak()
                 base = peak_rss_mib()
-                t, scores[precompute] = timed(
-                    lambda: fitted[precompute].transform(X_query[:n_query]))
-                row[precompute] = min(row[precompute], t)
-                row[f"peak_{precompute}"] = max(row[f"peak_{precompute}"],
-                                                peak_rss_mib() - base)
+                t, scores[side] = timed(lambda: fitted[side].transform(X_query[:n_query]))
+                row[side] = min(row[side], t)
+                row[f"peak_{side}"] = max(row[f"peak_{side}"], peak_rss_mib() - base)
         diff = rel(scores[True], scores[False])
-        results[f"transform_{n_query}"] = {"False": row[False], "True": row[True],
-                                           "rel_diff": diff, "peak_False": row["peak_False"],
-                                           "peak_True": row["peak_True"]}
+        rho = float(np.median([spearmanr(a, b)[0] for a, b in zip(scores["rank"],
+                                                                   scores[False])]))
+        results[f"transform_{n_query}"] = {
+            "False": row[False], "True": row[True], "rel_diff": diff,
+            "peak_False": row["peak_False"], "peak_True": row["peak_True"],
+            "rank": row["rank"], "rank_spearman": rho, "peak_rank": row["peak_rank"]}
         print(f"{n_query:>8} {row[False]:>10.3f} {row[True]:>10.4f} "
               f"{row[True] / row[False]:>8.1%} {diff:>13.2e} "
-              f"{row['peak_False']:>6.0f}/{row['peak_True']:<6.0f}")
+              f"{row['peak_False']:>6.0f}/{row['peak_True']:<6.0f} {row['rank']:>12.4f} "
+              f"{row['rank'] / row[False]:>8.1%} {rho:>9.4f}")
 
     if args.transform_only:
         if args.json:

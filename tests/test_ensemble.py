@@ -490,3 +490,17 @@ def test_batched_equals_loop_for_nll_on_probabilities(iris, float64):
     assert batched.vectorized_
     for a, b in zip(loop.estimators_, batched.estimators_):
         _assert_same_params(a, b, rtol=1e-8)
+
+
+def test_member_outputs_of_one_array_equal_skorchs_loader(digits, monkeypatch):
+    """One array goes to the nets in chunks without skorch's per-row loader: the same
+    outputs as skorch's forward, across chunk boundaries."""
+    from skdtda.ensemble import _seed_ensemble
+
+    X, y = digits
+    ens = SeedEnsembleClassifier(_net(), n_seeds=2, random_state=0).fit(X[:300], y[:300])
+    monkeypatch.setattr(_seed_ensemble, "_EVAL_CHUNK", 128)  # 300 rows: three chunks
+    fast = ens._member_outputs(np.ascontiguousarray(X[:300], dtype=np.float32))
+    for member, out in zip(ens.estimators_, fast):
+        torch.testing.assert_close(out, member.forward(X[:300], training=False),
+                                   rtol=1e-6, atol=1e-6)

@@ -172,6 +172,37 @@ def test_self_and_mean_influence_are_the_diagonal_and_the_mean(mlp):
     _close(pruned.seed_scores_, full[:, rows, rows])
 
 
+SELF_CASES = {  # architecture (as ARCHITECTURES) or the MLP, and the transformer's options
+    "mlp-margin-kfac": ("mlp", dict(curvature="kfac", measurement="margin")),
+    "mlp-diagonal-input": ("mlp", dict(curvature="ekfac",
+                                       curvature_options={"diagonal_input_above": 0})),
+    "conv1d": ("conv1d", dict(curvature="ekfac")),
+    "torch_transformer": ("torch_transformer", dict(curvature="ekfac")),
+    "bag_of_tokens": ("bag_of_tokens", dict(curvature="ekfac", measurement="margin")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SELF_CASES))
+def test_self_influence_in_the_eigenbasis_is_the_diagonal(mlp, case):
+    """K-FAC/EK-FAC score each row against itself in their eigenbases (no solve); the
+    truth is the diagonal of every row scored as a query, solved and rotated back."""
+    name, kw = SELF_CASES[case]
+    if name == "mlp":
+        ens, X, y = mlp
+    else:
+        module, options, kind, _ = ARCHITECTURES[name]
+        X, y = _data(kind)
+        X, y = X[:60], y[:60]
+        ens = SeedEnsembleClassifier(_net(module, optimizer=torch.optim.SGD, lr=0.05,
+                                          optimizer__weight_decay=1e-3, **options),
+                                     n_seeds=2, random_state=0).fit(X, y)
+    influence = InfluenceTransformer(ens, damping=0.1, precompute=False, **kw).fit(X, y)
+    assert hasattr(influence.curvatures_[0], "self_products")
+    full = influence.influence_samples(X, y)
+    rows = np.arange(len(X))
+    _close(influence.self_influence_samples(), full[:, rows, rows], rtol=1e-4)
+
+
 def test_auto_falls_back_with_a_logged_reason_and_true_raises(mlp, caplog):
     ens, X, y = mlp
     with caplog.at_level(logging.INFO, logger="skdtda"):
@@ -226,6 +257,24 @@ def test_memory_keeps_a_memory_mapped_store_that_a_damping_change_reuses(mlp, tm
     assert in_memory._store is store
     plain.set_params(damping=1.0, curvature="ekfac", statistic="mean").fit(X, y)
     _close(in_memory.transform(X[:5]), plain.transform(X[:5]))
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_store_built_by_parallel_jobs_is_the_same(mlp, tmp_path, capsys, on_disk):
+    """Members are joblib jobs (processes here): each writes its own files, or returns
+    its arrays; the bar counts them under verbose."""
+    ens, X, y = mlp
+    kw = dict(curvature="ekfac", damping=0.1, precompute=True)
+    one = InfluenceTransformer(ens, **kw).fit(X, y)
+    memory = tmp_path if on_disk else None
+    two = InfluenceTransformer(ens, n_jobs=2, verbose=2, memory=memory, **kw).fit(X, y)
+    assert "precompute: storing 120 training rows" in capsys.readouterr().err
+    for a, b in zip(two._store.arrays, one._store.arrays):
+        for block_a, block_b in zip(a, b):
+            for x, z in zip(block_a, block_b):
+                np.testing.assert_array_equal(np.asarray(x), np.asarray(z))
+    assert isinstance(two._store.arrays[1][0][0], np.memmap) == on_disk
+    _close(two.transform(X[:5]), one.transform(X[:5]))
 
 
 def test_a_store_for_other_data_is_refused(mlp, tmp_path):

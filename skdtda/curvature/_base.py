@@ -46,6 +46,10 @@ class Curvature(ABC):
     kronecker : bool
         Whether it is Kronecker-factored (K-FAC, EK-FAC): ``damping="auto"`` takes
         a smaller multiple of the damping for it.
+    cheap_self_products : bool
+        Whether :meth:`self_products` costs less than solving each row (an
+        eigenbasis where the inverse is a division): self-influence then asks
+        it rather than a precomputed store.
     """
 
     member = None
@@ -54,6 +58,7 @@ class Curvature(ABC):
     kronecker = False
     newton_sets = False
     newton_rows = False
+    cheap_self_products = False
 
     @abstractmethod
     def solve_blocks(self, blocks):
@@ -138,6 +143,21 @@ class Curvature(ABC):
         term is taken out (single-row ``correction="newton"``)."""
         raise ValueError(f"the single-row Newton correction cannot rescale a "
                          f"{type(self).__name__}")
+
+    def self_products(self, X, y, centre):
+        """``grad m_k^T (H + damping I)^{-1} (g_k - c)`` for every row ``k`` of
+        ``X, y`` (``m`` the measurement, ``g`` the loss, ``c`` the centre blocks):
+        ``(n,)`` float64, each row scored against itself (self-influence, times
+        N). By default the measurement gradients are solved (:meth:`solve_rows`)
+        and multiplied with the loss gradients."""
+        solved = self.solve_rows("measurement", X, y)
+        grads = self.member.grads("loss", X, y)
+        total = None
+        for v, g, c in zip(solved, grads, centre):
+            g = g.reshape(len(g), -1).double() - c.reshape(1, -1).double()
+            part = (v.reshape(len(v), -1).double() * g).sum(dim=1)
+            total = part if total is None else total + part
+        return total
 
     def row_factors(self, X, y):
         """Each row's own curvature term as ``U_k S_k U_k^T``: ``U`` (n, r, P)

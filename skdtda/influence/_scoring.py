@@ -25,7 +25,8 @@ from ..curvature import woodbury_solve
 from ..model import measure_all
 from ..model.layers import SparsePatches, one_patch_per_row
 
-__all__ = ["GRADIENT_BUDGET", "SOLUTION_BUDGET", "Scoring", "query_chunk", "row_chunk"]
+__all__ = ["GRADIENT_BUDGET", "LowRank", "SOLUTION_BUDGET", "Scoring", "query_chunk",
+           "row_chunk"]
 
 #: Bytes of solved query gradients held at once (all members, or one member and the
 #: query chunk's responses when scored member by member).
@@ -50,19 +51,23 @@ def query_chunk(n_params, itemsize, n_members, n_rows, batch_size=None):
     gradients of *all* members fit :data:`SOLUTION_BUDGET` for at least
     ``batch_size`` queries, a chunk holds as many queries as fit, and each
     training chunk is scored for all members at once (nothing grows with the
-    number of training rows). Beyond that (large nets, many seeds; or
-    ``batch_size=None``), members are scored one at a time: only one member's
-    solved gradients are held (``n_params`` numbers of ``itemsize`` bytes a
-    query), and the chunk's responses over ``n_rows`` training rows,
-    ``n_members * n_rows`` float64 a query, stay within the same budget.
+    number of training rows), and so it does whenever that holds more queries
+    than the other way. Otherwise (large nets, many seeds, few training rows;
+    or ``batch_size=None``), members are scored one at a time: only one
+    member's solved gradients are held (``n_params`` numbers of ``itemsize``
+    bytes a query), and the chunk's responses over ``n_rows`` training rows,
+    ``n_members * n_rows`` float64 a query, stay within the same budget (at
+    100k rows and 16 members, 20 queries a chunk, each chunk a pass over
+    every row of every member).
     """
     per_query = n_params * itemsize
+    per_response = n_members * max(n_rows, 1) * 8
+    one_member = max(1, min(SOLUTION_BUDGET // per_query, SOLUTION_BUDGET // per_response))
     if batch_size is not None:
         all_members = SOLUTION_BUDGET // (n_members * per_query)
-        if all_members >= batch_size:
+        if all_members >= min(batch_size, one_member):
             return all_members, False
-    per_response = n_members * max(n_rows, 1) * 8
-    return max(1, min(SOLUTION_BUDGET // per_query, SOLUTION_BUDGET // per_response)), True
+    return one_member, True
 
 
 class Scoring:
@@ -84,12 +89,16 @@ class Scoring:
     store : TrainingStore, default=None
         The training rows' loss gradients, stored at fit (``precompute=``): then
         first-order scores take them from it instead of a pass over the rows.
+    query_rank : int, default=None
+        First-order scores of queries (:meth:`first_order`) with each layer's
+        solved query gradient replaced by its best rank-``query_rank``
+        approximation (:class:`LowRank`); None is exact.
     """
 
     def __init__(self, members, solvers, centres, X_train, y_train, batch_size, verbose=0,
-                 store=None):
+                 store=None, query_rank=None):
         self.members, self.solvers, self.centres = members, solvers, centres
-        self.store = store
+        self.store, self.query_rank = store, query_rank
         self.X_train, self.y_train = X_train, y_train
         self.n_train = n_rows(X_train)
         self.batch_size, self.verbose = batch_size, verbose
@@ -131,13 +140,14 @@ class Scoring:
             if by_member:
                 delta = np.empty((len(members), n_rows(Xq), self.n_train))
                 for s, (member, solver, centre) in enumerate(members):
-                    solved, offset = _solve_queries(member, solver, centre, Xq, yq)
+                    solved, offset = _solve_queries(member, solver, centre, Xq, yq,
+                                                    self.query_rank)
                     for t_rows in chunks(self.n_train, t_size):
                         delta[s, :, t_rows] = self._train_response(s, solved, offset, t_rows)
                 for t_rows in chunks(self.n_train, t_size):
                     yield q_rows, t_rows, measured, delta[:, :, t_rows]
                 continue
-            solved = [_solve_queries(member, solver, centre, Xq, yq)
+            solved = [_solve_queries(member, solver, centre, Xq, yq, self.query_rank)
                       for member, solver, centre in members]
             for t_rows in chunks(self.n_train, t_size):
                 delta = np.stack([self._train_response(s, sol, offset, t_rows)
@@ -187,19 +197,21 @@ class Scoring:
     def self_influence(self):
         """First-order change of each training row's own measurement when that row
         is removed: ``(n_members, n_train)``, the diagonal of the training rows
-        scored as queries, in one pass over them (no ``n_train x n_train`` block)."""
+        scored as queries, in one pass over them (no ``n_train x n_train`` block):
+        the curvature's ``self_products`` (in the eigenbasis for K-FAC and EK-FAC),
+        or, with a store and a curvature without a cheap form, each row's solved
+        measurement gradient against its stored loss gradient."""
         out = np.empty((len(self.members), self.n_train))
         for s, (member, solver, centre) in enumerate(zip(self.members, self.solvers,
                                                          self.centres)):
             for t in chunks(self.n_train, self.train_chunk):
                 Xt, yt = self.X_train[t], self.y_train[t]
-                solved, offset = _solve_queries(member, solver, centre, Xt, yt)
-                if self.store is not None:
-                    total = self.store.diagonal(s, solved, t)
+                if solver.cheap_self_products or self.store is None:
+                    total = solver.self_products(Xt, yt, centre)
                 else:
-                    total = sum((v * g.reshape(len(g), -1).to(v.dtype)).sum(dim=1)
-                                for v, g in zip(solved, member.grads("loss", Xt, yt)))
-                out[s, t] = (total.double() - offset).cpu().numpy() / self.n_train
+                    solved, offset = _solve_queries(member, solver, centre, Xt, yt)
+                    total = self.store.diagonal(s, solved, t).double() - offset
+                out[s, t] = total.cpu().numpy() / self.n_train
         return out
 
     # -- one Newton step ------------------------------------------------------------------
@@ -281,9 +293,14 @@ def _responses(member, solved, X, y):
     patches, gs = member.grad_patches("loss", X, y)
     parts = []
     for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
+        if isinstance(s, LowRank):
+            if hasattr(p, "rotated"):
+                parts.append(s.response(p.rotated(s.V.reshape(-1, p.size).T), g))
+                continue
+            s = s.dense()
         n_query, out = len(s), g.shape[-1]
         if one_patch_per_row(p) and n_query <= p.size:
-            through_a = p.rotated(_input_major(solved, i, out, p))[:, 0]
+            through_a = p.rotated(_input_major(s, out, p, solved, i))[:, 0]
             parts.append((through_a.reshape(-1, n_query, out) * g[:, 0, None, :].to(s.dtype))
                          .sum(dim=-1).T)
         else:
@@ -294,14 +311,14 @@ def _responses(member, solved, X, y):
 
 class _SolvedQueries(list):
     """One member's solved query gradients: a list of flattened blocks (nq, out * in)
-    that :func:`_input_major` may turn into (nq, out, in) views of input-major
-    copies (the same numbers, laid out for sparse products), made once per query
-    chunk instead of once per chunk of training rows."""
+    (or :class:`LowRank`) that :func:`_input_major` may turn into (nq, out, in)
+    views of input-major copies (the same numbers, laid out for sparse products),
+    made once per query chunk instead of once per chunk of training rows."""
 
 
-def _input_major(solved, i, out, patches):
-    """Block ``i`` of the solved queries as ``(in, nq * out)``, the right operand of
-    ``a @ S^T`` for a layer with one patch ``a`` per row.
+def _input_major(s, out, patches, solved, i):
+    """The solved queries ``s = solved[i]`` of one layer as ``(in, nq * out)``, the
+    right operand of ``a @ S^T`` for a layer with one patch ``a`` per row.
 
     Dense patches take the transposed view (BLAS reads either layout). A sparse
     CSR product reads one row of its dense operand per nonzero, so sparse patches
@@ -312,24 +329,31 @@ def _input_major(solved, i, out, patches):
     256 MB transposition (0.19 s on one core) per chunk of about 50 rows, against
     0.011 s for the sparse product of 100 rows (docs/benchmarks.md, "Sparse input
     end to end")."""
-    s = solved[i]
     by_input = s.reshape(len(s) * out, -1).T
     if by_input.is_contiguous() or not isinstance(patches, SparsePatches):
         return by_input
     by_input = by_input.to(patches.csr.dtype).contiguous()
-    if isinstance(solved, _SolvedQueries) and by_input.dtype == s.dtype:
+    if (isinstance(solved, _SolvedQueries) and solved[i] is s
+            and by_input.dtype == s.dtype):
         solved[i] = by_input.T.reshape(len(s), out, -1)  # a view: the flat block is freed
     return by_input
 
 
-def _solve_queries(member, solver, centre, Xq, yq):
-    """One member's solved query gradients (flattened blocks) and their products
-    with the centre ``c_s``."""
-    solved = [s.reshape(n_rows(Xq), -1) for s in solver.solve_rows("measurement", Xq, yq)]
-    offset = sum(_row_products(s, m.reshape(-1)) for s, m in zip(solved, centre))
+def _solve_queries(member, solver, centre, Xq, yq, rank=None):
+    """One member's solved query gradients (flattened blocks, or :class:`LowRank`
+    where ``rank`` is given and pays) and their products with the centre ``c_s``."""
+    solved = solver.solve_rows("measurement", Xq, yq)
+    if rank is not None:
+        solved = [LowRank.truncate(s, rank) if s.dim() == 3 else s for s in solved]
+    flat = [s.dense() if isinstance(s, LowRank) else s.reshape(n_rows(Xq), -1)
+            for s in solved]
+    # the offset of the approximated queries where they are: their scores then
+    # still sum to zero over the rows when c_s is the rows' mean gradient
+    offset = sum(_row_products(s, m.reshape(-1)) for s, m in zip(flat, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
-    return _SolvedQueries([s.to(member.dtype) for s in solved]), offset
+    return _SolvedQueries([s.to(member.dtype) if isinstance(s, LowRank) else f.to(member.dtype)
+                           for s, f in zip(solved, flat)]), offset
 
 
 def _row_products(rows, v):
@@ -340,3 +364,82 @@ def _row_products(rows, v):
     size = max(1, _OFFSET_CHUNK_BYTES // (8 * max(rows.shape[1], 1)))
     parts = [rows[c].double() @ v for c in chunks(len(rows), size)]
     return torch.cat(parts) if parts else rows.new_zeros(0, dtype=torch.float64)
+
+
+def _truncated_svd(M, rank, oversample=8, n_iter=2):
+    """The leading ``rank`` singular triplets of each matrix of ``M`` (batch,
+    out, in), by randomized subspace iteration (Halko, Martinsson & Tropp 2011)
+    with a fixed seed: ``n_iter`` power iterations on ``rank + oversample``
+    columns, then an exact SVD of the small projected matrix. 4x faster than
+    a full batched SVD of 128 x 129 blocks; on the solved queries' fast-falling
+    spectra its error is the optimum's to 1e-6 relative."""
+    k = min(rank + oversample, *M.shape[1:])
+    generator = torch.Generator(device=M.device).manual_seed(0)
+    omega = torch.randn(M.shape[2], k, generator=generator, dtype=M.dtype, device=M.device)
+    Q = torch.linalg.qr(M @ omega).Q
+    Mt = M.transpose(1, 2)
+    for _ in range(n_iter):
+        Q = torch.linalg.qr(M @ torch.linalg.qr(Mt @ Q).Q).Q
+    u, S, Vh = torch.linalg.svd(Q.transpose(1, 2) @ M, full_matrices=False)
+    return (Q @ u[:, :, :rank]), S[:, :rank], Vh[:, :rank]
+
+
+class LowRank:
+    """Solved query gradients of one layer in rank-``R`` form (``query_rank=``).
+
+    A layer's solved query gradient ``S_q`` is an ``(out, in)`` block; its best
+    rank-``R`` approximation (truncated SVD, :func:`_truncated_svd`) is
+    ``sum_r u_qr v_qr^T``, and its
+    product with a training row's gradient ``sum_t g_t a_t^T`` (``T`` patches)
+    is then ``sum_t sum_r (u_qr . g_t)(v_qr . a_t)``: ``R (in + out)``
+    multiply-adds a patch instead of ``in x out``. On a Linear layer the solved
+    gradient of one query is close to rank one (the raw gradient ``g a^T`` is,
+    and a Kronecker-factored inverse keeps that up to its damping and
+    eigenvalue correction), so a small ``R`` keeps nearly all of it
+    (kronfluence's ``query_gradient_rank``).
+
+    Parameters
+    ----------
+    U : tensor of shape (n_query, R, out)
+        The left singular vectors, scaled by the singular values.
+    V : tensor of shape (n_query, R, in)
+        The right singular vectors.
+    """
+
+    def __init__(self, U, V):
+        self.U, self.V = U, V
+
+    @classmethod
+    def truncate(cls, block, rank):
+        """The rank-``rank`` form of solved blocks ``(n_query, out, in)``, or the
+        blocks themselves where that form would not be smaller."""
+        n_query, out, size = block.shape
+        if rank * (out + size) >= out * size:
+            return block
+        U, S, Vh = _truncated_svd(block, rank)
+        return cls((U * S[:, None, :]).transpose(1, 2).contiguous(), Vh.contiguous())
+
+    def __len__(self):
+        return len(self.U)
+
+    @property
+    def device(self):
+        return self.U.device
+
+    def to(self, dtype):
+        return LowRank(self.U.to(dtype), self.V.to(dtype))
+
+    def dense(self):
+        """The approximated blocks, flattened: ``(n_query, out * in)``."""
+        return (self.U.transpose(1, 2) @ self.V).reshape(len(self.U), -1)
+
+    def response(self, av, g):
+        """Products with training rows, ``(n_query, n_rows)``, from their patches
+        rotated by the ``V`` side (``av``, ``(n_rows, T, n_query R)``: the patches
+        times ``V`` flattened and transposed) and their output gradients ``g``
+        (``(n_rows, T, out)``)."""
+        n, n_pos = g.shape[0], g.shape[1]
+        out = self.U.shape[2]
+        gu = g.reshape(n * n_pos, out).to(self.U.dtype) @ self.U.reshape(-1, out).T
+        both = gu.mul_(av.reshape(n * n_pos, -1).to(gu.dtype))
+        return both.reshape(n, n_pos, len(self.U), -1).sum(dim=(1, 3)).T

@@ -34,9 +34,10 @@ from pathlib import Path
 import joblib
 import numpy as np
 import torch
+from sklearn.utils.parallel import Parallel, delayed
 
 from .._inputs import n_rows
-from .._loops import chunks
+from .._loops import chunks, progress
 from ..model import LayeredMember
 from ..model.layers import DensePatches
 
@@ -138,44 +139,31 @@ class TrainingStore:
         return layouts, size
 
     @classmethod
-    def build(cls, members, X, y, layouts, chunk, folder=None, record=None):
+    def build(cls, members, X, y, layouts, chunk, folder=None, record=None, n_jobs=None,
+              verbose=0):
         """Compute every member's stored rows, in ``folder`` (memory-mapped files,
-        written under a temporary name and renamed when complete) or in memory."""
+        written under a temporary name and renamed when complete) or in memory.
+
+        Members are independent jobs of joblib (``n_jobs``, any backend: processes,
+        or a Dask cluster whose workers see ``folder``), each a pass over the rows
+        in chunks of ``chunk``; a bar over them under ``verbose``."""
         n = n_rows(X)
         partial = None
         if folder is not None:
             partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
+        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_member_rows)(s, member, X, y, layout, chunk, partial)
+            for s, (member, layout) in enumerate(zip(members, layouts)))
         arrays = []
-        for s, (member, layout) in enumerate(zip(members, layouts)):
-            blocks = []
-            for b, shapes in enumerate(_shapes(layout, n)):
-                if partial is None:
-                    blocks.append([torch.empty(shape, dtype=member.dtype) for shape in shapes])
-                else:
-                    dtype = torch.empty(0, dtype=member.dtype).numpy().dtype
-                    blocks.append([np.lib.format.open_memmap(
-                        partial / f"m{s}_b{b}_{i}.npy", mode="w+", dtype=dtype, shape=shape)
-                        for i, shape in enumerate(shapes)])
-            for t in chunks(n, chunk):
-                for block, form, parts in zip(blocks, layout, _stored_rows(member, X[t], y[t])):
-                    for array, part in zip(block, parts):
-                        if tuple(part.shape[1:]) != tuple(array.shape[1:]):
-                            raise StoreUnavailable(
-                                f"a layer's per-row gradient has shape {tuple(part.shape[1:])} "
-                                f"for some rows and {tuple(array.shape[1:])} for others")
-                        if torch.is_tensor(array):
-                            array[t] = part.detach().to("cpu", member.dtype)
-                        else:
-                            array[t] = part.detach().cpu().numpy()
-            arrays.append(blocks)
+        with progress(len(members), f"precompute: storing {n} training rows", "seed",
+                      verbose) as bar:
+            for blocks in jobs:
+                arrays.append(blocks)
+                bar.update()
         if partial is None:
             return cls(arrays, layouts)
-        for block in (b for m in arrays for b in m):
-            for array in block:
-                array.flush()
-        del arrays
         joblib.dump(record, partial / _RECORD)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
@@ -253,7 +241,15 @@ def _take(array, rows, device):
 
 
 def _product(v, form, rows):
-    """``v_q^T g_k`` of one block for every query and row, (nq, nt)."""
+    """``v_q^T g_k`` of one block for every query and row, (nq, nt); ``v`` is
+    flattened blocks or a :class:`~skdtda.influence._scoring.LowRank`."""
+    if hasattr(v, "response"):  # rank-R queries (query_rank=)
+        if form[0] != "factors":
+            return _product(v.dense(), form, rows)
+        _, n_pos, size, width = form
+        a, g = rows
+        av = a.reshape(-1, size).to(v.V.dtype) @ v.V.reshape(-1, size).T
+        return v.response(av.reshape(len(a), n_pos, -1), g.reshape(len(g), n_pos, width))
     if form[0] == "dense":
         (dense,) = rows
         return v @ dense.to(v.dtype).T
@@ -282,6 +278,39 @@ def _product(v, form, rows):
     if n_pos > 1:
         out = out.reshape(nt, n_pos, nq).sum(dim=1)
     return out.T
+
+
+def _member_rows(s, member, X, y, layout, chunk, partial):
+    """Member ``s``'s stored rows, per block the arrays of :func:`_shapes`: tensors,
+    or (``partial``: a folder) ``.npy`` files written there, flushed, and None
+    returned (the caller opens the finished folder)."""
+    n = n_rows(X)
+    blocks = []
+    for b, shapes in enumerate(_shapes(layout, n)):
+        if partial is None:
+            blocks.append([torch.empty(shape, dtype=member.dtype) for shape in shapes])
+        else:
+            dtype = torch.empty(0, dtype=member.dtype).numpy().dtype
+            blocks.append([np.lib.format.open_memmap(
+                partial / f"m{s}_b{b}_{i}.npy", mode="w+", dtype=dtype, shape=shape)
+                for i, shape in enumerate(shapes)])
+    for t in chunks(n, chunk):
+        for block, parts in zip(blocks, _stored_rows(member, X[t], y[t])):
+            for array, part in zip(block, parts):
+                if tuple(part.shape[1:]) != tuple(array.shape[1:]):
+                    raise StoreUnavailable(
+                        f"a layer's per-row gradient has shape {tuple(part.shape[1:])} "
+                        f"for some rows and {tuple(array.shape[1:])} for others")
+                if torch.is_tensor(array):
+                    array[t] = part.detach().to("cpu", member.dtype)
+                else:
+                    array[t] = part.detach().cpu().numpy()
+    if partial is None:
+        return blocks
+    for block in blocks:
+        for array in block:
+            array.flush()
+    return None
 
 
 def _stored_rows(member, X, y):
