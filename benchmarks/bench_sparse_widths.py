@@ -49,8 +49,10 @@ def _run(args, cols, variant, queue):
 
     torch.set_num_threads(1)
     if variant == "per-chunk":
-        _scoring._input_major = lambda solved, i, out, patches: (
-            solved[i].reshape(len(solved[i]) * out, -1).T)
+        def transposed_view(s, out, patches, solved, i):  # rotated copies it, chunk by chunk
+            return s.reshape(len(s) * out, -1).T
+
+        _scoring._input_major = transposed_view
     X, y, Xq, yq = _data(args.rows, cols, args.density, args.queries)
     net = NeuralNetClassifier(
         MLP, module__hidden_layer_sizes=(32,), criterion=torch.nn.CrossEntropyLoss,
