@@ -5,7 +5,9 @@ products, without ever densifying the whole matrix.
   same rows (input factor, rotations, row gradients);
 - influence scores on a CSR matrix against its dense copy, and against the dense
   patch path (no sparse products at all), for the batched and the loop ensemble;
-- a spy on every densification of a CSR matrix: no call sees all the rows.
+- a spy on every densification of a CSR matrix: no call sees all the rows;
+- a spy on every new tensor as large as the solved queries: as many for one chunk of
+  training rows as for twelve.
 """
 
 import numpy as np
@@ -15,6 +17,8 @@ from scipy import sparse, stats
 from scipy.sparse import _compressed
 from skorch import NeuralNetClassifier
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda._inputs import SparseRows
@@ -177,6 +181,59 @@ class WideMiddle(nn.Module):
 
     def forward(self, x):
         return self.head(self.inner(x))
+
+
+class _LargeTensors(TorchDispatchMode):
+    """Records every torch operation that allocates a strided tensor of at least
+    ``nbytes`` (views and in-place results, which share an input's storage, are not
+    counted)."""
+
+    def __init__(self, nbytes):
+        super().__init__()
+        self.nbytes, self.seen = nbytes, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and t.layout == torch.strided}
+        for t in tree_leaves(out):
+            if (isinstance(t, torch.Tensor) and t.layout == torch.strided
+                    and t.untyped_storage().nbytes() >= self.nbytes
+                    and t.untyped_storage().data_ptr() not in inputs):
+                self.seen.append(str(func))
+        return out
+
+
+def test_solved_queries_not_copied_per_training_chunk(monkeypatch):
+    """Scoring against sparse inputs through ``_responses`` (no store) allocates no
+    tensor as large as the solved queries per chunk of training rows: the
+    input-major copy that the sparse product reads is made once per query chunk.
+    Made per chunk, it was the cost of scoring a 50k-column first layer (issue 26;
+    docs/benchmarks.md, "Sparse input end to end"). Scores stay those of dense
+    patches (no sparse product)."""
+    n_query, width, hidden = 8, 2000, 8
+    X, y = _rows(n=240, d=width, density=0.005)
+    ens = _ensemble(True).fit(X, y)
+    # the solved queries of the first layer: n_query x hidden x (width + bias), float32;
+    # a chunk of at most 60 densified rows stays below it
+    nbytes = n_query * hidden * (width + 1) * 4
+    allocations, scores = {}, {}
+    for batch_size in (240, 60, 20):  # 1, 4 and 12 chunks of training rows
+        influence = InfluenceTransformer(ens, curvature="ekfac", batch_size=batch_size,
+                                         precompute=False,
+                                         curvature_options={"diagonal_input_above": 64})
+        influence.fit(X, y)
+        with _LargeTensors(nbytes) as spy:
+            scores[batch_size] = influence.influence_samples(X[:n_query], y[:n_query])
+        allocations[batch_size] = len(spy.seen)
+    assert allocations[20] == allocations[60], allocations
+    monkeypatch.setattr(_base, "SPARSE_DENSITY", -1.0)
+    dense = InfluenceTransformer(ens, curvature="ekfac", batch_size=20, precompute=False,
+                                 curvature_options={"diagonal_input_above": 64})
+    X_dense = X.toarray()
+    truth = dense.fit(X_dense, y).influence_samples(X_dense[:n_query], y[:n_query])
+    for got in scores.values():
+        _close(got, truth)
 
 
 def _fit_module(module, X, y, **params):

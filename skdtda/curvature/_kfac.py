@@ -330,7 +330,9 @@ class KroneckerCurvature(Curvature):
         return out
 
     def _solve_rotated(self, rotated_blocks):
-        """Divide blocks already in the eigenbases by the damped eigenvalues, rotate back."""
+        """Divide blocks already in the eigenbases by the damped eigenvalues (in place
+        where the dtypes allow: the blocks are the caller's own temporaries), rotate
+        back."""
         out = []
         for rotated, f, penalty, scale in zip(rotated_blocks, self.factors, self.penalty,
                                               self.layer_scale):
@@ -343,6 +345,10 @@ class KroneckerCurvature(Curvature):
             if floor == 0:
                 safe = denom > denom.max() * 1e-12
                 rotated = torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
+            elif rotated.dtype == torch.promote_types(rotated.dtype, denom.dtype):
+                # both callers pass fresh blocks: dividing in place holds one block
+                # less at the solve's peak (256 MB for 40 queries of a 50k-input layer)
+                rotated = rotated.div_(denom)
             else:
                 rotated = rotated / denom
             out.append(_sandwich(f["q_g"], rotated, None if f["q_a"] is None else f["q_a"].T))

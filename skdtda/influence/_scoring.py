@@ -23,7 +23,7 @@ from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
 from ..model import measure_all
-from ..model.layers import one_patch_per_row
+from ..model.layers import SparsePatches, one_patch_per_row
 
 __all__ = ["GRADIENT_BUDGET", "LowRank", "SOLUTION_BUDGET", "Scoring", "query_chunk",
            "row_chunk"]
@@ -33,6 +33,8 @@ __all__ = ["GRADIENT_BUDGET", "LowRank", "SOLUTION_BUDGET", "Scoring", "query_ch
 SOLUTION_BUDGET = 256 * 2**20
 #: Bytes of one training chunk's per-row gradient blocks.
 GRADIENT_BUDGET = 128 * 2**20
+#: Bytes of the float64 copy of solved queries taken for their products with the centre.
+_OFFSET_CHUNK_BYTES = 16 * 2**20
 
 
 def row_chunk(numbers_per_row, itemsize, batch_size):
@@ -290,7 +292,7 @@ def _responses(member, solved, X, y):
         return [s @ g.reshape(len(g), -1).T for s, g in zip(solved, grads)]
     patches, gs = member.grad_patches("loss", X, y)
     parts = []
-    for s, p, g in zip(solved, patches, gs):
+    for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
         if isinstance(s, LowRank):
             if hasattr(p, "rotated"):
                 parts.append(s.response(p.rotated(s.V.reshape(-1, p.size).T), g))
@@ -298,13 +300,43 @@ def _responses(member, solved, X, y):
             s = s.dense()
         n_query, out = len(s), g.shape[-1]
         if one_patch_per_row(p) and n_query <= p.size:
-            through_a = p.rotated(s.reshape(n_query * out, p.size).T)[:, 0]
+            through_a = p.rotated(_input_major(s, out, p, solved, i))[:, 0]
             parts.append((through_a.reshape(-1, n_query, out) * g[:, 0, None, :].to(s.dtype))
                          .sum(dim=-1).T)
         else:
             block = p.row_grads(g)
             parts.append(s @ block.reshape(len(block), -1).T)
     return parts
+
+
+class _SolvedQueries(list):
+    """One member's solved query gradients: a list of flattened blocks (nq, out * in)
+    (or :class:`LowRank`) that :func:`_input_major` may turn into (nq, out, in)
+    views of input-major copies (the same numbers, laid out for sparse products),
+    made once per query chunk instead of once per chunk of training rows."""
+
+
+def _input_major(s, out, patches, solved, i):
+    """The solved queries ``s = solved[i]`` of one layer as ``(in, nq * out)``, the
+    right operand of ``a @ S^T`` for a layer with one patch ``a`` per row.
+
+    Dense patches take the transposed view (BLAS reads either layout). A sparse
+    CSR product reads one row of its dense operand per nonzero, so sparse patches
+    take a contiguous copy, which a :class:`_SolvedQueries` keeps in place of the
+    flat block for its next chunks of training rows: one copy per query chunk,
+    and no more memory than the flat block. Made per chunk, the copy was the cost
+    of scoring wide sparse inputs: at 20k inputs, 100 queries and 32 outputs, a
+    256 MB transposition (0.19 s on one core) per chunk of about 50 rows, against
+    0.011 s for the sparse product of 100 rows (docs/benchmarks.md, "Sparse input
+    end to end")."""
+    by_input = s.reshape(len(s) * out, -1).T
+    if by_input.is_contiguous() or not isinstance(patches, SparsePatches):
+        return by_input
+    by_input = by_input.to(patches.csr.dtype).contiguous()
+    if (isinstance(solved, _SolvedQueries) and solved[i] is s
+            and by_input.dtype == s.dtype):
+        solved[i] = by_input.T.reshape(len(s), out, -1)  # a view: the flat block is freed
+    return by_input
 
 
 def _solve_queries(member, solver, centre, Xq, yq, rank=None):
@@ -317,11 +349,21 @@ def _solve_queries(member, solver, centre, Xq, yq, rank=None):
             for s in solved]
     # the offset of the approximated queries where they are: their scores then
     # still sum to zero over the rows when c_s is the rows' mean gradient
-    offset = sum(s.double() @ m.reshape(-1) for s, m in zip(flat, centre))
+    offset = sum(_row_products(s, m.reshape(-1)) for s, m in zip(flat, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
-    return [s.to(member.dtype) if isinstance(s, LowRank) else f.to(member.dtype)
-            for s, f in zip(solved, flat)], offset
+    return _SolvedQueries([s.to(member.dtype) if isinstance(s, LowRank) else f.to(member.dtype)
+                           for s, f in zip(solved, flat)]), offset
+
+
+def _row_products(rows, v):
+    """``rows @ v`` in float64, a chunk of rows at a time: a float64 copy of a whole
+    block of float32 solved queries would hold twice their bytes (512 MB for 40
+    queries of a 50k-input layer with 32 outputs), more than any other temporary
+    of scoring."""
+    size = max(1, _OFFSET_CHUNK_BYTES // (8 * max(rows.shape[1], 1)))
+    parts = [rows[c].double() @ v for c in chunks(len(rows), size)]
+    return torch.cat(parts) if parts else rows.new_zeros(0, dtype=torch.float64)
 
 
 def _truncated_svd(M, rank, oversample=8, n_iter=2):
