@@ -295,7 +295,7 @@ def _responses(member, solved, X, y):
     for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
         if isinstance(s, LowRank):
             if hasattr(p, "rotated"):
-                parts.append(s.response(p.rotated(s.V.reshape(-1, p.size).T), g))
+                parts.append(s.response(p.rotated(s.by_input()), g))
                 continue
             s = s.dense()
         n_query, out = len(s), g.shape[-1]
@@ -408,6 +408,15 @@ class LowRank:
 
     def __init__(self, U, V):
         self.U, self.V = U, V
+        self._by_input = None
+
+    def by_input(self):
+        """``V`` as ``(in, n_query R)``, the right operand of ``a @ V^T``: contiguous
+        (a sparse product reads one of its rows per nonzero), made once and kept
+        for every chunk of training rows."""
+        if self._by_input is None:
+            self._by_input = self.V.reshape(-1, self.V.shape[-1]).T.contiguous()
+        return self._by_input
 
     @classmethod
     def truncate(cls, block, rank):
