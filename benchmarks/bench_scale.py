@@ -23,18 +23,18 @@ agreement (median Spearman over queries) of the run's scores with them.
 ``transform`` (the ensemble's fit apart, ``--sweep-damping`` fixed so that no
 calibration runs) over a range of one size with the others at 8,000 rows, 100
 queries, 8 seeds and two hidden layers of 128: four variants (exact without and
-with the store, ``--query-rank`` without and with it), each fitted ensemble in a
-fresh process and each variant's peak resident set above the fitted ensemble's
-(VmHWM, reset before it through ``/proc/self/clear_refs``). It prints the growth
-exponent of each figure: the slope of log time (or memory) against log size
-between the two largest sizes.
+with the store, ``--query-rank`` without and with it). Each ensemble is fitted
+once and saved; each variant runs in a fresh process that loads it, and its peak
+is the resident set above the loaded ensemble's (VmHWM, reset through
+``/proc/self/clear_refs``). It prints the growth exponent of each figure: the
+slope of log time (or memory) against log size between the two largest sizes.
 """
 
 import argparse
-import gc
 import json
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -128,36 +128,47 @@ def _reset_peak():
         pass
 
 
-def sweep_point(config, queue):
-    """One fitted ensemble (``config``'s rows, seeds, width), then every variant on
-    each query count of ``config["query_counts"]``; times and peaks above the
-    fitted ensemble's resident set."""
+def fit_point(config, path, queue):
+    """Fit the ensemble of ``config`` (rows, seeds, width) and save it to ``path``."""
+    import joblib
+    import torch
+
+    torch.set_num_threads(1)
+    X, y, _ = _problem(config["rows"], max(config["query_counts"]))
+    start = time.perf_counter()
+    ens = _ensemble(config["seeds"], config["epochs"], config["width"]).fit(X, y)
+    joblib.dump(ens, path)
+    queue.put({"ensemble_fit_s": time.perf_counter() - start})
+
+
+def variant_point(config, variant, path, queue):
+    """One variant on the saved ensemble, in a fresh process: its fit and a
+    ``transform`` per query count, and the peak resident set above the loaded
+    ensemble's."""
+    import joblib
     import torch
 
     from skdtda import InfluenceTransformer
 
     torch.set_num_threads(1)
     X, y, X_query = _problem(config["rows"], max(config["query_counts"]))
-    ens = _ensemble(config["seeds"], config["epochs"], config["width"]).fit(X, y)
+    ens = joblib.load(path)
     n_params = sum(p.numel() for p in ens.estimators_[0].module_.parameters())
+    _reset_peak()
+    base = peak_rss_mib()
+    start = time.perf_counter()
+    influence = InfluenceTransformer(ens, damping=config["damping"], **variant).fit(X, y)
+    fit_s = time.perf_counter() - start
     rows = []
-    for variant in config["variants"]:
-        _reset_peak()
-        base = peak_rss_mib()
+    for n_query in config["query_counts"]:
         start = time.perf_counter()
-        influence = InfluenceTransformer(ens, damping=config["damping"], **variant).fit(X, y)
-        fit_s = time.perf_counter() - start
-        for n_query in config["query_counts"]:
-            start = time.perf_counter()
-            influence.transform(X_query[:n_query])
-            rows.append(dict(rows=config["rows"], seeds=config["seeds"], width=config["width"],
-                             params=n_params, queries=n_query, **variant,
-                             precompute_=bool(influence.precompute_),
-                             store_mib=influence.store_nbytes_ / 2**20,
-                             influence_fit_s=fit_s, transform_s=time.perf_counter() - start,
-                             peak_mib=peak_rss_mib() - base))
-        influence = None  # freed before the next variant's baseline
-        gc.collect()
+        influence.transform(X_query[:n_query])
+        rows.append(dict(rows=config["rows"], seeds=config["seeds"], width=config["width"],
+                         params=n_params, queries=n_query, **variant,
+                         precompute_=bool(influence.precompute_),
+                         store_mib=influence.store_nbytes_ / 2**20,
+                         influence_fit_s=fit_s, transform_s=time.perf_counter() - start,
+                         peak_mib=peak_rss_mib() - base))
     queue.put(rows)
 
 
@@ -176,12 +187,17 @@ def sweep(which, args):
               [dict(SWEEP_BASE, **{which: v}, query_counts=[SWEEP_BASE["queries"]])
                for v in SWEEPS[which]])
     results = []
-    for point in points:
-        config = dict(point, epochs=args.epochs, damping=args.sweep_damping, variants=variants)
-        for row in in_subprocess(sweep_point, config):
-            print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row.items()), flush=True)
-            results.append(row)
+    with tempfile.TemporaryDirectory() as folder:
+        for point in points:
+            config = dict(point, epochs=args.epochs, damping=args.sweep_damping)
+            path = os.path.join(folder, "ensemble.joblib")
+            fitted = in_subprocess(fit_point, config, path)
+            for variant in variants:
+                for row in in_subprocess(variant_point, config, variant, path):
+                    row.update(fitted)
+                    print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in row.items()), flush=True)
+                    results.append(row)
     size = "params" if which == "width" else which
     print(f"\ngrowth exponents in {size} (between the two largest):")
     for variant in variants:
