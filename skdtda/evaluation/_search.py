@@ -204,6 +204,8 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
     See Also
     --------
     query_folds : the matching data and cross-validation folds.
+    AttributionSearchCV : the search with this scorer and those folds, refitted on the
+        training rows.
 
     Notes
     -----
@@ -211,6 +213,9 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
     :mod:`skdtda.evaluation` and ``docs/evaluation.md``. After the search,
     fit the chosen settings on the training rows yourself:
     ``clone(search.estimator).set_params(**search.best_params_).fit(X_train, y_train)``.
+    Pass ``error_score="raise"`` to ``GridSearchCV``: with its default, NaN, the
+    scorer's refusals (an influence fitted on other rows, rows that are not
+    queries) and any failing candidate become NaN scores and warnings.
     """
     remove = np.asarray(remove)
     if remove.dtype != bool or remove.ndim != 2:
