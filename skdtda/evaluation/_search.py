@@ -35,8 +35,8 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._agreement import distribution_change, lds
 from .._inputs import is_dataset, n_rows, take_rows
-from ._metrics import predict_distributions
 from ..influence._base import CONVENTION
+from ._metrics import predict_distributions
 from ._retrain import removal_masks
 
 __all__ = ["AttributionSearchCV", "make_lds_scorer", "query_folds"]
