@@ -90,6 +90,15 @@ def _scorer(f, n_train=N):
     return ev.make_lds_scorer(f.truth, remove=remove, X_query=f.X[:5], y_query=f.y[:5])
 
 
+def _search(f, **params):
+    """An AttributionSearchCV over the fixture's truth (6 sets of N rows, 5 queries)."""
+    settings = dict(actual=f.truth, remove=ev.random_subsets(N, 6, random_state=0),
+                    X_query=f.X[:5], y_query=f.y[:5], n_splits=2, random_state=0)
+    settings.update(params)
+    return ev.AttributionSearchCV(InfluenceTransformer(f.ens), {"curvature": ["ggn"]},
+                                  **settings)
+
+
 def _rmsprop_unrolled(f):
     net = _clf_net(torch.optim.RMSprop).set_params(max_epochs=1)
     ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(f.X, f.y)
@@ -553,6 +562,27 @@ CASES = [
      "the influence attributes 45 training rows but the ground truth removes rows of 40"),
     ("ev-scorer-unknown-query", lambda f: _scorer(f)(f.influence, f.X[10:15], f.y[10:15]),
      ValueError, "the scorer got rows that are not among the ground truth's query points"),
+    ("ev-search-rows", lambda f: _search(f).fit(f.X[:40], f.y[:40]), ValueError,
+     "X has 40 rows but the removal sets of the ground truth remove rows of 45"),
+    ("ev-search-remove", lambda f: _search(f, remove=[[0]]).fit(f.X, f.y), ValueError,
+     r"remove must be the boolean matrix \(n_sets, n_train\)"),
+    ("ev-search-sets", lambda f: _search(f, remove=np.zeros((3, N), bool)).fit(f.X, f.y),
+     ValueError, "the ground truth covers 6 sets and 5 queries, but remove has 3 sets"),
+    ("ev-search-y_query", lambda f: _search(f, y_query=f.y[:4]).fit(f.X, f.y), ValueError,
+     "y_query has 4 rows but X_query has 5"),
+    ("ev-search-y", lambda f: _search(f).fit(f.X, f.y[:-1]), ValueError,
+     "y_train has 44 rows but X_train has 45"),
+    ("ev-search-features", lambda f: _search(f, X_query=f.X[:5, :2]).fit(f.X, f.y),
+     ValueError, "X_query has 2 features but X_train has 4"),
+    ("ev-search-n_splits", lambda f: _search(f, n_splits=1).fit(f.X, f.y), ValueError,
+     r"The 'n_splits' parameter of AttributionSearchCV must be an int in the range \[2, inf\)"),
+    ("ev-search-too-many-splits", lambda f: _search(f, n_splits=6).fit(f.X, f.y), ValueError,
+     "Cannot have number of splits n_splits=6 greater than the number of samples: "
+     "n_samples=5"),
+    ("ev-search-transform-unfitted", lambda f: _search(f).transform(f.X), NotFittedError,
+     "not fitted yet"),
+    ("ev-search-score-unfitted", lambda f: _search(f).score(f.X[:5], f.y[:5]), NotFittedError,
+     "not fitted yet"),
     ("ev-retrain-pipeline-last-step", lambda f: ev.retrain_distributions(
         _to_logistic(), f.X, f.y, f.X[:3], remove=[[0]]), ValueError,
      "retrain_distributions: " + _LAST_STEP),

@@ -4,8 +4,10 @@ import atexit
 import shutil
 import tempfile
 
+import numpy as np
 import pytest
 import torch
+from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 from sklearn.linear_model import LogisticRegression, Ridge, SGDRegressor
 from sklearn.neural_network import MLPClassifier
@@ -91,3 +93,37 @@ def test_sklearn_compatible(estimator, check):
 def test_param_validation():
     for estimator in (_classifier(), _regressor(), InfluenceTransformer(_classifier())):
         check_param_validation(type(estimator).__name__, estimator)
+
+
+def _search():
+    """An AttributionSearchCV with a ground truth of 4 sets over 20 rows and 5 queries: the
+    checks of its conventions below need no fit on the checks' own data."""
+    from skdtda.evaluation import AttributionSearchCV, random_subsets
+
+    rng = np.random.RandomState(0)
+    before = rng.normal(size=(2, 5))
+    truth = (before, before[None] + rng.normal(size=(4, 2, 5)))
+    return AttributionSearchCV(InfluenceTransformer(_classifier()), {"curvature": ["ggn"]},
+                               actual=truth, remove=random_subsets(20, 4, random_state=0),
+                               X_query=rng.normal(size=(5, 5)), y_query=np.arange(5) % 2,
+                               n_splits=2, random_state=0)
+
+
+# The estimator checks that need no fit on their own data: every other check fits on rows
+# that are not the ground truth's training rows, which the search refuses by design.
+SEARCH_CHECKS = [estimator_checks.check_estimator_cloneable,
+                 estimator_checks.check_estimator_repr,
+                 estimator_checks.check_no_attributes_set_in_init,
+                 estimator_checks.check_parameters_default_constructible,
+                 estimator_checks.check_get_params_invariance,
+                 estimator_checks.check_set_params,
+                 estimator_checks.check_do_not_raise_errors_in_init_or_set_params,
+                 estimator_checks.check_mixin_order,
+                 estimator_checks.check_valid_tag_types,
+                 estimator_checks.check_estimator_tags_renamed,
+                 check_param_validation]
+
+
+@pytest.mark.parametrize("check", SEARCH_CHECKS, ids=lambda check: check.__name__)
+def test_attribution_search_follows_the_conventions(check):
+    check("AttributionSearchCV", _search())

@@ -12,10 +12,11 @@ from sklearn.preprocessing import StandardScaler
 from skorch import NeuralNetClassifier
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
-from skdtda.evaluation import (Distributions, bootstrap_ci, distribution_change, lds,
-                               leave_one_out, loo_correlation, make_lds_scorer, noise_ceiling,
-                               predict_distributions, query_folds, random_subsets,
-                               removal_masks, retrain_distributions, score_report)
+from skdtda.evaluation import (AttributionSearchCV, Distributions, bootstrap_ci,
+                               distribution_change, lds, leave_one_out, loo_correlation,
+                               make_lds_scorer, noise_ceiling, predict_distributions,
+                               query_folds, random_subsets, removal_masks,
+                               retrain_distributions, score_report)
 from skdtda.ensemble import _retrain
 from skdtda.nets import MLP
 
@@ -360,12 +361,19 @@ def test_exact_influence_scores_near_one_on_logistic_regression(iris, float64):
     assert lds(pred, truth) > 0.9
 
 
-def test_grid_search_selects_settings_on_query_folds(iris):
+@pytest.fixture(scope="module")
+def searched(iris):
+    """A fitted ensemble and its retrained truth on 10 sets and 25 queries, for the searches."""
     X, y = iris
     ens = _ensemble(n_seeds=4, epochs=15).fit(X, y)
     queries = np.arange(0, 150, 6)
     remove = random_subsets(len(X), 10, keep_fraction=0.8, random_state=0)
     truth = retrain_distributions(ens, X, y, X[queries], y[queries], remove=remove, n_seeds=8)
+    return X, y, ens, queries, remove, truth
+
+
+def test_grid_search_selects_settings_on_query_folds(searched):
+    X, y, ens, queries, remove, truth = searched
     scorer = make_lds_scorer(truth, remove=remove, X_query=X[queries], y_query=y[queries])
     X_cv, y_cv, cv = query_folds(X, y, X[queries], y[queries], n_splits=3, random_state=0)
     search = GridSearchCV(InfluenceTransformer(ens), {"curvature": ["ggn", "identity"]},
@@ -388,3 +396,61 @@ def test_grid_search_selects_settings_on_query_folds(iris):
         scorer(wrong, X[queries], y[queries])
     with pytest.raises(ValueError, match="not among the ground truth's query points"):
         scorer(fitted, X[:3] + 1, y[:3])
+
+
+def test_attribution_search_is_the_grid_search_on_query_folds_refitted_on_the_training_rows(
+        searched):
+    X, y, ens, queries, remove, truth = searched
+    grid = {"curvature": ["ggn", "identity"]}
+    search = AttributionSearchCV(InfluenceTransformer(ens), grid, actual=truth, remove=remove,
+                                 X_query=X[queries], y_query=y[queries], n_splits=3,
+                                 random_state=0).fit(X, y)
+    # the truth: the search by hand, as docs/evaluation.md writes it
+    scorer = make_lds_scorer(truth, remove=remove, X_query=X[queries], y_query=y[queries])
+    X_cv, y_cv, cv = query_folds(X, y, X[queries], y[queries], n_splits=3, random_state=0)
+    by_hand = GridSearchCV(InfluenceTransformer(ens), grid, scoring=scorer, cv=cv,
+                           refit=False).fit(X_cv, y_cv)
+    for key in ["params", "rank_test_score", "mean_test_score", "std_test_score",
+                *(f"split{k}_test_score" for k in range(3))]:
+        np.testing.assert_array_equal(search.cv_results_[key], by_hand.cv_results_[key])
+    assert search.best_params_ == by_hand.best_params_
+    assert search.best_score_ == by_hand.best_score_
+    assert search.best_index_ == by_hand.best_index_ and search.n_splits_ == 3
+    # refitted on the 150 training rows alone, as fitting the best settings by hand
+    best = clone(by_hand.estimator).set_params(**by_hand.best_params_).fit(X, y)
+    assert search.best_estimator_.n_train_ == best.n_train_ == len(X)
+    np.testing.assert_allclose(search.transform(X[:4]), best.transform(X[:4]), rtol=1e-6)
+    np.testing.assert_allclose(search.influence_samples(X[:4], y[:4]),
+                               best.influence_samples(X[:4], y[:4]), rtol=1e-6)
+    assert search.score(X[queries], y[queries]) == pytest.approx(scorer(best, X[queries],
+                                                                        y[queries]))
+    assert search.get_feature_names_out()[0] == "train0"
+    # sklearn's conventions for a meta-estimator
+    params = search.get_params()
+    assert params["remove"] is remove and params["actual"] is truth
+    assert not hasattr(clone(search), "best_estimator_")
+
+
+def test_a_failing_candidate_raises_its_error_instead_of_scoring_nan(searched):
+    X, y, ens, queries, remove, truth = searched
+    grid = {"curvature": ["identity", "nope"]}
+    settings = dict(actual=truth, remove=remove, X_query=X[queries], y_query=y[queries],
+                    n_splits=3, random_state=0)
+    with pytest.raises(ValueError, match="The 'curvature' parameter of InfluenceTransformer"):
+        AttributionSearchCV(InfluenceTransformer(ens), grid, **settings).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+def test_a_plain_grid_search_says_how_to_search_in_its_warning(searched):
+    """What GridSearchCV does with the scorer and cv=3 (error_score=nan, its default): each
+    fold's influence attributes 100 of the 150 retrained rows, the scorer refuses it, and
+    scikit-learn turns the error into a NaN score; its warning carries the way out. (A
+    fitted ensemble would not make the fits fail: GridSearchCV clones it unfitted.)"""
+    X, y, ens, queries, remove, truth = searched
+    scorer = make_lds_scorer(truth, remove=remove, X_query=X[queries], y_query=y[queries])
+    plain = GridSearchCV(InfluenceTransformer(_ensemble(n_seeds=2, epochs=2),
+                                              curvature="identity"),
+                         {"statistic": ["mean"]}, scoring=scorer, cv=3)
+    with pytest.warns(UserWarning, match="Search with skdtda.evaluation.AttributionSearchCV"):
+        plain.fit(X, y)
+    assert np.isnan(plain.cv_results_["mean_test_score"]).all()

@@ -344,6 +344,15 @@ def test_query_folds_and_scorer_take_a_pipelines_raw_rows(shop, sparse_rows, for
     expected = ev.lds(ev.predict_distributions(fitted, q, np.asarray(yq)[fold], remove=remove),
                       truth.subset(queries=fold))
     assert search.cv_results_["split1_test_score"][0] == pytest.approx(expected)
+    # the meta-estimator runs that search on these rows, and refits on the training rows
+    meta = ev.AttributionSearchCV(InfluenceTransformer(pipe), {"curvature": ["ggn", "identity"]},
+                                  actual=truth, remove=remove, X_query=Xq, y_query=yq,
+                                  n_splits=3, random_state=0).fit(X, y)
+    for key in ["mean_test_score", "split0_test_score", "split1_test_score"]:
+        np.testing.assert_array_equal(meta.cv_results_[key], search.cv_results_[key])
+    assert meta.best_params_ == search.best_params_
+    assert meta.best_estimator_.n_train_ == n
+    assert meta.transform(q).shape == (len(fold), n)
     # a row that is no query is refused, in any form
     other = {"documents": lambda: ["superb superb film"],
              "dataframe": lambda: Xq.iloc[:1].assign(weight=Xq["weight"].iloc[:1] + 1),

@@ -7,8 +7,10 @@
 - :func:`lds` (the paper's Eq. 11, for any discrepancy: the distributional LDS),
   :func:`loo_correlation`, :func:`noise_ceiling`, :func:`bootstrap_ci` and
   :func:`score_report` compare the two.
-- :func:`make_lds_scorer` and :func:`query_folds` tune attribution settings
-  with ``GridSearchCV``, folding over query points with the ground truth fixed.
+- :class:`AttributionSearchCV` tunes attribution settings against the ground
+  truth, folding over query points with the training rows fixed, and refits the
+  best on the training rows; :func:`make_lds_scorer` and :func:`query_folds` are
+  the same search by hand with ``GridSearchCV``.
 """
 
 from .._agreement import (bootstrap_ci, distribution_change, lds, loo_correlation,
@@ -16,9 +18,9 @@ from .._agreement import (bootstrap_ci, distribution_change, lds, loo_correlatio
 from ._metrics import predict_distributions
 from ._retrain import (Distributions, leave_one_out, random_subsets, removal_masks,
                        retrain_distributions)
-from ._search import make_lds_scorer, query_folds
+from ._search import AttributionSearchCV, make_lds_scorer, query_folds
 
-__all__ = ["Distributions", "bootstrap_ci", "distribution_change", "lds", "leave_one_out",
-           "loo_correlation", "make_lds_scorer", "noise_ceiling", "predict_distributions",
-           "query_folds", "random_subsets", "removal_masks", "retrain_distributions",
-           "score_report"]
+__all__ = ["AttributionSearchCV", "Distributions", "bootstrap_ci", "distribution_change",
+           "lds", "leave_one_out", "loo_correlation", "make_lds_scorer", "noise_ceiling",
+           "predict_distributions", "query_folds", "random_subsets", "removal_masks",
+           "retrain_distributions", "score_report"]

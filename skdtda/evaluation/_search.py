@@ -10,23 +10,43 @@ parameters fitted to queries, so the score on held-out queries is an honest
 estimate only in the sense that matters here: the *selection* among settings
 is made on some queries and can be checked on others (keep a final set of
 queries out of the search for the number you report).
+
+:class:`AttributionSearchCV` does all of it in one ``fit(X_train, y_train)``: the
+folds, the scorer, a ``GridSearchCV`` that raises a failing candidate's error, and
+the refit of the best settings on the training rows alone. With the scorer by hand,
+``GridSearchCV``'s default ``error_score=np.nan`` turns every scoring error into a
+NaN score and a warning (scikit-learn catches any ``Exception`` a scorer raises), so
+the scorer's errors name the way out.
 """
 
+import time
 from collections.abc import Mapping
-from numbers import Number
+from numbers import Integral, Number, Real
 
 import joblib
 import numpy as np
 from scipy import sparse
-from sklearn.model_selection import KFold
-from sklearn.utils.validation import check_array
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils import get_tags
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._agreement import distribution_change, lds
 from .._inputs import is_dataset, n_rows, take_rows
+from ..influence._base import CONVENTION
 from ._metrics import predict_distributions
 from ._retrain import removal_masks
 
-__all__ = ["make_lds_scorer", "query_folds"]
+__all__ = ["AttributionSearchCV", "make_lds_scorer", "query_folds"]
+
+#: How to search correctly, as every refusal of the scorer says it: GridSearchCV turns
+#: a scorer's error into a NaN score and shows the message only in its warning.
+_HOW_TO_SEARCH = ("Search with skdtda.evaluation.AttributionSearchCV, or with the X, y and "
+                  "cv from skdtda.evaluation.query_folds and refit=False (a plain cv=k "
+                  "splits the training rows, and GridSearchCV's default error_score=nan "
+                  "turns this error into NaN scores).")
 
 
 def _is_raw(X):
@@ -120,9 +140,9 @@ class _QueryIndex:
             raise ValueError(self._unknown)
         return np.asarray(found)
 
-    _unknown = ("the scorer got rows that are not among the ground truth's query points. "
-                "Search with the X, y and cv from skdtda.evaluation.query_folds, which score "
-                "held-out queries only; the training folds must be exactly the training rows.")
+    _unknown = ("the scorer got rows that are not among the ground truth's query points: "
+                "it scores held-out queries only, with every training fold exactly the "
+                "retrained training rows. " + _HOW_TO_SEARCH)
 
 
 class _LDSScorer:
@@ -138,8 +158,8 @@ class _LDSScorer:
             raise ValueError(
                 f"the influence attributes {influence.n_train_} training rows but the ground "
                 f"truth removes rows of {n_train}: fit it on exactly the retrained training "
-                "rows (with query_folds, every training fold is those rows; refit=True would "
-                "fit on training rows and queries together)")
+                "rows (refit=True would fit on training rows and queries together). "
+                + _HOW_TO_SEARCH)
         rows = self.queries.lookup(X, y)
         predicted = predict_distributions(influence, self.queries.rows(rows),
                                           self.queries.y[rows], remove=self.remove)
@@ -184,6 +204,8 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
     See Also
     --------
     query_folds : the matching data and cross-validation folds.
+    AttributionSearchCV : the search with this scorer and those folds, refitted on the
+        training rows.
 
     Notes
     -----
@@ -191,6 +213,9 @@ def make_lds_scorer(actual, *, remove, X_query, y_query, discrepancy="mean", q=0
     :mod:`skdtda.evaluation` and ``docs/evaluation.md``. After the search,
     fit the chosen settings on the training rows yourself:
     ``clone(search.estimator).set_params(**search.best_params_).fit(X_train, y_train)``.
+    Pass ``error_score="raise"`` to ``GridSearchCV``: with its default, NaN, the
+    scorer's refusals (an influence fitted on other rows, rows that are not
+    queries) and any failing candidate become NaN scores and warnings.
     """
     remove = np.asarray(remove)
     if remove.dtype != bool or remove.ndim != 2:
@@ -268,3 +293,313 @@ def query_folds(X_train, y_train, X_query, y_query, *, n_splits=5, shuffle=True,
                   random_state=random_state if shuffle else None).split(np.zeros(n_rows(X_query)))
     cv = [(train, n_train + test) for _, test in folds]
     return (_concat_rows(X_train, X_query), np.concatenate([y_train, y_query]), cv)
+
+
+def _best_has(attr):
+    """The refitted best estimator has ``attr``; before fitting, the given estimator has it."""
+
+    def check(self):
+        return hasattr(getattr(self, "best_estimator_", self.estimator), attr)
+
+    return check
+
+
+class AttributionSearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Grid search over attribution settings against a retraining ground truth.
+
+    ``fit(X_train, y_train)`` builds the folds over query rows of
+    :func:`query_folds` and the LDS scorer of :func:`make_lds_scorer`, runs
+    scikit-learn's ``GridSearchCV`` with them (``error_score="raise"``, so a failing
+    candidate raises its own error instead of scoring NaN, and ``refit=False``), then
+    fits the best settings on the training rows alone. Every candidate is fitted on
+    exactly the retrained training rows and scored by the LDS on held-out queries.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The attribution to tune, unfitted (cloned): an :class:`~skdtda.InfluenceTransformer`
+        or :class:`~skdtda.UnrolledInfluence` over a seed ensemble, or over a Pipeline
+        ending in one.
+    param_grid : dict or list of dict
+        Settings to try, as for ``GridSearchCV`` (``"curvature"``, ``"damping"``,
+        ``"estimator__n_seeds"``, ...).
+    actual : Distributions
+        Retrained ground truth from :func:`retrain_distributions`, on the training
+        rows later passed to ``fit``, the removal sets ``remove`` and the queries
+        ``X_query, y_query``.
+    remove : ndarray of bool of shape (n_sets, n_train)
+        The removal sets retrained (True = removed).
+    X_query : {array-like, sparse matrix, DataFrame, list of str}
+        The ``n_query`` query rows measured, in the form the attributed model takes
+        (for a Pipeline, its raw rows).
+    y_query : array-like of shape (n_query,)
+        Their targets.
+    discrepancy : str or callable, default="mean"
+        The discrepancy of the distributional LDS (see :func:`lds`).
+    q : float, default=0.5
+        Quantile for ``discrepancy="quantile"``.
+    method : {"spearman", "pearson"}, default="spearman"
+        Correlation over removal sets.
+    n_splits : int, default=5
+        Folds over the query rows.
+    shuffle : bool, default=True
+        Shuffle the query rows before splitting them into folds.
+    random_state : int, RandomState instance or None, default=None
+        Shuffling of the query rows (``KFold``'s). Pass an int for the same folds
+        at every fit.
+    n_jobs : int, default=None
+        Candidates and folds fitted in parallel by ``GridSearchCV``; None means 1.
+    verbose : int, default=0
+        ``GridSearchCV``'s verbosity.
+
+    Attributes
+    ----------
+    best_params_ : dict
+        The settings with the highest mean LDS over the query folds.
+    best_score_ : float
+        Their mean LDS over the query folds.
+    best_index_ : int
+        Their row in ``cv_results_``.
+    best_estimator_ : estimator object
+        ``estimator`` with ``best_params_``, fitted on the training rows alone.
+    cv_results_ : dict of ndarray
+        ``GridSearchCV``'s results: each fold's LDS (``split{k}_test_score``), their
+        mean, spread and rank, and the fit and score times.
+    scorer_ : callable
+        The LDS scorer (:func:`make_lds_scorer`) of the search.
+    n_splits_ : int
+        Number of query folds.
+    refit_time_ : float
+        Seconds spent fitting ``best_estimator_``.
+    n_features_in_ : int
+        Number of features seen during fit, when the best estimator has it.
+
+    See Also
+    --------
+    make_lds_scorer, query_folds : the same search by hand, with ``GridSearchCV``.
+
+    Notes
+    -----
+    The folds split the queries, never the training rows: an influence fitted on a
+    fold of the training rows would attribute other rows than the ground truth
+    retrained. Attribution settings fit nothing to queries, so the folds measure how
+    stable the choice is across queries; the best of many settings is still chosen on
+    these queries, so report its score on queries kept out of the search.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import Ridge
+    >>> from skdtda import InfluenceTransformer, SeedEnsembleRegressor
+    >>> from skdtda.evaluation import (AttributionSearchCV, random_subsets,
+    ...                                retrain_distributions)
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> X_train, y_train, X_q, y_q = X[:60], y[:60], X[60:80], y[60:80]
+    >>> ens = SeedEnsembleRegressor(Ridge(alpha=0.1), n_seeds=2, random_state=0)
+    >>> sets = random_subsets(60, n_sets=8, keep_fraction=0.8, random_state=0)
+    >>> truth = retrain_distributions(ens, X_train, y_train, X_q, y_q, remove=sets)
+    >>> search = AttributionSearchCV(InfluenceTransformer(ens),
+    ...                              {"curvature": ["exact", "identity"]}, actual=truth,
+    ...                              remove=sets, X_query=X_q, y_query=y_q, n_splits=2,
+    ...                              random_state=0).fit(X_train, y_train)
+    >>> search.best_params_, search.best_estimator_.n_train_
+    ({'curvature': 'exact'}, 60)
+    >>> search.transform(X_q[:3]).shape
+    (3, 60)
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit"])],
+        "param_grid": [dict, list],
+        "actual": "no_validation",  # these four are checked by make_lds_scorer
+        "remove": "no_validation",
+        "X_query": "no_validation",
+        "y_query": "no_validation",
+        "discrepancy": [str, callable],
+        "q": [Interval(Real, 0, 1, closed="both")],
+        "method": [StrOptions({"spearman", "pearson"})],
+        "n_splits": [Interval(Integral, 2, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, estimator, param_grid, *, actual, remove, X_query, y_query,
+                 discrepancy="mean", q=0.5, method="spearman", n_splits=5, shuffle=True,
+                 random_state=None, n_jobs=None, verbose=0):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.actual = actual
+        self.remove = remove
+        self.X_query = X_query
+        self.y_query = y_query
+        self.discrepancy = discrepancy
+        self.q = q
+        self.method = method
+        self.n_splits = n_splits
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Search the settings on query folds, then fit the best on ``X, y``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame, list of str}
+            The ``n_train`` training rows that were retrained, in the form the
+            attributed model takes (for a Pipeline, its raw rows).
+        y : array-like of shape (n_train,)
+            Their targets.
+
+        Returns
+        -------
+        self : AttributionSearchCV
+            The fitted search.
+        """
+        scorer = make_lds_scorer(self.actual, remove=self.remove, X_query=self.X_query,
+                                 y_query=self.y_query, discrepancy=self.discrepancy, q=self.q,
+                                 method=self.method)
+        n_train = scorer.remove.shape[1]
+        if n_rows(X) != n_train:
+            raise ValueError(f"X has {n_rows(X)} rows but the removal sets of the ground truth "
+                             f"remove rows of {n_train}: fit on exactly the retrained "
+                             "training rows")
+        X_cv, y_cv, cv = query_folds(X, y, self.X_query, self.y_query, n_splits=self.n_splits,
+                                     shuffle=self.shuffle, random_state=self.random_state)
+        search = GridSearchCV(self.estimator, self.param_grid, scoring=scorer, cv=cv,
+                              refit=False, error_score="raise", n_jobs=self.n_jobs,
+                              verbose=self.verbose).fit(X_cv, y_cv)
+        self.scorer_ = scorer
+        self.cv_results_ = search.cv_results_
+        self.best_index_ = search.best_index_
+        self.best_params_ = search.best_params_
+        self.best_score_ = search.best_score_
+        self.n_splits_ = search.n_splits_
+        start = time.perf_counter()
+        self.best_estimator_ = clone(self.estimator).set_params(**self.best_params_).fit(X, y)
+        self.refit_time_ = time.perf_counter() - start
+        if hasattr(self.best_estimator_, "n_features_in_"):
+            self.n_features_in_ = self.best_estimator_.n_features_in_
+        return self
+
+    def score(self, X, y):
+        """LDS of the best estimator on query rows, as the search scored each fold.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, DataFrame, list of str}
+            Rows among ``X_query``.
+        y : array-like of shape (n_rows,)
+            Their targets.
+
+        Returns
+        -------
+        score : float
+            The distributional LDS on these queries, in [-1, 1] (see :func:`lds`).
+        """
+        check_is_fitted(self)
+        return self.scorer_(self.best_estimator_, X, y)
+
+    @available_if(_best_has("transform"))
+    def transform(self, X):
+        """Influence scores of the best estimator (its ``transform``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_query, n_features)
+            Query rows; their targets are the ensemble's predictions.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_query, n_train)
+            The best estimator's statistic of every training row on every query.
+
+        Notes
+        -----
+        {convention}
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.transform(X)
+
+    @available_if(_best_has("influence_samples"))
+    def influence_samples(self, X, y=None):
+        """Per-seed predicted changes of the best estimator (its ``influence_samples``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_query, n_features)
+            Query rows.
+        y : array-like of shape (n_query,), default=None
+            Query targets; None uses the ensemble's prediction.
+
+        Returns
+        -------
+        delta : ndarray of shape (n_seeds, n_query, n_train)
+            Each member's predicted change of each query's measurement when each
+            training row is removed.
+
+        Notes
+        -----
+        {convention}
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.influence_samples(X, y)
+
+    @available_if(_best_has("predict_removal_sets"))
+    def predict_removal_sets(self, X, y=None, remove=None):
+        """The best estimator's samples before and after each removal set.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_query, n_features)
+            Query rows.
+        y : array-like of shape (n_query,), default=None
+            Query targets; None uses the ensemble's prediction.
+        remove : array-like of bool of shape (n_sets, n_train)
+            The removal sets, True where a training row is removed.
+
+        Returns
+        -------
+        before : ndarray of shape (n_seeds, n_query)
+            Each attributed member's measurement.
+        after : ndarray of shape (n_sets, n_seeds, n_query)
+            Its predicted samples after each removal.
+
+        Notes
+        -----
+        {convention}
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.predict_removal_sets(X, y, remove)
+
+    @available_if(_best_has("get_feature_names_out"))
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns of :meth:`transform`: one per training row.
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        names : ndarray of str of shape (n_train,)
+        """
+        check_is_fitted(self)
+        return self.best_estimator_.get_feature_names_out(input_features)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = get_tags(self.estimator).input_tags.sparse
+        tags.target_tags.required = True
+        return tags
+
+
+for _name in ("transform", "influence_samples", "predict_removal_sets"):
+    # available_if copies the function's docstring when the method is looked up
+    _method = vars(AttributionSearchCV)[_name].fn
+    _method.__doc__ = _method.__doc__.replace("{convention}",
+                                              CONVENTION.replace("\n    ", "\n        "))
