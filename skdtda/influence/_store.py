@@ -40,6 +40,7 @@ from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..model import LayeredMember
 from ..model.layers import DensePatches
+from ._scoring import LowRank
 
 __all__ = ["BLOCK_BUDGET", "PRODUCT_BUDGET", "STORE_BUDGET", "STORE_VERSION", "StoreUnavailable",
            "TrainingStore", "store_folder"]
@@ -242,8 +243,8 @@ def _take(array, rows, device):
 
 def _product(v, form, rows):
     """``v_q^T g_k`` of one block for every query and row, (nq, nt); ``v`` is
-    flattened blocks or a :class:`~skdtda.influence._scoring.LowRank`."""
-    if hasattr(v, "response"):  # rank-R queries (query_rank=)
+    flattened blocks or a :class:`LowRank`."""
+    if isinstance(v, LowRank):  # rank-R queries (query_rank=)
         if form[0] != "factors":
             return _product(v.dense(), form, rows)
         _, n_pos, size, width = form
