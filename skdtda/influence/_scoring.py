@@ -23,7 +23,7 @@ from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
 from ..model import measure_all
-from ..model.layers import SparsePatches, one_patch_per_row
+from ..model.layers import DensePatches, SparsePatches, one_patch_per_row
 
 __all__ = ["GRADIENT_BUDGET", "LowRank", "SOLUTION_BUDGET", "Scoring", "query_chunk",
            "row_chunk"]
@@ -294,7 +294,7 @@ def _responses(member, solved, X, y):
     parts = []
     for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
         if isinstance(s, LowRank):
-            if hasattr(p, "rotated"):
+            if isinstance(p, (DensePatches, SparsePatches)):  # products through a
                 parts.append(s.response(p.rotated(s.by_input()), g))
                 continue
             s = s.dense()
