@@ -1,6 +1,6 @@
 """
 Fit once, ask many: stored training gradients and rank-R queries
-=================================================================
+================================================================
 
 A user exploring a model asks one question after another: why this
 prediction, and this one? :class:`~skdtda.InfluenceTransformer` answers each
@@ -112,7 +112,7 @@ fig.tight_layout()
 
 # %%
 # Reductions that cost one query: a validation set, and each row on itself
-# -----------------------------------------------------------------------
+# ------------------------------------------------------------------------
 # ``mean_influence_samples`` gives the change of the validation set's *mean*
 # loss (its solved gradients are summed first); ``self_influence_samples`` the
 # change of each training row's own loss when it is removed, which is large
