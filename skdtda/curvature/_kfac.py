@@ -311,10 +311,10 @@ class KroneckerCurvature(Curvature):
             total = part.double() if total is None else total + part.double()
         return total
 
-    def _inverses(self):
-        """Per layer, the inverse of the damped eigenvalues in the eigenbasis, (out, in):
-        zero where an undamped eigenvalue vanishes (as :meth:`_solve_rotated`)."""
-        out = []
+    def _denominators(self):
+        """Per layer, the damped eigenvalues in the eigenbasis, (out, in), and where an
+        undamped eigenvalue may vanish (no damping, weight decay or penalty floor)
+        the mask of those kept (None otherwise): the others are dropped, not divided by."""
         for f, penalty, scale in zip(self.factors, self.penalty, self.layer_scale):
             shift = self.damping * scale + self.member.weight_decay
             denom = f["eig"] + shift
@@ -322,28 +322,21 @@ class KroneckerCurvature(Curvature):
             if penalty is not None:
                 denom = denom + penalty.to(denom.dtype)
                 floor = shift + float(penalty.min())
-            if floor == 0:
-                safe = denom > denom.max() * 1e-12
-                out.append(torch.where(safe, 1 / torch.where(safe, denom, 1), 0))
-            else:
-                out.append(1 / denom)
-        return out
+            yield denom, (denom > denom.max() * 1e-12 if floor == 0 else None)
+
+    def _inverses(self):
+        """Per layer, the inverse of :meth:`_denominators`, zero where one is dropped."""
+        return [1 / denom if safe is None else torch.where(safe, 1 / torch.where(safe, denom, 1), 0)
+                for denom, safe in self._denominators()]
 
     def _solve_rotated(self, rotated_blocks):
         """Divide blocks already in the eigenbases by the damped eigenvalues (in place
         where the dtypes allow: the blocks are the caller's own temporaries), rotate
         back."""
         out = []
-        for rotated, f, penalty, scale in zip(rotated_blocks, self.factors, self.penalty,
-                                              self.layer_scale):
-            shift = self.damping * scale + self.member.weight_decay
-            denom = f["eig"] + shift
-            floor = shift
-            if penalty is not None:
-                denom = denom + penalty.to(denom.dtype)
-                floor = shift + float(penalty.min())
-            if floor == 0:
-                safe = denom > denom.max() * 1e-12
+        for rotated, f, (denom, safe) in zip(rotated_blocks, self.factors,
+                                             self._denominators()):
+            if safe is not None:
                 rotated = torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
             elif rotated.dtype == torch.promote_types(rotated.dtype, denom.dtype):
                 # both callers pass fresh blocks: dividing in place holds one block
