@@ -22,6 +22,16 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak():
+    """Reset VmHWM to the current resident set (Linux), so that :func:`peak_rss_mib`
+    reads the peak of what follows; a no-op elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def in_subprocess(target, *args, label=""):
     """``target(*args, queue)`` in a fresh (spawned) process; the small result it puts
     on ``queue`` (a dict), which is read after the process ends."""

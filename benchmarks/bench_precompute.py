@@ -44,20 +44,11 @@ from sklearn.datasets import make_classification
 from skorch import NeuralNetClassifier
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _memory import peak_rss_mib  # noqa: E402
+from _memory import peak_rss_mib, reset_peak  # noqa: E402
 
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier  # noqa: E402
 from skdtda._loops import chunks  # noqa: E402
 from skdtda.nets import MLP  # noqa: E402
-
-
-def reset_peak():
-    """Reset VmHWM to the current resident set (Linux); a no-op elsewhere."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def timed(fn, repeats=1):

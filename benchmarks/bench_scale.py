@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _memory import in_subprocess, peak_rss_mib  # noqa: E402
+from _memory import in_subprocess, peak_rss_mib, reset_peak  # noqa: E402
 
 
 def _problem(rows, queries, seed=0):
@@ -120,14 +120,6 @@ SWEEPS = {"rows": [2000, 8000, 32000], "queries": [1, 10, 100, 1000],
 SWEEP_BASE = dict(rows=8000, queries=100, seeds=8, width=128)
 
 
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def fit_point(config, path, queue):
     """Fit the ensemble of ``config`` (rows, seeds, width) and save it to ``path``."""
     import joblib
@@ -154,7 +146,7 @@ def variant_point(config, variant, path, queue):
     X, y, X_query = _problem(config["rows"], max(config["query_counts"]))
     ens = joblib.load(path)
     n_params = sum(p.numel() for p in ens.estimators_[0].module_.parameters())
-    _reset_peak()
+    reset_peak()
     base = peak_rss_mib()
     start = time.perf_counter()
     influence = InfluenceTransformer(ens, damping=config["damping"], **variant).fit(X, y)
