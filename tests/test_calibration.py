@@ -8,6 +8,7 @@ truth about as well as the best candidate does.
 """
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ from scipy.stats import spearmanr
 from skdtda import DataPruner, InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.ensemble import _retrain
 from skdtda.evaluation import lds, predict_distributions, random_subsets, retrain_distributions
-from skdtda.influence._calibration import FACTORS
+from skdtda.influence._calibration import (FACTORS, GUARD, PENALTY, _objective, _smooth,
+                                           choose)
 from skdtda.nets import MLP
 
 
@@ -64,6 +66,12 @@ def test_calibrate_records_each_candidate_and_the_fidelity(calibrated):
     assert np.all(np.isfinite(table.mean)) and np.all(np.abs(table.mean) <= 1)
     for estimate, (low, high) in zip(table.mean, table.mean_interval):
         assert low <= estimate <= high
+    # each candidate's gain over the rule's value, with its paired interval
+    rule = int(np.argmin(np.abs(np.log10(FACTORS))))
+    assert table.gain[rule] == 0 and np.all(table.gain_interval[rule] == 0)
+    assert np.all(table.gain_interval[:, 0] <= table.gain_interval[:, 1])
+    if table.chosen != rule:
+        assert table.gain_interval[table.chosen, 0] > 0 and not table.guarded
     assert fidelity.statistic == "mean" and fidelity.damping == calibrated.damping_
     assert fidelity.interval[0] <= fidelity.lds <= fidelity.interval[1]
     assert fidelity.lds_measured == pytest.approx(table.mean[table.chosen])
@@ -134,6 +142,21 @@ def test_auto_calibrates_where_it_is_cheap_and_keeps_the_rule_elsewhere(data, en
         small = InfluenceTransformer(ensemble).fit(X, y)
     assert small.calibration_ is None and small.damping_ == rule.damping_
     assert "keeps its rule and does not calibrate: calibration_budget=3" in caplog.text
+
+
+def test_auto_counts_the_scoring_in_its_time_bound(data, ensemble, caplog, monkeypatch):
+    """``"auto"`` bounds the whole calibration, the candidates' scoring included (on the
+    CNNs of benchmarks/recipes.py the scoring took longer than the retraining)."""
+    from skdtda.influence import _transformer
+
+    X, y, _, _ = data
+    monkeypatch.setattr(_transformer, "AUTO_SECONDS", 1e-6)
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        auto = InfluenceTransformer(ensemble, calibration_budget=6).fit(X, y)
+    assert auto.calibration_ is None
+    assert re.search(r"does not calibrate: it would take about \d+ s, more than 1e-06 s: "
+                     r"\d+ s to retrain 11 sets .* s to score the candidates with 8 members",
+                     caplog.text), caplog.text
 
 
 def test_calibrate_inside_a_grid_search_and_a_pruner(data, ensemble):
@@ -210,3 +233,49 @@ def test_one_member_models(data):
     # twelve seeds it ranged 0.93 to 0.999. The seed (random_state=0) fixes the draw.
     assert fitted.fidelity_.small_sets > 0.9 and fitted.fidelity_.lds_ceiling == 1
     assert fitted.fidelity_.lds >= 0.8  # a Spearman correlation over 4 sets
+
+
+def _noisy_objectives(rng, means, n_queries=40, slope=0.4):
+    """Per-query correlations of the 13 candidates: the candidates' means, plus noise as
+    the calibration's is, smooth over the candidates (each query's score drifts with
+    the damping at a slope of its own, per decade) and shared by them (a hard query is
+    hard at every damping)."""
+    decades = np.log10(FACTORS)[:, None]
+    noise = (rng.normal(0, slope, size=(1, n_queries)) * decades
+             + rng.normal(0.5, 0.2, size=(1, n_queries))
+             + rng.normal(0, 0.02, size=(len(FACTORS), n_queries)))
+    return np.clip(np.asarray(means, dtype=float)[:, None] + noise, -1, 1)
+
+
+def test_the_guard_keeps_the_rule_when_no_candidate_is_better():
+    """The truth: every candidate scores the same in expectation. Without the guard the
+    penalised argmax still moves on noise; with it, the rule stays in at least 90% of
+    draws (its 95% interval, one side)."""
+    rng = np.random.RandomState(0)
+    moved_guarded = moved_plain = 0
+    for _ in range(200):
+        flat = np.zeros(len(FACTORS))
+        large, small = _noisy_objectives(rng, flat), _noisy_objectives(rng, flat)
+        chosen, gain, interval, guarded = choose(large, small, FACTORS)
+        plain = np.argmax(_smooth(_objective(large, small))
+                          - PENALTY * np.abs(np.log10(FACTORS)))
+        moved_guarded += FACTORS[chosen] != 1
+        moved_plain += FACTORS[plain] != 1
+        assert guarded == (chosen != plain)
+    assert moved_guarded <= 0.1 * 200 and moved_plain >= 0.15 * 200, (moved_guarded,
+                                                                          moved_plain)
+
+
+def test_the_guard_lets_a_clear_gain_through():
+    """A candidate a decade below the rule that scores 0.15 higher is taken: its paired
+    interval excludes zero, though the spread of the queries' scores (0.2, and their
+    slopes 0.4 a decade) is larger than the gain."""
+    rng = np.random.RandomState(1)
+    better = np.where(np.isclose(FACTORS, 0.1), 0.15, 0.0)
+    better += np.where(np.isclose(FACTORS, 10 ** -0.75) | np.isclose(FACTORS, 10 ** -1.25),
+                       0.1, 0.0)
+    large, small = _noisy_objectives(rng, better), _noisy_objectives(rng, better)
+    chosen, gain, interval, guarded = choose(large, small, FACTORS)
+    assert FACTORS[chosen] == pytest.approx(0.1) and not guarded
+    assert interval[chosen, 0] > 0 and gain[chosen] > 0.1
+    assert 0.9 < GUARD < 1

@@ -29,8 +29,12 @@ scores:
    variance and the Wasserstein distance are reported beside them.
 6. **Choice**: the objective is smoothed over neighbouring candidates and the
    largest is taken, less a penalty of :data:`PENALTY` per decade away from the
-   rule's value, so that a flat or noisy objective keeps the rule. Statistics
-   of the spread then take their factor, as under ``"auto"``.
+   rule's value, so that a flat or noisy objective keeps the rule.
+7. **Guard**: the candidate taken replaces the rule's value only where its gain
+   over it is clear of noise: the lower end of the gain's 95% interval (queries
+   resampled, the same resample for both, so the interval is of the paired
+   difference) lies above zero. Statistics of the spread then take their factor,
+   as under ``"auto"``.
 
 The retraining costs ``seeds * (1 + n_sets)`` member fits, at most
 ``calibration_budget`` times the ensemble's own ``n_seeds``; the scoring costs
@@ -58,8 +62,8 @@ from .._loops import chunks, progress
 from ..ensemble import member_nets, retrain_sets
 from ..model import functional_member, measure_all
 
-__all__ = ["AUTO_SECONDS", "CALIBRATION_OPTIONS", "CalibrationUnavailable", "FACTORS", "PENALTY",
-           "calibrate"]
+__all__ = ["AUTO_SECONDS", "CALIBRATION_OPTIONS", "CalibrationUnavailable", "FACTORS", "GUARD",
+           "PENALTY", "calibrate"]
 
 logger = logging.getLogger("skdtda")
 
@@ -70,6 +74,11 @@ FACTORS = 10.0 ** (np.arange(-6, 7) / 4)
 #: (about half the width of the objective's 95% interval with the default options).
 #: Chosen on 2026-12-06 on the ten choice recipes of benchmarks/recipes.py.
 PENALTY = 0.05
+#: The confidence of the guard: a candidate replaces the rule's value only where the
+#: lower end of this interval of its gain lies above zero. Added on 2026-12-07 (the
+#: digits CNN of the choice recipes: a calibration whose interval was [0.13, 0.91] moved
+#: the damping 10x and lost 0.08 of mean-LDS to the rule).
+GUARD = 0.95
 #: Shares of the rows that the large and the small removal sets remove.
 LARGE, SMALL = 0.3, 0.05
 #: ``calibration_options`` and their defaults: retrained seeds, query rows (at most; a
@@ -214,22 +223,41 @@ def _set_sums(member, X, y, masks, centre, chunk):
     return [s - counts.to(s.device) * c.double().reshape(1, -1) for s, c in zip(sums, centre)]
 
 
+def _member_shifts(member, curvature, centre, X, y, X_query, y_query, masks, dampings, chunk):
+    """One member's first-order change of each query for each set and damping,
+    ``(n_dampings, n_sets, nq)``; its set sums are formed once."""
+    sums = _set_sums(member, X, y, masks, centre, chunk)
+    queries = member.grads("measurement", X_query, y_query)
+    shifts = np.empty((len(dampings), len(masks), n_rows(X_query)))
+    for i, solved in enumerate(curvature.solve_dampings(queries, dampings)):
+        shift = sum(q.double().reshape(len(q), -1) @ v.T for q, v in zip(solved, sums))
+        shifts[i] = shift.T.cpu().numpy() / n_rows(X)
+    return shifts
+
+
 def predicted_samples(members, curvatures, centres, X, y, X_query, y_query, masks, dampings,
-                      chunk, verbose=0):
+                      chunk, verbose=0, first=None):
     """First-order samples after each set for each damping: ``before`` (S, nq) and
-    ``after`` (n_dampings, n_sets, S, nq); each member's set sums are formed once."""
+    ``after`` (n_dampings, n_sets, S, nq). ``first``: the first member's shifts, where
+    they are already known."""
     before = measure_all(members, X_query, y_query)
     shifts = np.zeros((len(dampings), len(masks)) + before.shape)
     with progress(len(members), "calibration: scoring the candidates", "seed",
                   verbose) as bar:
         for s, (member, curvature, centre) in enumerate(zip(members, curvatures, centres)):
-            sums = _set_sums(member, X, y, masks, centre, chunk)
-            queries = member.grads("measurement", X_query, y_query)
-            for i, solved in enumerate(curvature.solve_dampings(queries, dampings)):
-                shift = sum(q.double().reshape(len(q), -1) @ v.T for q, v in zip(solved, sums))
-                shifts[i, :, s] = shift.T.cpu().numpy() / n_rows(X)
+            shifts[:, :, s] = first if s == 0 and first is not None else _member_shifts(
+                member, curvature, centre, X, y, X_query, y_query, masks, dampings, chunk)
             bar.update()
     return before, before[None, None] + shifts
+
+
+def correlations(before, after, actual, sets, statistic, method, q=0.5):
+    """Per-query correlation over the removal sets ``sets`` (a slice) of the predicted
+    change of ``statistic`` (samples ``before`` (S, nq), ``after`` (n_sets, S, nq))
+    with the retrained one (``actual``: the retraining's ``(before, after)``), (nq,)."""
+    predicted = distribution_change((before, after[sets]), statistic, q=q)
+    retrained = distribution_change((actual[0], actual[1][sets]), statistic, q=q)
+    return per_query_correlation(predicted, retrained, method)
 
 
 def _summary(r, rng):
@@ -240,7 +268,7 @@ def _summary(r, rng):
 
 
 def _smooth(values):
-    """A [1, 2, 1] moving average over neighbouring candidates (ends: [2, 1])."""
+    """A [1, 2, 1] moving average over neighbouring candidates (axis 0; ends: [2, 1])."""
     v = np.asarray(values, dtype=np.float64)
     out = v.copy()
     if len(v) > 2:
@@ -272,12 +300,54 @@ def _disattenuated(value, ceiling):
     return float(np.clip(value / ceiling, -1, 1))
 
 
-def choose(objective, factors):
-    """Index of the chosen candidate: the smoothed objective less :data:`PENALTY` per
-    decade away from the rule's value (``factors`` = 1), largest first."""
-    penalised = _smooth(np.nan_to_num(objective, nan=-1.0)) - PENALTY * np.abs(
-        np.log10(factors))
-    return int(np.argmax(penalised))
+def _objective(large, small):
+    """The objective of each candidate: the mean of its two mean correlations over the
+    queries (``large``, ``small``: per-query correlations, (..., n_candidates,
+    n_queries)); -1 where neither is defined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        both = np.stack([np.nanmean(large, axis=-1), np.nanmean(small, axis=-1)])
+        return np.nan_to_num(np.nanmean(both, axis=0), nan=-1.0)
+
+
+def choose(large, small, factors, n_resamples=1000, random_state=0):
+    """The chosen candidate, and each candidate's gain over the rule's value.
+
+    The objective (:func:`_objective`) is smoothed over neighbouring candidates;
+    the largest, less :data:`PENALTY` per decade away from the rule's value
+    (``factors`` = 1), is taken where the lower end of its paired gain's 95%
+    interval (queries resampled, :data:`GUARD`) lies above zero; else the rule's
+    value is kept.
+
+    Parameters
+    ----------
+    large, small : ndarray of shape (n_candidates, n_queries)
+        Per-query correlations of each candidate over the large and the small sets.
+    factors : ndarray of shape (n_candidates,)
+        The candidates as multiples of the rule's damping (one of them 1).
+
+    Returns
+    -------
+    chosen : int
+    gain : ndarray of shape (n_candidates,)
+        The smoothed objective less the rule's.
+    interval : ndarray of shape (n_candidates, 2)
+        Its 95% interval.
+    guarded : bool
+        Whether the guard kept the rule's value over a candidate that scored higher.
+    """
+    rule = int(np.argmin(np.abs(np.log10(factors))))
+    smoothed = _smooth(_objective(large, small))
+    penalised = smoothed - PENALTY * np.abs(np.log10(factors))
+    best = int(np.argmax(penalised))
+    rng = check_random_state(random_state)
+    draws = rng.randint(large.shape[1], size=(n_resamples, large.shape[1]))
+    resampled = _smooth(_objective(np.moveaxis(large[:, draws], 0, 1),
+                                   np.moveaxis(small[:, draws], 0, 1)).T)
+    gains = resampled - resampled[rule]
+    interval = np.quantile(gains, [(1 - GUARD) / 2, (1 + GUARD) / 2], axis=1).T
+    clear = best == rule or interval[best, 0] > 0
+    return (best if clear else rule), smoothed - smoothed[rule], interval, not clear
 
 
 def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1.0,
@@ -344,47 +414,60 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     logger.info("damping='calibrate': retraining %d removal sets (%d of %d%%, %d of %d%% of "
                 "the rows) with %d seeds, %d query rows", n_sets, n_large, LARGE * 100,
                 n_sets - n_large, SMALL * 100, seeds, n_queries)
+    dampings = center * FACTORS
+    # the candidates, and each times the ratio (the final damping of every choice)
+    solved = dampings if ratio == 1 else np.concatenate([dampings, dampings * ratio])
+    scored = slice(0, SCORED_MEMBERS)
+    members = influence._members[scored]
+    args = (X_net, y_net, X_net[queries], y_net[queries], masks, solved,
+            influence._train_chunk())
+    tic = time.perf_counter()
+    first = _member_shifts(members[0], influence.curvatures_[0], influence._centres[0], *args)
+    scoring = (time.perf_counter() - tic) * len(members)
     tic = time.perf_counter()
     before = retrain_sets(template, X, y, masks[:0], measure, folder=folder)[0]
     seconds = time.perf_counter() - tic
     # the sets train on fewer rows: their steps scale with the kept rows
     estimate = seconds * (n_large * (1 - LARGE) + (n_sets - n_large) * (1 - SMALL))
-    if max_seconds is not None and estimate > max_seconds:
+    if max_seconds is not None and estimate + scoring > max_seconds:
         raise CalibrationUnavailable(
-            f"its retraining would take about {estimate:.0f} s ({n_sets} sets; the fit on all "
-            f"rows took {seconds:.1f} s), more than {max_seconds:g} s")
+            f"it would take about {estimate + scoring:.0f} s, more than {max_seconds:g} s: "
+            f"{estimate:.0f} s to retrain {n_sets} sets (the fit on all rows took "
+            f"{seconds:.1f} s) and {scoring:.0f} s to score the candidates with "
+            f"{len(members)} members")
     actual = retrain_sets(template, X, y, masks, measure, before=before, folder=folder,
                           n_jobs=n_jobs, verbose=verbose,
                           desc="calibration: retraining removal sets")
-    dampings = center * FACTORS
-    # the candidates, and each times the ratio (the final damping of every choice)
-    solved = dampings if ratio == 1 else np.concatenate([dampings, dampings * ratio])
-    scored = slice(0, SCORED_MEMBERS)
-    before, after = predicted_samples(
-        influence._members[scored], influence.curvatures_[scored], influence._centres[scored],
-        X_net, y_net, X_net[queries], y_net[queries], masks, solved,
-        influence._train_chunk(), verbose)
+    before, after = predicted_samples(members, influence.curvatures_[scored],
+                                      influence._centres[scored], *args, verbose=verbose,
+                                      first=first)
     parts = {"large": slice(0, n_large), "small": slice(n_large, n_sets)}
     score_rng = check_random_state(0)
 
     def score(i, part, stat, method):
-        predicted = distribution_change((before, after[i, parts[part]]), stat, q=q)
-        retrained = distribution_change((actual[0], actual[1][parts[part]]), stat, q=q)
-        return _summary(per_query_correlation(predicted, retrained, method), score_rng)
+        return _summary(correlations(before, after[i], actual, parts[part], stat, method, q),
+                        score_rng)
 
+    large, small = (np.array([correlations(before, after[i], actual, parts[part], "mean",
+                                           method, q) for i in range(len(dampings))])
+                    for part, method in (("large", "spearman"), ("small", "pearson")))
     table = {key: [] for key in ("mean", "mean_interval", "variance", "wasserstein",
-                                 "small", "small_interval", "objective")}
+                                 "small", "small_interval")}
     for i in range(len(dampings)):
-        mean, mean_ci = score(i, "large", "mean", "spearman")
-        small_mean, small_ci = score(i, "small", "mean", "pearson")
-        table["mean"].append(mean)
-        table["mean_interval"].append(mean_ci)
-        table["small"].append(small_mean)
-        table["small_interval"].append(small_ci)
+        for key, r in (("mean", large[i]), ("small", small[i])):
+            value, interval = _summary(r, score_rng)
+            table[key].append(value)
+            table[f"{key}_interval"].append(interval)
         for stat in ("variance", "wasserstein"):
             table[stat].append(score(i, "large", stat, "spearman")[0])
-        table["objective"].append(np.nanmean([mean, small_mean]))
-    chosen = choose(np.asarray(table["objective"]), FACTORS)
+    table["objective"] = _objective(large, small)
+    chosen, gain, gain_interval, guarded = choose(large, small, FACTORS)
+    table.update(gain=gain, gain_interval=gain_interval, guarded=guarded)
+    if guarded:
+        best = int(np.argmax(_smooth(table["objective"]) - PENALTY * np.abs(np.log10(FACTORS))))
+        logger.info("damping='calibrate' keeps the rule's %.4g: %.4g scored %.2f higher, within "
+                    "its noise (95%% interval [%.2f, %.2f])", center, dampings[best],
+                    gain[best], *gain_interval[best])
     logger.info("damping='calibrate' chose %.4g (%.3g x the rule's %.4g): mean-LDS %.2f, "
                 "small-set correlation %.2f", dampings[chosen], FACTORS[chosen], center,
                 table["mean"][chosen], table["small"][chosen])

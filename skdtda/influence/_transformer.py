@@ -125,7 +125,8 @@ default="auto"
         without random sets of rows (at most ``calibration_budget`` times the
         ensemble's own fit), scores candidate dampings around the rule's value
         (1/31.6x to 31.6x) by how well they predict that retraining, and takes
-        the best (``calibration_``, ``fidelity_``; docs/influence.md, "How far to
+        the best where its gain over the rule's value is clear of the noise
+        (``calibration_``, ``fidelity_``; docs/influence.md, "How far to
         trust the scores"). A float is the explicit choice; with
         ``curvature="exact"`` or ``"ggn"``, 0 gives the pseudo-inverse (null
         space dropped).
@@ -286,9 +287,12 @@ default="auto"
         ``mean_interval``), ``small`` (the correlation of the change of the mean
         over the small sets, with ``small_interval``), ``variance`` and
         ``wasserstein`` (their LDS over the large sets), ``objective`` (the mean
-        of ``mean`` and ``small``); ``chosen`` (the index taken, for the
-        statistics of location; the spread's statistics take their factor on
-        top), ``n_seeds``, ``n_sets``, ``n_large``, ``n_queries`` and
+        of ``mean`` and ``small``), ``gain`` (the smoothed objective less the
+        rule's, with ``gain_interval``, paired over the same resampled queries);
+        ``chosen`` (the index taken, for the statistics of location; the
+        spread's statistics take their factor on top), ``guarded`` (True where a
+        candidate scored higher but its gain's interval reached zero, so the
+        rule's value was kept), ``n_seeds``, ``n_sets``, ``n_large``, ``n_queries`` and
         ``query_rows``. Intervals are 95% over the query rows. None otherwise.
     fidelity_ : Bunch or None
         Where the damping was calibrated, how well the fitted transformer
