@@ -377,8 +377,9 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
         Where the retrained sets are kept.
     n_jobs, verbose : as the estimator's
     max_seconds : float, default=None
-        Give up (:class:`CalibrationUnavailable`) when the retraining, estimated
-        from its first fit (on all rows), would take longer.
+        Give up (:class:`CalibrationUnavailable`) when the calibration would take
+        longer: the retraining estimated from its first fit (on all rows), the
+        scoring from the first member's, both in CPU seconds of the calling thread.
 
     Returns
     -------
@@ -421,12 +422,14 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     members = influence._members[scored]
     args = (X_net, y_net, X_net[queries], y_net[queries], masks, solved,
             influence._train_chunk())
-    tic = time.perf_counter()
+    # timed in this thread's CPU seconds: what they take on a machine with nothing else
+    # running, so that whether "auto" calibrates does not depend on the other jobs
+    tic = time.thread_time()
     first = _member_shifts(members[0], influence.curvatures_[0], influence._centres[0], *args)
-    scoring = (time.perf_counter() - tic) * len(members)
-    tic = time.perf_counter()
+    scoring = (time.thread_time() - tic) * len(members)
+    tic = time.thread_time()
     before = retrain_sets(template, X, y, masks[:0], measure, folder=folder)[0]
-    seconds = time.perf_counter() - tic
+    seconds = time.thread_time() - tic
     # the sets train on fewer rows: their steps scale with the kept rows
     estimate = seconds * (n_large * (1 - LARGE) + (n_sets - n_large) * (1 - SMALL))
     if max_seconds is not None and estimate + scoring > max_seconds:
