@@ -33,8 +33,8 @@ scores:
 7. **Guard**: the candidate taken replaces the rule's value only where its gain
    over it is clear of noise: the lower end of the gain's 95% interval lies above
    zero (query rows and retrained seeds resampled together, the same resample for
-   every candidate, so the interval is of the paired difference). Statistics of the spread then take their factor,
-   as under ``"auto"``.
+   every candidate, so the interval is of the paired difference). Statistics of
+   the spread then take their factor, as under ``"auto"``.
 
 The retraining costs ``seeds * (1 + n_sets)`` member fits, at most
 ``calibration_budget`` times the ensemble's own ``n_seeds``; the scoring costs
