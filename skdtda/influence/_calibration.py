@@ -77,9 +77,9 @@ PENALTY = 0.05
 #: The confidence of the guard: a candidate replaces the rule's value only where the
 #: lower end of this interval of its gain (query rows and retrained seeds resampled)
 #: lies above zero. Chosen on 2026-12-07 on the choice recipes of benchmarks/recipes.py:
-#: on the digits CNN a calibration whose interval was [0.13, 0.91] moved the damping 10x
-#: and lost 0.08 of mean-LDS to the rule; its gain's interval is [-0.05, 0.16], while the
-#: moves that the truth confirmed on the digits MLP with SGD stay clear ([0.006, 0.024]).
+#: on the digits CNN a calibration (its fidelity interval [0.13, 0.91]) moved the damping
+#: 10x and lost 0.08 of mean-LDS to the rule; its gain's interval is [-0.05, 0.16], while
+#: the move that the truth confirmed on the digits MLP with SGD stays clear ([0.005, 0.025]).
 GUARD = 0.95
 #: Shares of the rows that the large and the small removal sets remove.
 LARGE, SMALL = 0.3, 0.05

@@ -288,7 +288,7 @@ default="auto"
         over the small sets, with ``small_interval``), ``variance`` and
         ``wasserstein`` (their LDS over the large sets), ``objective`` (the mean
         of ``mean`` and ``small``), ``gain`` (the smoothed objective less the
-        rule's, with ``gain_interval``, paired over the same resampled queries);
+        rule's, with ``gain_interval``: query rows and retrained seeds resampled);
         ``chosen`` (the index taken, for the statistics of location; the
         spread's statistics take their factor on top), ``guarded`` (True where a
         candidate scored higher but its gain's interval reached zero, so the
