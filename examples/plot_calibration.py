@@ -8,8 +8,9 @@ depends on the model, its training and the curvature approximation. With
 retrains the members' own recipe with a few seeds without random sets of rows
 (at most ``calibration_budget`` times the ensemble's own fit), scores candidate
 dampings around the rule of ``damping="auto"`` by how well they predict that
-retraining, and keeps the best. ``damping="auto"`` does the same by itself where
-the retraining is cheap.
+retraining, and keeps the best where its gain over the rule's value is clear of
+the noise of that small retraining. ``damping="auto"`` does the same by itself
+where the calibration is cheap.
 
 The record is in ``calibration_`` (every candidate's scores) and the verdict in
 ``fidelity_``: how well the fitted transformer predicts the retraining, with 95%
@@ -48,6 +49,12 @@ influence = InfluenceTransformer(ens, damping="calibrate").fit(X_train, y_train)
 table, fidelity = influence.calibration_, influence.fidelity_
 print(f"curvature {influence.curvature_}; rule {table.rule:.3g}; calibrated damping "
       f"{influence.damping_:.3g} ({table.factor[table.chosen]:.2g} x the rule)")
+# the gain over the rule's value, with its 95% interval (query rows and retrained seeds
+# resampled): a candidate replaces the rule's value only where the interval is above 0
+low, high = table.gain_interval[table.chosen]
+print(f"gain over the rule: {table.gain[table.chosen]:+.3f} [{low:+.3f}, {high:+.3f}]"
+      + ("; the guard kept the rule's value over a candidate that scored higher"
+         if table.guarded else ""))
 print(f"fidelity: LDS of the mean over 30% removals {fidelity.lds:.2f} "
       f"[{fidelity.interval[0]:.2f}, {fidelity.interval[1]:.2f}], correlation over 5% "
       f"removals {fidelity.small_sets:.2f} "
