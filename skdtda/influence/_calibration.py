@@ -331,6 +331,12 @@ def _objectives(predicted, retrained, n_large):
     return _objective(large.reshape(n_cand, nq), small.reshape(n_cand, nq))
 
 
+def best_penalised(smoothed, factors):
+    """Index of the largest smoothed objective less :data:`PENALTY` per decade away from
+    the rule's value (``factors`` = 1): the candidate the guard then checks."""
+    return int(np.argmax(smoothed - PENALTY * np.abs(np.log10(factors))))
+
+
 def choose(predicted, retrained, n_large, factors, n_resamples=500, random_state=0):
     """The chosen candidate, and each candidate's gain over the rule's value.
 
@@ -367,7 +373,7 @@ def choose(predicted, retrained, n_large, factors, n_resamples=500, random_state
     before, after = (np.asarray(a, dtype=np.float64) for a in retrained)
     rule = int(np.argmin(np.abs(np.log10(factors))))
     smoothed = _smooth(_objectives(predicted, _changes_of_mean(before, after), n_large))
-    best = int(np.argmax(smoothed - PENALTY * np.abs(np.log10(factors))))
+    best = best_penalised(smoothed, factors)
     rng = check_random_state(random_state)
     n_seeds, nq = before.shape
     gains = np.empty((n_resamples, len(factors)))
@@ -499,7 +505,7 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     chosen, gain, gain_interval, guarded = choose(predicted, actual, n_large, FACTORS)
     table.update(gain=gain, gain_interval=gain_interval, guarded=guarded)
     if guarded:
-        best = int(np.argmax(_smooth(table["objective"]) - PENALTY * np.abs(np.log10(FACTORS))))
+        best = best_penalised(gain, FACTORS)  # the gain is the smoothed objective, shifted
         logger.info("damping='calibrate' keeps the rule's %.4g: %.4g scored %.2f higher, within "
                     "its noise (95%% interval [%.2f, %.2f])", center, dampings[best],
                     gain[best], *gain_interval[best])
