@@ -100,10 +100,11 @@ class KroneckerCurvature(Curvature):
     kronecker = True
     newton_sets = True
     cheap_self_products = True
-    options = ("samples", "layer_damping", "diagonal_input_above")
+    options = ("samples", "layer_damping", "diagonal_input_above", "subspace")
 
     def __init__(self, member, X, y, damping, corrected, samples="auto", chunk=512,
-                 layer_damping="uniform", diagonal_input_above=DIAGONAL_INPUT_ABOVE):
+                 layer_damping="uniform", diagonal_input_above=DIAGONAL_INPUT_ABOVE,
+                 subspace=None):
         if not isinstance(member, LayeredMember):
             raise ValueError("KroneckerCurvature needs a LayeredMember")
         if layer_damping not in ("uniform", "relative"):
@@ -113,8 +114,13 @@ class KroneckerCurvature(Curvature):
                 or isinstance(diagonal_input_above, bool) or diagonal_input_above < 0):
             raise ValueError(f"diagonal_input_above={diagonal_input_above!r} must be an int "
                              ">= 0 (the widest input factor kept full) or None")
+        if subspace is not None and (not isinstance(subspace, Integral)
+                                     or isinstance(subspace, bool) or subspace < 1):
+            raise ValueError(f"subspace={subspace!r} must be an int >= 1 (the leading "
+                             "eigenvectors kept of each Kronecker factor) or None")
         self.member = member
         self.damping = damping
+        self.subspace = subspace
         self.samples, self.layer_damping = samples, layer_damping
         self.diagonal_input_above = diagonal_input_above
         self.corrected, self.chunk = corrected, chunk
@@ -162,8 +168,8 @@ class KroneckerCurvature(Curvature):
             if diagonal_a:
                 lam_a, q_a = a_mean, None
             else:
-                lam_a, q_a = torch.linalg.eigh(a_mean)
-            lam_g, q_g = torch.linalg.eigh(g_sum / n)
+                lam_a, q_a = _leading(*torch.linalg.eigh(a_mean), subspace)
+            lam_g, q_g = _leading(*torch.linalg.eigh(g_sum / n), subspace)
             # K-FAC-expand: A is a mean over patches, G a sum over them per row
             self.factors.append({"q_a": q_a, "q_g": q_g,
                                  "eig": lam_g.clamp_min(0)[:, None] * lam_a.clamp_min(0)})
@@ -181,7 +187,8 @@ class KroneckerCurvature(Curvature):
         # each layer's share of the damping: its mean eigenvalue over the overall mean
         sums = [float(f["eig"].double().sum()) + (0.0 if p is None else float(p.double().sum()))
                 for f, p in zip(self.factors, self.penalty)]
-        sizes = [f["eig"].numel() for f in self.factors]
+        # a layer's mean over all its parameters (not only a subspace's block)
+        sizes = [spec.size for spec in specs]
         overall = sum(sums) / sum(sizes)
         self.layer_scale = [1.0 if layer_damping == "uniform" or not overall > 0
                             else (total / size) / overall for total, size in zip(sums, sizes)]
@@ -232,10 +239,11 @@ class KroneckerCurvature(Curvature):
 
     @classmethod
     def fit(cls, name, member, X, y, damping, samples="auto", layer_damping="uniform",
-            diagonal_input_above=DIAGONAL_INPUT_ABOVE):
+            diagonal_input_above=DIAGONAL_INPUT_ABOVE, subspace=None):
         """K-FAC (``name="kfac"``) or EK-FAC (``"ekfac"``) of the member."""
         return cls(member, X, y, damping, corrected=name == "ekfac", samples=samples,
-                   layer_damping=layer_damping, diagonal_input_above=diagonal_input_above)
+                   layer_damping=layer_damping, diagonal_input_above=diagonal_input_above,
+                   subspace=subspace)
 
     def mean_eigenvalue(self):
         """``trace / P`` of the Kronecker curvature (the refitted eigenvalues for EK-FAC)
@@ -256,7 +264,8 @@ class KroneckerCurvature(Curvature):
                                      X[keep], y[keep], self.damping, corrected=self.corrected,
                                      samples=self.samples, chunk=self.chunk,
                                      layer_damping=self.layer_damping,
-                                     diagonal_input_above=self.diagonal_input_above)
+                                     diagonal_input_above=self.diagonal_input_above,
+                                     subspace=self.subspace)
 
     def solve_blocks(self, blocks):
         """``(G_kfac + (damping + weight decay) I + penalty)^{-1} v`` for per-layer blocks
@@ -348,6 +357,14 @@ class KroneckerCurvature(Curvature):
         return out
 
 
+def _leading(values, vectors, k):
+    """The ``k`` eigenpairs of largest eigenvalue of an ascending ``eigh`` (all for
+    ``k=None`` or a factor of at most ``k``)."""
+    if k is None or k >= len(values):
+        return values, vectors
+    return values[-k:], vectors[:, -k:]
+
+
 def _rotated_rows(patches, g, q_g, q_a):
     """``Q_G^T (sum_t g_nt a_nt^T) Q_A`` for every row ``n``: (n, out, in).
 
@@ -359,16 +376,19 @@ def _rotated_rows(patches, g, q_g, q_a):
     if one_patch_per_row(patches):
         return (g[:, 0] @ q_g)[:, :, None] * patches.rotated(q_a)[:, 0, None, :]
     if q_a is not None and isinstance(patches, DensePatches):
-        if _rotate_patches_first(patches, g.shape[-1]):
+        if _rotate_patches_first(patches, g.shape[-1], q_g.shape[1], q_a.shape[1]):
             return torch.bmm((g @ q_g).transpose(1, 2), patches.a @ q_a)
     return _sandwich(q_g.T, patches.row_grads(g), q_a)
 
 
-def _rotate_patches_first(patches, out_dim):
-    """Whether rotating each of a row's T patches and gradients costs less than
-    rotating its (out, in) gradient block (multiply-adds per row)."""
+def _rotate_patches_first(patches, out_dim, k_out=None, k_in=None):
+    """Whether rotating each of a row's T patches and gradients into ``k_out`` and
+    ``k_in`` directions (then their T outer products) costs less than forming its
+    (out, in) gradient block and rotating that (multiply-adds per row)."""
     t, size = patches.n_pos, patches.size
-    return t * (out_dim ** 2 + size ** 2) < out_dim * size * (out_dim + size)
+    k_out, k_in = k_out or out_dim, k_in or size
+    first = t * (out_dim * k_out + size * k_in + k_out * k_in)
+    return first < t * out_dim * size + out_dim * size * k_in + out_dim * k_out * k_in
 
 
 def _sandwich(left, blocks, right):
