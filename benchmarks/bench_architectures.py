@@ -51,8 +51,8 @@ import time
 import numpy as np
 
 from _ekfac_floor import ekfac_macs, floor_seconds, gemm_gflops, layer_shapes
-from _memory import peak_rss_mib  # benchmarks/ is the script's folder
-from bench_influence import DEFAULT_KF_PYTHON, _agreement, _in_subprocess, _kronfluence
+from _memory import in_subprocess, peak_rss_mib  # benchmarks/ is the script's folder
+from bench_influence import DEFAULT_KF_PYTHON, _agreement, _kronfluence
 
 DAMPING = 1e-3
 CASES = {
@@ -122,7 +122,7 @@ def _prepare(folder, case):
                 layer_shapes=layer_shapes(module, torch.as_tensor(X[:4])))
 
 
-def _skdtda_run(folder, damping, queue):
+def _skdtda_run(folder, damping, subspace, queue):
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -143,24 +143,35 @@ def _skdtda_run(folder, damping, queue):
         X[:256], y[:256]).influence_samples(X_q[:8], y_q[:8])
     base = peak_rss_mib()
     tic = time.perf_counter()
-    influence = InfluenceTransformer(ens, curvature="ekfac", damping=damping).fit(X, y)
+    options = None if subspace is None else {"subspace": subspace}
+    influence = InfluenceTransformer(ens, curvature="ekfac", damping=damping,
+                                     curvature_options=options).fit(X, y)
     fit_seconds = time.perf_counter() - tic
     delta = influence.influence_samples(X_q, y_q)
     seconds = time.perf_counter() - tic
-    np.save(os.path.join(folder, "skdtda_scores.npy"), delta.astype(np.float32))
+    tag = "" if subspace is None else f"_subspace{subspace}"
+    np.save(os.path.join(folder, f"skdtda{tag}_scores.npy"), delta.astype(np.float32))
     queue.put(dict(seconds=seconds, fit_seconds=fit_seconds, peak_mib=peak_rss_mib(),
                    base_mib=base, n_params_attributed=influence.n_params_attributed_,
-                   fixed=sorted(influence.fixed_parameters_)))
+                   fixed=sorted(influence.fixed_parameters_),
+                   store_mib=influence.store_nbytes_ / 2**20))
 
 
-def run_case(name, case, kf_python, ceiling_seeds=4, gflops=None):
+def run_case(name, case, kf_python, ceiling_seeds=4, gflops=None, subspaces=()):
     with tempfile.TemporaryDirectory(prefix=f"bench_arch_{name}_") as folder:
-        prep = _in_subprocess(_prepare_task, folder, case)
-        sk = _in_subprocess(_skdtda_run, folder, DAMPING)
+        prep = in_subprocess(_prepare_task, folder, case)
+        sk = in_subprocess(_skdtda_run, folder, DAMPING, None)
         sk_scores = np.load(os.path.join(folder, "skdtda_scores.npy"))
+        compressed = []
+        for k in subspaces:  # EK-FAC on each layer's leading k x k Kronecker block
+            run = in_subprocess(_skdtda_run, folder, DAMPING, k)
+            scores = np.load(os.path.join(folder, f"skdtda_subspace{k}_scores.npy"))
+            per_seed, mean = _agreement(scores, sk_scores)
+            compressed.append(dict(subspace=k, **run, agreement_per_seed=per_seed,
+                                   agreement_mean=mean))
         kf, skipped = _kronfluence(folder, kf_python, DAMPING)
         row = dict(case=name, **{k: v for k, v in case.items() if k != "kwargs"}, **prep,
-                   skdtda={k: v for k, v in sk.items()})
+                   skdtda={k: v for k, v in sk.items()}, subspaces=compressed)
         if gflops:
             macs = ekfac_macs(prep["layer_shapes"], case["n_train"], case["n_query"])
             row.update(gemm_gflops=gflops, floor_macs=macs,
@@ -171,6 +182,11 @@ def run_case(name, case, kf_python, ceiling_seeds=4, gflops=None):
             row.update(kronfluence=kf, agreement_per_seed=per_seed, agreement_mean=mean,
                        speedup=kf["seconds"] / sk["seconds"],
                        memory_ratio=sk["peak_mib"] / kf["peak_mib"])
+            for run in compressed:
+                run["speedup"] = kf["seconds"] / run["seconds"]
+                run["agreement_kronfluence"] = _agreement(
+                    np.load(os.path.join(folder, f"skdtda_subspace{run['subspace']}_scores.npy")),
+                    kf_scores)
             if ceiling_seeds:
                 # kronfluence's Fisher samples labels: its agreement with itself under
                 # other labels bounds any agreement with one of its runs
@@ -200,6 +216,9 @@ def main(argv=None):
     parser.add_argument("--ceiling-seeds", type=int, default=4,
                         help="rerun kronfluence with other sampled labels on this many members "
                              "(its self-agreement: the ceiling of agreement with it); 0: skip")
+    parser.add_argument("--subspace", type=int, nargs="*", default=[],
+                        help="also run EK-FAC with curvature_options={'subspace': k} for each "
+                             "k (the compressed store), against the full EK-FAC's scores")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     rows = []
@@ -209,7 +228,8 @@ def main(argv=None):
         case = dict(CASES[name])
         if name == "b" and args.size == "small":
             case.update(SMALL_B)
-        row = run_case(name, case, args.kronfluence_python, args.ceiling_seeds, gflops)
+        row = run_case(name, case, args.kronfluence_python, args.ceiling_seeds, gflops,
+                       args.subspace)
         rows.append(row)
         _print_row(row)
     if args.json:
@@ -243,6 +263,16 @@ def _print_row(row):
                   f"skdtda against it on the same seeds: {same[0]:.3f}, {same[1]:.3f}")
     else:
         print(f"  {row['kronfluence_skipped']}")
+    for run in row["subspaces"]:
+        line = (f"  subspace {run['subspace']:4d}  {run['seconds']:8.1f} s (fit "
+                f"{run['fit_seconds']:.1f} s)  peak {run['peak_mib']:.0f} MiB, store "
+                f"{run['store_mib']:.1f} MiB; Spearman against the full EK-FAC per seed "
+                f"{run['agreement_per_seed']:.3f}, seed-averaged {run['agreement_mean']:.3f}")
+        if "speedup" in run:
+            line += (f"; {run['speedup']:.2f}x kronfluence's speed, against it "
+                     f"{run['agreement_kronfluence'][0]:.3f} / "
+                     f"{run['agreement_kronfluence'][1]:.3f}")
+        print(line)
     if "floor_seconds" in row:
         floor = row["floor_seconds"]
         parts = ", ".join(f"{k} {v / 1e9:.3g}" for k, v in row["floor_macs"].items())

@@ -286,6 +286,34 @@ class KroneckerCurvature(Curvature):
             _rotated_rows(p, g.to(f["q_g"].dtype), f["q_g"], f["q_a"])
             for p, g, f in zip(patches, gs, self.factors)])
 
+    def project_rows(self, fn_name, X, y):
+        """The member's per-row gradients of ``fn_name`` on rows ``X, y`` rotated into
+        each layer's eigenbases, ``Q_G^T (sum_t g_t a_t^T) Q_A``, and not rotated
+        back: per layer ``(n, k_out, k_in)`` (all directions without ``subspace``).
+        With ``subspace`` this is the gradient's coordinates on the kept block."""
+        patches, gs = self.member.grad_patches(fn_name, X, y)
+        return [_rotated_rows(p, g.to(f["q_g"].dtype), f["q_g"], f["q_a"])
+                for p, g, f in zip(patches, gs, self.factors)]
+
+    def solve_projected(self, rotated_blocks):
+        """Blocks in the eigenbases (:meth:`project_rows`) divided by the damped
+        eigenvalues, still in the eigenbases: :meth:`solve_blocks` without the
+        rotation back. ``<solved, project_rows(...)>`` summed over the layers is
+        ``v^T (G + shift)^{-1} g``."""
+        return [torch.where(safe, r / torch.where(safe, d, 1), 0) if safe is not None
+                else r / d for r, (d, safe) in zip(rotated_blocks, self._denominators())]
+
+    def project_blocks(self, blocks):
+        """Per-layer blocks ``[(n, out, in)]`` rotated into the eigenbases (as
+        :meth:`project_rows` does for rows' gradients)."""
+        return [_sandwich(f["q_g"].T, b.to(f["q_g"].dtype), f["q_a"])
+                for b, f in zip(blocks, self.factors)]
+
+    def bases(self):
+        """Per layer ``(Q_G, Q_A)``, the kept eigenvectors (``Q_A`` None for a diagonal
+        input factor: the inputs themselves)."""
+        return [(f["q_g"], f["q_a"]) for f in self.factors]
+
     def self_products(self, X, y, centre):
         """``grad m_k^T (G + shift)^{-1} (g_k - c)`` for every row ``k`` of ``X, y``
         (``m`` the measurement, ``g`` the loss, ``c`` the centre's ``(out, in)``

@@ -22,10 +22,11 @@ import torch
 from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..curvature import woodbury_solve
+from ..curvature._kfac import _rotated_rows, _sandwich
 from ..model import measure_all
 from ..model.layers import DensePatches, SparsePatches, one_patch_per_row
 
-__all__ = ["GRADIENT_BUDGET", "LowRank", "SOLUTION_BUDGET", "Scoring", "query_chunk",
+__all__ = ["GRADIENT_BUDGET", "LowRank", "Projected", "SOLUTION_BUDGET", "Scoring", "query_chunk",
            "row_chunk"]
 
 #: Bytes of solved query gradients held at once (all members, or one member and the
@@ -183,10 +184,12 @@ class Scoring:
                                                          self.centres)):
             total, offset = None, 0.0
             for q_rows in chunks(n_query, q_size):
-                solved = solver.solve_rows("measurement", X[q_rows], y[q_rows])
-                sums = [v.double().reshape(len(v), -1).sum(dim=0, keepdim=True) for v in solved]
+                solved = _solve(solver, X[q_rows], y[q_rows])
+                sums = [v.summed() if isinstance(v, Projected)
+                        else v.double().reshape(len(v), -1).sum(dim=0, keepdim=True)
+                        for v in solved]
                 total = sums if total is None else [a + b for a, b in zip(total, sums)]
-            offset = sum(float(v @ m.reshape(-1).double()) for v, m in zip(total, centre))
+            offset = float(sum(_offsets(v, m)[0] for v, m in zip(total, centre)))
             mean = [(v / n_query).to(member.dtype) for v in total]
             offset = torch.tensor([offset / n_query], dtype=torch.float64)
             for t_rows in chunks(self.n_train, self._rows_per_block(1)):
@@ -293,6 +296,9 @@ def _responses(member, solved, X, y):
     patches, gs = member.grad_patches("loss", X, y)
     parts = []
     for i, (s, p, g) in enumerate(zip(solved, patches, gs)):
+        if isinstance(s, Projected):
+            parts.append(s.response(p, g))
+            continue
         if isinstance(s, LowRank):
             if isinstance(p, (DensePatches, SparsePatches)):  # products through a
                 parts.append(s.response(p.rotated(s.by_input()), g))
@@ -339,10 +345,31 @@ def _input_major(s, out, patches, solved, i):
     return by_input
 
 
+def _solve(solver, X, y):
+    """The measurement gradients of rows ``X, y`` solved by ``solver``: per block
+    ``(n, ...)`` tensors, or :class:`Projected` where the solver keeps a subspace
+    (then nothing is rotated back out of its eigenbases)."""
+    if getattr(solver, "subspace", None) is None:
+        return solver.solve_rows("measurement", X, y)
+    solved = solver.solve_projected(solver.project_rows("measurement", X, y))
+    return [Projected(w, q_g, q_a) for w, (q_g, q_a) in zip(solved, solver.bases())]
+
+
+def _offsets(v, c):
+    """``v_q^T c`` for every solved query ``q`` of one block, float64 ``(nq,)``."""
+    if isinstance(v, Projected):
+        return v.centre_products(c)
+    return _row_products(v.reshape(len(v), -1), c.reshape(-1).to(v.device, torch.float64))
+
+
 def _solve_queries(member, solver, centre, Xq, yq, rank=None):
-    """One member's solved query gradients (flattened blocks, or :class:`LowRank`
-    where ``rank`` is given and pays) and their products with the centre ``c_s``."""
-    solved = solver.solve_rows("measurement", Xq, yq)
+    """One member's solved query gradients (flattened blocks, :class:`LowRank`
+    where ``rank`` is given and pays, or :class:`Projected` for a solver on a
+    subspace) and their products with the centre ``c_s``."""
+    solved = _solve(solver, Xq, yq)
+    if isinstance(solved[0], Projected):
+        offset = sum(_offsets(v, c) for v, c in zip(solved, centre))
+        return _SolvedQueries([v.to(member.dtype) for v in solved]), offset
     if rank is not None:
         solved = [LowRank.truncate(s, rank) if s.dim() == 3 else s for s in solved]
     flat = [s.dense() if isinstance(s, LowRank) else s.reshape(n_rows(Xq), -1)
@@ -452,3 +479,86 @@ class LowRank:
         gu = g.reshape(n * n_pos, out).to(self.U.dtype) @ self.U.reshape(-1, out).T
         both = gu.mul_(av.reshape(n * n_pos, -1).to(gu.dtype))
         return both.reshape(n, n_pos, len(self.U), -1).sum(dim=(1, 3)).T
+
+
+class Projected:
+    """Solved query gradients of one layer in a curvature's kept eigenbases
+    (``curvature_options={"subspace": k}``): the ``(out, in)`` block
+    ``Q_G W_q Q_A^T`` held as ``W_q`` (``(k_out, k_in)``) with the shared bases.
+
+    Its product with a training row's gradient ``sum_t g_t a_t^T`` is
+    ``<W_q, sum_t (Q_G^T g_t)(Q_A^T a_t)^T>``: each row is rotated into the
+    ``k_out x k_in`` block once, ``T (out k_out + in k_in + k_out k_in)``
+    multiply-adds a row, and every query's score is then a product of length
+    ``k_out k_in`` (the compressed store keeps the rotated rows themselves).
+
+    Parameters
+    ----------
+    W : tensor of shape (n_query, k_out, k_in)
+    q_g : tensor of shape (out, k_out)
+    q_a : tensor of shape (in, k_in) or None
+        None: the inputs themselves (a diagonal input factor).
+    """
+
+    def __init__(self, W, q_g, q_a):
+        self.W, self.q_g, self.q_a = W, q_g, q_a
+
+    def __len__(self):
+        return len(self.W)
+
+    def __add__(self, other):
+        return Projected(self.W + other.W, self.q_g, self.q_a)
+
+    def __truediv__(self, number):
+        return Projected(self.W / number, self.q_g, self.q_a)
+
+    @property
+    def device(self):
+        return self.W.device
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+    def to(self, dtype):
+        return Projected(self.W.to(dtype), self.q_g.to(dtype),
+                         None if self.q_a is None else self.q_a.to(dtype))
+
+    def summed(self):
+        """The sum over the queries in float64, as one query."""
+        return Projected(self.W.double().sum(dim=0, keepdim=True), self.q_g, self.q_a)
+
+    def flat(self):
+        """``W`` as ``(n_query, k_out k_in)``."""
+        return self.W.reshape(len(self.W), -1)
+
+    def dense(self):
+        """The solved blocks rotated back, flattened: ``(n_query, out * in)``."""
+        q_a = None if self.q_a is None else self.q_a.T.to(self.W.dtype)
+        return _sandwich(self.q_g.to(self.W.dtype), self.W, q_a).reshape(len(self.W), -1)
+
+    def rotate(self, blocks):
+        """Blocks ``(n, out, in)`` in the kept eigenbases, ``(n, k_out k_in)``."""
+        q_a = None if self.q_a is None else self.q_a.to(self.W.dtype)
+        rot = _sandwich(self.q_g.T.to(self.W.dtype), blocks.to(self.W.dtype), q_a)
+        return rot.reshape(len(blocks), -1)
+
+    def centre_products(self, centre):
+        """``v_q^T c`` for the centre's block ``c``, float64 ``(n_query,)``."""
+        c = self.rotate(centre.reshape(1, self.q_g.shape[0], -1).to(self.W.device))
+        return (self.flat().double() @ c[0].double())
+
+    def response(self, patches, g):
+        """Products with training rows from their patches and output gradients,
+        ``(n_query, n_rows)``."""
+        q_a = None if self.q_a is None else self.q_a.to(self.W.dtype)
+        rot = _rotated_rows(patches, g.to(self.W.dtype), self.q_g.to(self.W.dtype), q_a)
+        return self.flat() @ rot.reshape(len(rot), -1).T
+
+    def response_factors(self, a, g):
+        """Products with stored rows in factor form, ``a`` (n, T, in) and ``g``
+        (n, T, out)."""
+        dtype = self.W.dtype
+        a = a.to(dtype) if self.q_a is None else a.to(dtype) @ self.q_a.to(dtype)
+        rot = torch.bmm((g.to(dtype) @ self.q_g.to(dtype)).transpose(1, 2), a)
+        return self.flat() @ rot.reshape(len(rot), -1).T

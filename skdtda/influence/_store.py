@@ -17,9 +17,16 @@ member's per-row gradients, see :mod:`skdtda.model`):
   less than ``in x out``;
 * ``"dense"``: every other block keeps the row's gradient block itself (a layer
   with more patches than that, one-hot embedding patches, and the one
-  ``(n, P)`` block of a flat member: the dense curvatures).
+  ``(n, P)`` block of a flat member: the dense curvatures);
+* ``"projected"``: with a curvature on a subspace (EK-FAC/K-FAC with
+  ``curvature_options={"subspace": k}``), every layer keeps the row's gradient
+  rotated into its ``k_out x k_in`` kept directions, ``Q_G^T G Q_A``: the
+  compressed store, ``k_out k_in`` numbers a layer and row whatever the layer's
+  size or patches. It depends on the member's eigenbases, so its record names
+  the curvature and its options too.
 
-Both are exact, so scores with and without the store agree to rounding.
+All are exact for the curvature they serve, so scores with and without the store
+agree to rounding.
 With ``memory=`` the arrays are ``.npy`` files, memory-mapped; the folder is
 named by a hash of what the store depends on (the training rows' fingerprint,
 each member's parameters, the blocks' layout) and holds a record of it, checked
@@ -39,8 +46,9 @@ from sklearn.utils.parallel import Parallel, delayed
 from .._inputs import n_rows
 from .._loops import chunks, progress
 from ..model import LayeredMember
+from ..curvature._kfac import _rotated_rows
 from ..model.layers import DensePatches
-from ._scoring import LowRank
+from ._scoring import LowRank, Projected
 
 __all__ = ["BLOCK_BUDGET", "PRODUCT_BUDGET", "STORE_BUDGET", "STORE_VERSION", "StoreUnavailable",
            "TrainingStore", "store_folder"]
@@ -63,9 +71,10 @@ class StoreUnavailable(ValueError):
     says why)."""
 
 
-def _layout(member, X, y):
+def _layout(member, X, y, solver=None):
     """Each block's stored form, from the gradients of two rows: a list of
-    ``("factors", T, in, out)`` or ``("dense", size)``."""
+    ``("factors", T, in, out)``, ``("dense", size)`` or (a solver on a subspace)
+    ``("projected", k_out, k_in)``."""
     rows = slice(0, min(2, n_rows(X)))
     if not isinstance(member, LayeredMember):
         return [("dense", member.n_params)]
@@ -77,23 +86,33 @@ def _layout(member, X, y):
             out.append(("factors", p.n_pos, p.size, width))
         else:
             out.append(("dense", p.row_grads(g)[0].numel()))
+    if getattr(solver, "subspace", None) is None:
+        return out
+    # on a subspace, each layer's rows projected onto it where that is smaller than
+    # the exact form (a Linear layer's input and output gradient often are not)
+    for i, ((q_g, q_a), spec) in enumerate(zip(solver.bases(), member.layers)):
+        projected = ("projected", q_g.shape[1], spec.shape[1] if q_a is None else q_a.shape[1])
+        if row_numbers([projected]) < row_numbers([out[i]]):
+            out[i] = projected
     return out
 
 
 def row_numbers(layout):
     """Numbers stored per training row for one member's ``layout``."""
-    return sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else b[1] for b in layout)
+    return sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else
+               b[1] * b[2] if b[0] == "projected" else b[1] for b in layout)
 
 
 def _shapes(layout, n):
     """The arrays of each block: ``[[shape, ...] per block]``."""
-    return [[(n, b[1], b[2]), (n, b[1], b[3])] if b[0] == "factors" else [(n, b[1])]
-            for b in layout]
+    return [[(n, b[1], b[2]), (n, b[1], b[3])] if b[0] == "factors" else
+            [(n, b[1] * b[2])] if b[0] == "projected" else [(n, b[1])] for b in layout]
 
 
 def _describe(layout):
     forms = [b[0] for b in layout]
-    return ", ".join(f"{forms.count(f)} {f}" for f in ("factors", "dense") if f in forms)
+    return ", ".join(f"{forms.count(f)} {f}" for f in ("factors", "dense", "projected")
+                     if f in forms)
 
 
 class TrainingStore:
@@ -131,9 +150,11 @@ class TrainingStore:
 
     # -- building -------------------------------------------------------------------------
     @classmethod
-    def plan(cls, members, X, y):
-        """Each member's layout, and the store's size in bytes."""
-        layouts = [_layout(m, X, y) for m in members]
+    def plan(cls, members, X, y, solvers=None):
+        """Each member's layout, and the store's size in bytes (``solvers``: each
+        member's curvature, which a subspace's projected rows depend on)."""
+        solvers = solvers or [None] * len(members)
+        layouts = [_layout(m, X, y, c) for m, c in zip(members, solvers)]
         n = n_rows(X)
         size = sum(row_numbers(layout) * n * m.theta.element_size()
                    for layout, m in zip(layouts, members))
@@ -141,7 +162,7 @@ class TrainingStore:
 
     @classmethod
     def build(cls, members, X, y, layouts, chunk, folder=None, record=None, n_jobs=None,
-              verbose=0):
+              verbose=0, solvers=None):
         """Compute every member's stored rows, in ``folder`` (memory-mapped files,
         written under a temporary name and renamed when complete) or in memory.
 
@@ -155,8 +176,9 @@ class TrainingStore:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_member_rows)(s, member, X, y, layout, chunk, partial)
-            for s, (member, layout) in enumerate(zip(members, layouts)))
+            delayed(_member_rows)(s, member, X, y, layout, chunk, partial, solver)
+            for s, (member, layout, solver) in enumerate(
+                zip(members, layouts, solvers or [None] * len(members))))
         arrays = []
         with progress(len(members), f"precompute: storing {n} training rows", "seed",
                       verbose) as bar:
@@ -207,7 +229,9 @@ class TrainingStore:
         total = None
         for v, form, parts in zip(solved, self.layouts[s], self.arrays[s]):
             rows = [_take(a, t_rows, v.device).to(v.dtype) for a in parts]
-            if form[0] == "dense":
+            if isinstance(v, Projected):
+                v = v.flat() if form[0] == "projected" else v.dense()
+            if form[0] in ("dense", "projected"):
                 part = (v * rows[0]).sum(dim=1)
             else:
                 _, n_pos, size, width = form
@@ -229,7 +253,7 @@ def _open(folder, layouts):
 
 def _temporary(form):
     """Numbers per query and training row that a block's product holds at once."""
-    if form[0] == "dense":
+    if form[0] in ("dense", "projected"):
         return 1
     _, n_pos, size, width = form
     return n_pos * min(size, width)
@@ -243,7 +267,16 @@ def _take(array, rows, device):
 
 def _product(v, form, rows):
     """``v_q^T g_k`` of one block for every query and row, (nq, nt); ``v`` is
-    flattened blocks or a :class:`LowRank`."""
+    flattened blocks, a :class:`LowRank` or a :class:`Projected`."""
+    if isinstance(v, Projected):
+        if form[0] == "projected":
+            return v.flat() @ rows[0].to(v.dtype).T
+        if form[0] == "factors":
+            return v.response_factors(*rows)
+        return v.dense() @ rows[0].to(v.dtype).T
+    if form[0] == "projected":
+        raise ValueError("a store of projected rows scores only queries solved on the "
+                         "same subspace")
     if isinstance(v, LowRank):  # rank-R queries (query_rank=)
         if form[0] != "factors":
             return _product(v.dense(), form, rows)
@@ -281,7 +314,7 @@ def _product(v, form, rows):
     return out.T
 
 
-def _member_rows(s, member, X, y, layout, chunk, partial):
+def _member_rows(s, member, X, y, layout, chunk, partial, solver=None):
     """Member ``s``'s stored rows, per block the arrays of :func:`_shapes`: tensors,
     or (``partial``: a folder) ``.npy`` files written there, flushed, and None
     returned (the caller opens the finished folder)."""
@@ -296,7 +329,7 @@ def _member_rows(s, member, X, y, layout, chunk, partial):
                 partial / f"m{s}_b{b}_{i}.npy", mode="w+", dtype=dtype, shape=shape)
                 for i, shape in enumerate(shapes)])
     for t in chunks(n, chunk):
-        for block, parts in zip(blocks, _stored_rows(member, X[t], y[t])):
+        for block, parts in zip(blocks, _stored_rows(member, X[t], y[t], layout, solver)):
             for array, part in zip(block, parts):
                 if tuple(part.shape[1:]) != tuple(array.shape[1:]):
                     raise StoreUnavailable(
@@ -314,15 +347,19 @@ def _member_rows(s, member, X, y, layout, chunk, partial):
     return None
 
 
-def _stored_rows(member, X, y):
+def _stored_rows(member, X, y, layout=None, solver=None):
     """The rows' loss gradients in stored form: per block, the list of arrays."""
     if not isinstance(member, LayeredMember):
         return [member.grads("loss", X, y)]
     patches, gs = member.grad_patches("loss", X, y)
     out = []
-    for p, g in zip(patches, gs):
+    for i, (p, g) in enumerate(zip(patches, gs)):
         width = g.shape[-1]
-        if isinstance(p, DensePatches) and p.n_pos * (p.size + width) < p.size * width:
+        if layout is not None and layout[i][0] == "projected":
+            q_g, q_a = solver.bases()[i]
+            rotated = _rotated_rows(p, g.to(q_g.dtype), q_g, q_a)
+            out.append([rotated.reshape(len(rotated), -1)])
+        elif isinstance(p, DensePatches) and p.n_pos * (p.size + width) < p.size * width:
             out.append([p.a, g])
         else:
             block = p.row_grads(g)
@@ -333,7 +370,8 @@ def _stored_rows(member, X, y):
 def _check_record(folder, kept, record):
     """Refuse a store built for other training rows, members or blocks."""
     what = {"version": "the store's file format", "fingerprint": "the training rows",
-            "parameters": "the members' parameters", "layout": "the attributed blocks"}
+            "parameters": "the members' parameters", "layout": "the attributed blocks",
+            "curvature": "the curvature its projected rows were rotated by"}
     for key, words in what.items():
         a, b = kept.get(key), record.get(key)
         same = (a == b) if key != "parameters" else list(a or []) == list(b or [])

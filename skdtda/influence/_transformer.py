@@ -417,6 +417,10 @@ default="auto"
         if self.query_rank is not None and self.correction == "newton":
             raise ValueError("query_rank approximates first-order scores, and "
                              "correction='newton' re-solves every row exactly: use one of them")
+        if self.query_rank is not None and (self.curvature_options or {}).get("subspace"):
+            raise ValueError("query_rank and curvature_options={'subspace': ...} both "
+                             "compress the solved queries (to rank query_rank, or onto the "
+                             "subspace's k x k block per layer): use one of them")
         X, y = self._adopt_ensemble(X, y)
         ens = self.estimator_
         estimators = [ens.estimators_[i] for i in self.members_]
@@ -490,7 +494,8 @@ default="auto"
                       "term, so its scores need more than the rows' gradients")
         else:
             try:
-                layouts, size = TrainingStore.plan(self._members, self._X_train, self._y_train)
+                layouts, size = TrainingStore.plan(self._members, self._X_train, self._y_train,
+                                                   self.curvatures_)
             except StoreUnavailable as why:
                 reason = str(why)
             else:
@@ -528,6 +533,9 @@ default="auto"
                 "layout": [(type(m).__name__, list(m.names), layout,
                             repr(getattr(m.net, "criterion_", None)))
                            for m, layout in zip(self._members, layouts)]}
+            if any(b[0] == "projected" for layout in layouts for b in layout):
+                # projected rows depend on the eigenbases, so on how they were fitted
+                record["curvature"] = (self.curvature_, repr(self.curvature_options))
             folder = store_folder(folder, record)
             if (folder / "store.pkl").exists():
                 logger.info("precompute: the training rows' store is read back from %s",
@@ -535,7 +543,8 @@ default="auto"
                 return TrainingStore.load(folder, layouts, record)
         return TrainingStore.build(self._members, self._X_train, self._y_train, layouts,
                                    self._store_chunk(layouts), folder=folder, record=record,
-                                   n_jobs=self.n_jobs, verbose=self.verbose)
+                                   n_jobs=self.n_jobs, verbose=self.verbose,
+                                   solvers=self.curvatures_)
 
     def _store_chunk(self, layouts):
         """Rows per pass while building the store: within the gradient budget for the
