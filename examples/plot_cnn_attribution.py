@@ -95,6 +95,25 @@ plot_top_influential(X_train.reshape(-1, 8, 8), scores, k=12, labels=y_train, la
 plt.suptitle("most harmful training rows for the test loss (given label)")
 
 # %%
+# A compressed store: EK-FAC on each layer's leading directions
+# -------------------------------------------------------------
+# ``curvature_options={"subspace": k}`` keeps the ``k`` leading eigenvectors of
+# each layer's two Kronecker factors and scores every gradient by its ``k x k``
+# block there: the refit, the rows' rotations and the store shrink with ``k``
+# (on a large CNN that makes it several times faster; docs/benchmarks.md).
+# It approximates the full EK-FAC, so compare the ranking before choosing ``k``.
+from scipy.stats import spearmanr  # noqa: E402
+
+for kept in (4, 16):
+    compressed = InfluenceTransformer(ens, curvature="ekfac", damping=influence.damping_,
+                                      curvature_options={"subspace": kept}).fit(X_train, y_train)
+    approx = compressed.influence_samples(X_test, y_test).mean(axis=(0, 1))
+    top = np.argsort(approx)[:k]
+    print(f"subspace={kept:2d}: Spearman with the full EK-FAC {spearmanr(approx, scores)[0]:.3f}, "
+          f"flipped among its {k} most harmful rows {np.isin(top, flipped).mean():.0%}, "
+          f"store {compressed.store_nbytes_ / 2**20:.1f} MiB")
+
+# %%
 # Retraining confirms the ranking
 # -------------------------------
 # The ensemble is retrained (same seeds) without the most harmful rows and

@@ -450,3 +450,28 @@ def test_seed_ensembles_batch_pure_modules_and_loop_over_norm_and_dropout(fitted
     with caplog.at_level(logging.INFO, logger="skdtda"):
         SeedEnsembleClassifier(_net(NormDropout), n_seeds=2, random_state=0).fit(X, y)
     assert "buffers" in caplog.text or "Dropout" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["embeddings", "tied_tokens", "conv1d", "torch_transformer",
+                                  "residual_ln"])
+def test_a_subspace_scores_every_architecture_consistently(fitted, name):
+    """curvature_options={"subspace": k} on modules it was not written for (one-hot
+    embeddings with a diagonal input factor, tied weights, 1-d convolutions, attention
+    with fixed parameters): the store and the recomputed rows give the same scores,
+    self-influence is their diagonal, and keeping every direction is the full EK-FAC."""
+    ens, X, y = fitted[name]
+    kw = dict(curvature="ekfac", damping=1e-2, measurement="loss")
+    full = InfluenceTransformer(ens, **kw).fit(X, y)
+    every = InfluenceTransformer(ens, curvature_options={"subspace": 10**6}, **kw).fit(X, y)
+    want = full.influence_samples(X[:6], y[:6])
+    tol = 1e-5 * np.abs(want).max()
+    np.testing.assert_allclose(every.influence_samples(X[:6], y[:6]), want, rtol=1e-4, atol=tol)
+    stored = InfluenceTransformer(ens, curvature_options={"subspace": 2}, precompute=True,
+                                  **kw).fit(X, y)
+    recomputed = InfluenceTransformer(ens, curvature_options={"subspace": 2}, precompute=False,
+                                      **kw).fit(X, y)
+    got = recomputed.influence_samples(X[:6], y[:6])
+    assert not np.allclose(got, want, atol=tol)  # k = 2 drops directions
+    np.testing.assert_allclose(stored.influence_samples(X[:6], y[:6]), got, rtol=1e-4, atol=tol)
+    np.testing.assert_allclose(recomputed.self_influence_samples()[:, :6],
+                               np.diagonal(got, axis1=1, axis2=2), rtol=1e-4, atol=tol)

@@ -154,7 +154,12 @@ default="auto"
         ``"ekfac"``/``"kfac"`` also take ``{{"diagonal_input_above": 8192}}``:
         a layer with more inputs than this (a first layer on a wide
         vocabulary) keeps only the diagonal of its input factor, logging why
-        (None keeps every factor full; docs/influence.md, "Wide inputs").
+        (None keeps every factor full; docs/influence.md, "Wide inputs"),
+        and ``{{"subspace": k}}``: each layer's inverse on the ``k`` leading
+        eigenvectors of both factors only (LoGra's Kronecker projection), so
+        queries and training rows are scored as ``k x k`` blocks and
+        ``precompute`` stores them so (the compressed store; an approximation
+        of the full EK-FAC, docs/influence.md, "A compressed store").
     modules : str, type, list of them, or None, default=None
         The attributed modules; the parameters of every other module are held
         fixed at their trained values. None: with EK-FAC/K-FAC every
