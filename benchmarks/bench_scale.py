@@ -23,7 +23,9 @@ agreement (median Spearman over queries) of the run's scores with them.
 ``transform`` (the ensemble's fit apart, ``--sweep-damping`` fixed so that no
 calibration runs) over a range of one size with the others at 8,000 rows, 100
 queries, 8 seeds and two hidden layers of 128: four variants (exact without and
-with the store, ``--query-rank`` without and with it). Each ensemble is fitted
+with the store, ``--query-rank`` without and with it; with ``--subspace k``, EK-FAC's
+exact store against its compressed store, ``curvature_options={"subspace": k}``). Each
+ensemble is fitted
 once and saved; each variant runs in a fresh process that loads it, and its peak
 is the resident set above the loaded ensemble's (VmHWM, reset through
 ``/proc/self/clear_refs``). It prints the growth exponent of each figure: the
@@ -175,6 +177,10 @@ def sweep(which, args):
     variants = [dict(precompute=False, query_rank=None), dict(precompute=True, query_rank=None),
                 dict(precompute=False, query_rank=args.query_rank or 8),
                 dict(precompute=True, query_rank=args.query_rank or 8)]
+    if args.subspace:  # the full EK-FAC's store against the compressed one, side by side
+        variants = [dict(precompute=True, curvature="ekfac", curvature_options=None),
+                    dict(precompute=True, curvature="ekfac",
+                         curvature_options={"subspace": args.subspace})]
     points = ([dict(SWEEP_BASE, query_counts=SWEEPS["queries"])] if which == "queries" else
               [dict(SWEEP_BASE, **{which: v}, query_counts=[SWEEP_BASE["queries"]])
                for v in SWEEPS[which]])
@@ -214,6 +220,9 @@ def main():
     parser.add_argument("--compare", type=int, default=0,
                         help="also score this many queries exactly and report agreement")
     parser.add_argument("--sweep", choices=sorted(SWEEPS))
+    parser.add_argument("--subspace", type=int, default=None,
+                        help="with --sweep: EK-FAC's store and its compressed store "
+                             "(curvature_options={'subspace': k}) instead of the four variants")
     parser.add_argument("--sweep-damping", type=float, default=1e-3)
     parser.add_argument("--json")
     args = parser.parse_args()

@@ -131,17 +131,18 @@ def test_scores_approach_the_full_ekfac_as_the_subspace_grows(cnn):
                                       curvature_options={"subspace": k}).fit(X, y)
         np.testing.assert_allclose(stored.influence_samples(X[:20], y[:20]), got, rtol=1e-4,
                                    atol=1e-5 * np.abs(got).max())
-        # the compressed store: a layer's rows on the kept k_out x k_in block where that
-        # is smaller than its patches (the convolutions), else the patches
+        # the compressed store: a layer's rows in its kept directions, as rotated patches
+        # (k_in + k_out numbers a patch) or the projected k_out x k_in block, the smaller
         layout = stored._store.layouts[0]
-        for form, spec in zip(layout, stored._members[0].layers):
-            kept = min(k, spec.shape[0]) * min(k, spec.shape[1])
-            exact = row_numbers([_layout(stored._members[0], X, ens._net_targets(y))[
-                stored._members[0].layers.index(spec)]])
-            assert form == ("projected", min(k, spec.shape[0]), min(k, spec.shape[1])) \
-                if kept < exact else form[0] != "projected"
-        if k < 8:  # the first convolution's 8 x 10 block is kept whole from k = 8
-            assert layout[0][0] == "projected"
+        raw = _layout(stored._members[0], X, ens._net_targets(y))
+        for form, exact, spec in zip(layout, raw, stored._members[0].layers):
+            k_out, k_in = min(k, spec.shape[0]), min(k, spec.shape[1])
+            forms = [("projected", k_out, k_in)] + (
+                [("rotated", exact[1], k_in, k_out)] if exact[0] == "factors" else [])
+            assert form == min(forms, key=lambda f: row_numbers([f]))
+            assert row_numbers([form]) <= row_numbers([exact])
+        if k < 8:  # the first convolution (64 patches a row) as its block
+            assert layout[0] == ("projected", min(k, 8), min(k, 10))
         assert stored.store_nbytes_ == 2 * 4 * len(X) * row_numbers(layout)
         np.testing.assert_allclose(stored.mean_influence_samples(X[:20], y[:20]),
                                    got.mean(axis=1), rtol=1e-4, atol=1e-5 * np.abs(got).max())

@@ -554,11 +554,3 @@ class Projected:
         q_a = None if self.q_a is None else self.q_a.to(self.W.dtype)
         rot = _rotated_rows(patches, g.to(self.W.dtype), self.q_g.to(self.W.dtype), q_a)
         return self.flat() @ rot.reshape(len(rot), -1).T
-
-    def response_factors(self, a, g):
-        """Products with stored rows in factor form, ``a`` (n, T, in) and ``g``
-        (n, T, out)."""
-        dtype = self.W.dtype
-        a = a.to(dtype) if self.q_a is None else a.to(dtype) @ self.q_a.to(dtype)
-        rot = torch.bmm((g.to(dtype) @ self.q_g.to(dtype)).transpose(1, 2), a)
-        return self.flat() @ rot.reshape(len(rot), -1).T

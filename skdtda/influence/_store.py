@@ -18,12 +18,15 @@ member's per-row gradients, see :mod:`skdtda.model`):
 * ``"dense"``: every other block keeps the row's gradient block itself (a layer
   with more patches than that, one-hot embedding patches, and the one
   ``(n, P)`` block of a flat member: the dense curvatures);
-* ``"projected"``: with a curvature on a subspace (EK-FAC/K-FAC with
-  ``curvature_options={"subspace": k}``), every layer keeps the row's gradient
-  rotated into its ``k_out x k_in`` kept directions, ``Q_G^T G Q_A``: the
-  compressed store, ``k_out k_in`` numbers a layer and row whatever the layer's
-  size or patches. It depends on the member's eigenbases, so its record names
-  the curvature and its options too.
+* with a curvature on a subspace (EK-FAC/K-FAC with
+  ``curvature_options={"subspace": k}``), the compressed store: each layer
+  keeps the row's gradient in its ``k_out x k_in`` kept directions, as
+  ``"rotated"`` factors (each patch's input and output gradient rotated,
+  ``Q_A^T a_t`` and ``Q_G^T g_t``: ``T (k_in + k_out)`` numbers) or, where
+  that is larger (many patches), ``"projected"``, the block
+  ``Q_G^T (sum_t g_t a_t^T) Q_A`` itself (``k_out k_in`` numbers). Both depend
+  on the member's eigenbases, so the record names the curvature and its
+  options too.
 
 All are exact for the curvature they serve, so scores with and without the store
 agree to rounding.
@@ -74,7 +77,7 @@ class StoreUnavailable(ValueError):
 def _layout(member, X, y, solver=None):
     """Each block's stored form, from the gradients of two rows: a list of
     ``("factors", T, in, out)``, ``("dense", size)`` or (a solver on a subspace)
-    ``("projected", k_out, k_in)``."""
+    ``("rotated", T, k_in, k_out)`` or ``("projected", k_out, k_in)``."""
     rows = slice(0, min(2, n_rows(X)))
     if not isinstance(member, LayeredMember):
         return [("dense", member.n_params)]
@@ -88,31 +91,33 @@ def _layout(member, X, y, solver=None):
             out.append(("dense", p.row_grads(g)[0].numel()))
     if getattr(solver, "subspace", None) is None:
         return out
-    # on a subspace, each layer's rows projected onto it where that is smaller than
-    # the exact form (a Linear layer's input and output gradient often are not)
+    # on a subspace, each layer's rows in its kept directions: the rotated patches
+    # or the projected block, whichever is smaller (both are smaller than the raw form)
     for i, ((q_g, q_a), spec) in enumerate(zip(solver.bases(), member.layers)):
-        projected = ("projected", q_g.shape[1], spec.shape[1] if q_a is None else q_a.shape[1])
-        if row_numbers([projected]) < row_numbers([out[i]]):
-            out[i] = projected
+        k_out, k_in = q_g.shape[1], spec.shape[1] if q_a is None else q_a.shape[1]
+        forms = [("projected", k_out, k_in)]
+        if out[i][0] == "factors":
+            forms.append(("rotated", out[i][1], k_in, k_out))
+        out[i] = min(forms, key=lambda form: row_numbers([form]))
     return out
 
 
 def row_numbers(layout):
     """Numbers stored per training row for one member's ``layout``."""
-    return sum(b[1] * (b[2] + b[3]) if b[0] == "factors" else
+    return sum(b[1] * (b[2] + b[3]) if b[0] in ("factors", "rotated") else
                b[1] * b[2] if b[0] == "projected" else b[1] for b in layout)
 
 
 def _shapes(layout, n):
     """The arrays of each block: ``[[shape, ...] per block]``."""
-    return [[(n, b[1], b[2]), (n, b[1], b[3])] if b[0] == "factors" else
+    return [[(n, b[1], b[2]), (n, b[1], b[3])] if b[0] in ("factors", "rotated") else
             [(n, b[1] * b[2])] if b[0] == "projected" else [(n, b[1])] for b in layout]
 
 
 def _describe(layout):
     forms = [b[0] for b in layout]
-    return ", ".join(f"{forms.count(f)} {f}" for f in ("factors", "dense", "projected")
-                     if f in forms)
+    return ", ".join(f"{forms.count(f)} {f}"
+                     for f in ("factors", "dense", "rotated", "projected") if f in forms)
 
 
 class TrainingStore:
@@ -229,8 +234,7 @@ class TrainingStore:
         total = None
         for v, form, parts in zip(solved, self.layouts[s], self.arrays[s]):
             rows = [_take(a, t_rows, v.device).to(v.dtype) for a in parts]
-            if isinstance(v, Projected):
-                v = v.flat() if form[0] == "projected" else v.dense()
+            v, form = _raw(v, form)
             if form[0] in ("dense", "projected"):
                 part = (v * rows[0]).sum(dim=1)
             else:
@@ -268,15 +272,9 @@ def _take(array, rows, device):
 def _product(v, form, rows):
     """``v_q^T g_k`` of one block for every query and row, (nq, nt); ``v`` is
     flattened blocks, a :class:`LowRank` or a :class:`Projected`."""
-    if isinstance(v, Projected):
-        if form[0] == "projected":
-            return v.flat() @ rows[0].to(v.dtype).T
-        if form[0] == "factors":
-            return v.response_factors(*rows)
-        return v.dense() @ rows[0].to(v.dtype).T
+    v, form = _raw(v, form)
     if form[0] == "projected":
-        raise ValueError("a store of projected rows scores only queries solved on the "
-                         "same subspace")
+        return v @ rows[0].to(v.dtype).T
     if isinstance(v, LowRank):  # rank-R queries (query_rank=)
         if form[0] != "factors":
             return _product(v.dense(), form, rows)
@@ -312,6 +310,21 @@ def _product(v, form, rows):
     if n_pos > 1:
         out = out.reshape(nt, n_pos, nq).sum(dim=1)
     return out.T
+
+
+def _raw(v, form):
+    """Solved queries and a stored form as the products take them: a
+    :class:`Projected` against rows kept in its eigenbases is its flat ``W``, and
+    rotated factors are factors of ``(k_in, k_out)`` patches; against rows kept
+    otherwise it is rotated back."""
+    if not isinstance(v, Projected):
+        if form[0] in ("projected", "rotated"):
+            raise ValueError("a store of projected rows scores only queries solved on the "
+                             "same subspace")
+        return v, form
+    if form[0] == "rotated":
+        return v.flat(), ("factors", *form[1:])
+    return (v.flat(), form) if form[0] == "projected" else (v.dense(), form)
 
 
 def _member_rows(s, member, X, y, layout, chunk, partial, solver=None):
@@ -355,10 +368,15 @@ def _stored_rows(member, X, y, layout=None, solver=None):
     out = []
     for i, (p, g) in enumerate(zip(patches, gs)):
         width = g.shape[-1]
-        if layout is not None and layout[i][0] == "projected":
+        form = None if layout is None else layout[i][0]
+        if form == "projected":
             q_g, q_a = solver.bases()[i]
             rotated = _rotated_rows(p, g.to(q_g.dtype), q_g, q_a)
             out.append([rotated.reshape(len(rotated), -1)])
+        elif form == "rotated":
+            q_g, q_a = solver.bases()[i]
+            a = p.a.to(q_g.dtype)
+            out.append([a if q_a is None else a @ q_a, g.to(q_g.dtype) @ q_g])
         elif isinstance(p, DensePatches) and p.n_pos * (p.size + width) < p.size * width:
             out.append([p.a, g])
         else:
