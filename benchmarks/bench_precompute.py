@@ -19,7 +19,9 @@ again); then, side by side in this process:
   (the sides interleaved), with and without the store, and the largest
   difference of their scores relative to the largest score; and with the store
   and ``query_rank=--query-rank`` (rank-R queries), with the median Spearman of
-  its scores against the exact ones over the queries;
+  its scores against the exact ones over the queries; and (where the default
+  curvature is EK-FAC or K-FAC) with the compressed store of
+  ``curvature_options={"subspace": --subspace}``, with the same Spearman;
 * self-influence of every training row (``DataPruner(objective="self")``'s
   scores): the old path (training rows as queries in chunks, keeping the
   diagonal) against ``self_influence_samples`` with and without the store;
@@ -97,6 +99,8 @@ def main():
                              "validation)")
     parser.add_argument("--query-rank", type=int, default=8,
                         help="the rank of the third side, precompute=True with query_rank")
+    parser.add_argument("--subspace", type=int, default=32,
+                        help="the compressed store's side: curvature_options={'subspace': k}")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -139,15 +143,23 @@ def main():
     rank = args.query_rank
     fitted["rank"] = InfluenceTransformer(ens, precompute=True, query_rank=rank,
                                           **settings).fit(X_train, y_train)
+    sides = [False, True, "rank"]
+    if settings["curvature"] in ("ekfac", "kfac"):
+        fitted["subspace"] = InfluenceTransformer(
+            ens, precompute=True, curvature_options={"subspace": args.subspace},
+            **settings).fit(X_train, y_train)
+        sides.append("subspace")
+        results["subspace_store_mib"] = fitted["subspace"].store_nbytes_ / 2**20
     print(f"\n{'queries':>8} {'False (s)':>10} {'True (s)':>10} {'ratio':>8} {'max rel diff':>13}"
-          f" {'peak MiB F/T':>13} {f'rank {rank} (s)':>12} {'ratio':>8} {'Spearman':>9}")
+          f" {'peak MiB F/T':>13} {f'rank {rank} (s)':>12} {'ratio':>8} {'Spearman':>9}"
+          + (f" {f'subspace {args.subspace} (s)':>16} {'ratio':>8} {'Spearman':>9}"
+             if "subspace" in sides else ""))
     for n_query in (1, 10, 100):
-        row = {False: np.inf, True: np.inf, "rank": np.inf, "peak_False": 0.0,
-               "peak_True": 0.0, "peak_rank": 0.0}
+        row = {**{side: np.inf for side in sides}, **{f"peak_{side}": 0.0 for side in sides}}
         scores = {}
         # interleaved, best of the repeats: all sides see the same load
         for _ in range(args.repeats):
-            for side in (False, True, "rank"):
+            for side in sides:
                 reset_peak()
                 base = peak_rss_mib()
                 t, scores[side] = timed(lambda: fitted[side].transform(X_query[:n_query]))
@@ -160,10 +172,18 @@ def main():
             "False": row[False], "True": row[True], "rel_diff": diff,
             "peak_False": row["peak_False"], "peak_True": row["peak_True"],
             "rank": row["rank"], "rank_spearman": rho, "peak_rank": row["peak_rank"]}
-        print(f"{n_query:>8} {row[False]:>10.3f} {row[True]:>10.4f} "
-              f"{row[True] / row[False]:>8.1%} {diff:>13.2e} "
-              f"{row['peak_False']:>6.0f}/{row['peak_True']:<6.0f} {row['rank']:>12.4f} "
-              f"{row['rank'] / row[False]:>8.1%} {rho:>9.4f}")
+        line = (f"{n_query:>8} {row[False]:>10.3f} {row[True]:>10.4f} "
+                f"{row[True] / row[False]:>8.1%} {diff:>13.2e} "
+                f"{row['peak_False']:>6.0f}/{row['peak_True']:<6.0f} {row['rank']:>12.4f} "
+                f"{row['rank'] / row[False]:>8.1%} {rho:>9.4f}")
+        if "subspace" in sides:
+            rho_sub = float(np.median([spearmanr(a, b)[0] for a, b in zip(scores["subspace"],
+                                                                          scores[False])]))
+            results[f"transform_{n_query}"].update(subspace=row["subspace"],
+                                                   subspace_spearman=rho_sub)
+            line += (f" {row['subspace']:>16.4f} {row['subspace'] / row[False]:>8.1%} "
+                     f"{rho_sub:>9.4f}")
+        print(line)
 
     if args.transform_only:
         if args.json:

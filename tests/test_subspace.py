@@ -18,6 +18,7 @@ from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda.curvature import KroneckerCurvature, dense_ggn
 from skdtda.influence._store import _layout, row_numbers
 from skdtda.model import functional_member
+from skdtda.nets import MLP
 
 
 def _digits(n=60):
@@ -134,11 +135,12 @@ def test_scores_approach_the_full_ekfac_as_the_subspace_grows(cnn):
         # the compressed store: a layer's rows in its kept directions, as rotated patches
         # (k_in + k_out numbers a patch) or the projected k_out x k_in block, the smaller
         layout = stored._store.layouts[0]
-        raw = _layout(stored._members[0], X, ens._net_targets(y))
-        for form, exact, spec in zip(layout, raw, stored._members[0].layers):
+        member = stored._members[0]
+        raw = _layout(member, X, ens._net_targets(y))
+        patches, _ = member.grad_patches("loss", X[:2], ens._net_targets(y[:2]))
+        for form, exact, spec, p in zip(layout, raw, member.layers, patches):
             k_out, k_in = min(k, spec.shape[0]), min(k, spec.shape[1])
-            forms = [("projected", k_out, k_in)] + (
-                [("rotated", exact[1], k_in, k_out)] if exact[0] == "factors" else [])
+            forms = [("projected", k_out, k_in), ("rotated", p.n_pos, k_in, k_out)]
             assert form == min(forms, key=lambda f: row_numbers([f]))
             assert row_numbers([form]) <= row_numbers([exact])
         if k < 8:  # the first convolution (64 patches a row) as its block
@@ -172,3 +174,25 @@ def test_a_projected_store_is_refused_for_another_subspace_and_query_rank_with_i
     with pytest.raises(ValueError, match="query_rank and curvature_options"):
         InfluenceTransformer(ens, curvature="ekfac", query_rank=2,
                              curvature_options={"subspace": 4}).fit(X, y)
+
+
+def test_a_subspace_on_sparse_rows_equals_the_same_rows_dense():
+    """A sparse first layer (CSR rows, products through the nonzeros) is rotated into
+    its kept input directions from its sparse patches: the same scores as on the rows
+    made dense, with and without the store."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    X = sparse.random(120, 60, density=0.05, format="csr", random_state=rng, dtype=np.float32)
+    y = np.asarray(X @ rng.normal(size=(60, 3))).argmax(axis=1)
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(8,),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
+                              lr=0.2, max_epochs=3, batch_size=32, train_split=None, verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=2, random_state=0).fit(X, y)
+    kw = dict(curvature="ekfac", damping=1e-2, curvature_options={"subspace": 4})
+    want = InfluenceTransformer(ens, precompute=False, **kw).fit(X.toarray(), y) \
+        .influence_samples(X[:5].toarray(), y[:5])
+    for precompute in (False, True):
+        got = InfluenceTransformer(ens, precompute=precompute, **kw).fit(X, y) \
+            .influence_samples(X[:5], y[:5])
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

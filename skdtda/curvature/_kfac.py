@@ -303,12 +303,6 @@ class KroneckerCurvature(Curvature):
         return [torch.where(safe, r / torch.where(safe, d, 1), 0) if safe is not None
                 else r / d for r, (d, safe) in zip(rotated_blocks, self._denominators())]
 
-    def project_blocks(self, blocks):
-        """Per-layer blocks ``[(n, out, in)]`` rotated into the eigenbases (as
-        :meth:`project_rows` does for rows' gradients)."""
-        return [_sandwich(f["q_g"].T, b.to(f["q_g"].dtype), f["q_a"])
-                for b, f in zip(blocks, self.factors)]
-
     def bases(self):
         """Per layer ``(Q_G, Q_A)``, the kept eigenvectors (``Q_A`` None for a diagonal
         input factor: the inputs themselves)."""

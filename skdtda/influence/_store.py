@@ -48,9 +48,9 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from .._inputs import n_rows
 from .._loops import chunks, progress
-from ..model import LayeredMember
 from ..curvature._kfac import _rotated_rows
-from ..model.layers import DensePatches
+from ..model import LayeredMember
+from ..model.layers import DensePatches, SparsePatches
 from ._scoring import LowRank, Projected
 
 __all__ = ["BLOCK_BUDGET", "PRODUCT_BUDGET", "STORE_BUDGET", "STORE_VERSION", "StoreUnavailable",
@@ -93,11 +93,11 @@ def _layout(member, X, y, solver=None):
         return out
     # on a subspace, each layer's rows in its kept directions: the rotated patches
     # or the projected block, whichever is smaller (both are smaller than the raw form)
-    for i, ((q_g, q_a), spec) in enumerate(zip(solver.bases(), member.layers)):
+    for i, ((q_g, q_a), spec, p) in enumerate(zip(solver.bases(), member.layers, patches)):
         k_out, k_in = q_g.shape[1], spec.shape[1] if q_a is None else q_a.shape[1]
         forms = [("projected", k_out, k_in)]
-        if out[i][0] == "factors":
-            forms.append(("rotated", out[i][1], k_in, k_out))
+        if isinstance(p, (DensePatches, SparsePatches)):  # not one-hot patches
+            forms.append(("rotated", p.n_pos, k_in, k_out))
         out[i] = min(forms, key=lambda form: row_numbers([form]))
     return out
 
@@ -375,8 +375,7 @@ def _stored_rows(member, X, y, layout=None, solver=None):
             out.append([rotated.reshape(len(rotated), -1)])
         elif form == "rotated":
             q_g, q_a = solver.bases()[i]
-            a = p.a.to(q_g.dtype)
-            out.append([a if q_a is None else a @ q_a, g.to(q_g.dtype) @ q_g])
+            out.append([p.rotated(q_a).to(q_g.dtype), g.to(q_g.dtype) @ q_g])
         elif isinstance(p, DensePatches) and p.n_pos * (p.size + width) < p.size * width:
             out.append([p.a, g])
         else:
