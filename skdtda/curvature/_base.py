@@ -50,6 +50,11 @@ class Curvature(ABC):
         Whether :meth:`self_products` costs less than solving each row (an
         eigenbasis where the inverse is a division): self-influence then asks
         it rather than a precomputed store.
+    subspace : int or None
+        Set where the inverse lives on each layer's leading Kronecker directions
+        (K-FAC and EK-FAC with ``curvature_options={"subspace": k}``): gradients are
+        then scored in those directions, through ``project_rows``,
+        ``solve_projected`` and ``bases``, never rotated back. None elsewhere.
     """
 
     member = None
@@ -59,6 +64,7 @@ class Curvature(ABC):
     newton_sets = False
     newton_rows = False
     cheap_self_products = False
+    subspace = None
 
     @abstractmethod
     def solve_blocks(self, blocks):

@@ -349,7 +349,7 @@ def _solve(solver, X, y):
     """The measurement gradients of rows ``X, y`` solved by ``solver``: per block
     ``(n, ...)`` tensors, or :class:`Projected` where the solver keeps a subspace
     (then nothing is rotated back out of its eigenbases)."""
-    if getattr(solver, "subspace", None) is None:
+    if solver.subspace is None:
         return solver.solve_rows("measurement", X, y)
     solved = solver.solve_projected(solver.project_rows("measurement", X, y))
     return [Projected(w, q_g, q_a) for w, (q_g, q_a) in zip(solved, solver.bases())]

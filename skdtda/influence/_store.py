@@ -89,7 +89,7 @@ def _layout(member, X, y, solver=None):
             out.append(("factors", p.n_pos, p.size, width))
         else:
             out.append(("dense", p.row_grads(g)[0].numel()))
-    if getattr(solver, "subspace", None) is None:
+    if solver is None or solver.subspace is None:
         return out
     # on a subspace, each layer's rows in its kept directions: the rotated patches
     # or the projected block, whichever is smaller (both are smaller than the raw form)
