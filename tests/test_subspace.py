@@ -6,6 +6,7 @@ sequence; against the full EK-FAC where every direction is kept; and the scores'
 agreement with the full EK-FAC rising with ``k``.
 """
 
+import joblib
 import numpy as np
 import pytest
 import torch
@@ -169,6 +170,12 @@ def test_a_projected_store_is_refused_for_another_subspace_and_query_rank_with_i
     again = InfluenceTransformer(ens, curvature_options={"subspace": 4}, **kw).fit(X, y)
     other = InfluenceTransformer(ens, curvature_options={"subspace": 8}, **kw).fit(X, y)
     assert again._store.folder == first._store.folder != other._store.folder
+    # the same k with other sampled factors: other eigenbases, another store
+    sampled = InfluenceTransformer(ens, curvature_options={"subspace": 4, "samples": 1},
+                                   **kw).fit(X, y)
+    assert sampled._store.folder not in (first._store.folder, other._store.folder)
+    assert joblib.load(first._store.folder / "store.pkl")["curvature"] == (
+        "ekfac", repr({"subspace": 4}))
     np.testing.assert_array_equal(again.influence_samples(X[:3], y[:3]),
                                   first.influence_samples(X[:3], y[:3]))
     with pytest.raises(ValueError, match="query_rank and curvature_options"):

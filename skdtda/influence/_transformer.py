@@ -538,8 +538,8 @@ default="auto"
                 "layout": [(type(m).__name__, list(m.names), layout,
                             repr(getattr(m.net, "criterion_", None)))
                            for m, layout in zip(self._members, layouts)]}
-            if any(b[0] == "projected" for layout in layouts for b in layout):
-                # projected rows depend on the eigenbases, so on how they were fitted
+            if self.curvatures_[0].subspace is not None:
+                # rows kept in the eigenbases depend on how those were fitted
                 record["curvature"] = (self.curvature_, repr(self.curvature_options))
             folder = store_folder(folder, record)
             if (folder / "store.pkl").exists():
