@@ -161,13 +161,16 @@ def test_a_subspace_that_is_not_a_positive_int_is_refused(cnn, value):
                              curvature_options={"subspace": value}).fit(X, y)
 
 
-def test_a_projected_store_is_refused_for_another_subspace_and_query_rank_with_it(cnn, tmp_path):
+def test_a_compressed_store_is_read_back_only_for_the_same_bases(cnn, tmp_path, caplog):
     """The compressed store depends on the eigenbases: read back for the same settings,
-    rebuilt (another folder) for another subspace; query_rank on top is refused."""
+    built anew (another folder) for another subspace or other sampled factors;
+    query_rank on top of a subspace is refused."""
     ens, X, y = cnn
     kw = dict(curvature="ekfac", damping=1e-3, precompute=True, memory=str(tmp_path))
     first = InfluenceTransformer(ens, curvature_options={"subspace": 4}, **kw).fit(X, y)
-    again = InfluenceTransformer(ens, curvature_options={"subspace": 4}, **kw).fit(X, y)
+    with caplog.at_level("INFO", logger="skdtda"):
+        again = InfluenceTransformer(ens, curvature_options={"subspace": 4}, **kw).fit(X, y)
+    assert "store is read back" in caplog.text
     other = InfluenceTransformer(ens, curvature_options={"subspace": 8}, **kw).fit(X, y)
     assert again._store.folder == first._store.folder != other._store.folder
     # the same k with other sampled factors: other eigenbases, another store
