@@ -131,8 +131,36 @@ def fit_point(config, path, queue):
     X, y, _ = _problem(config["rows"], max(config["query_counts"]))
     start = time.perf_counter()
     ens = _ensemble(config["seeds"], config["epochs"], config["width"]).fit(X, y)
+    fit_s = time.perf_counter() - start
     joblib.dump(ens, path)
-    queue.put({"ensemble_fit_s": time.perf_counter() - start})
+    # the members' weights and the rows as kronfluence's worker reads them
+    folder = os.path.dirname(path)
+    torch.save([{k: v.detach().clone() for k, v in est.module_.state_dict().items()}
+                for est in ens.estimators_], os.path.join(folder, "members.pt"))
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump({"sizes": [32, config["width"], config["width"], 4]}, f)
+    queue.put({"ensemble_fit_s": fit_s})
+
+
+def kronfluence_point(config, folder, python, n_query):
+    """kronfluence's EK-FAC over the saved members (``bench_influence.py``'s worker),
+    scoring the first ``n_query`` queries against every row: seconds and peak MiB."""
+    from bench_influence import _kronfluence
+
+    X, y, X_query = _problem(config["rows"], max(config["query_counts"]))
+    # the queries' labels: make_classification's, as for the rows (timing only)
+    _, labels, _ = _problem(config["rows"] + max(config["query_counts"]), 0)
+    y_query = labels[config["rows"]:config["rows"] + n_query]
+    np.savez(os.path.join(folder, "data.npz"), X_train=X, y_train=y,
+             X_query=X_query[:n_query], y_query=y_query)
+    result, skipped = _kronfluence(folder, python, config["damping"])
+    if result is None:
+        raise RuntimeError(skipped)
+    w = config["width"]
+    return dict(rows=config["rows"], seeds=config["seeds"], width=w,
+                params=32 * w + w + w * w + w + 4 * w + 4, queries=n_query, kronfluence=True,
+                influence_fit_s=np.nan,
+                transform_s=result["seconds"], peak_mib=result["peak_mib"])
 
 
 def variant_point(config, variant, path, queue):
@@ -190,16 +218,22 @@ def sweep(which, args):
             config = dict(point, epochs=args.epochs, damping=args.sweep_damping)
             path = os.path.join(folder, "ensemble.joblib")
             fitted = in_subprocess(fit_point, config, path)
-            for variant in variants:
-                for row in in_subprocess(variant_point, config, variant, path):
-                    row.update(fitted)
-                    print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in row.items()), flush=True)
-                    results.append(row)
+            rows = [row for variant in variants
+                    for row in in_subprocess(variant_point, config, variant, path)]
+            if args.kronfluence_python:
+                rows += [kronfluence_point(config, folder, args.kronfluence_python, n)
+                         for n in config["query_counts"]]
+            for row in rows:
+                row.update(fitted)
+                print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in row.items()), flush=True)
+                results.append(row)
     size = "params" if which == "width" else which
     print(f"\ngrowth exponents in {size} (between the two largest):")
+    if args.kronfluence_python:
+        variants.append(dict(kronfluence=True))
     for variant in variants:
-        mine = [r for r in results if all(r[k] == v for k, v in variant.items())]
+        mine = [r for r in results if all(r.get(k) == v for k, v in variant.items())]
         print(f"  {variant}: " + ", ".join(
             f"{key} ~ {size}^{_exponent(mine, key, size):.2f}"
             for key in ("influence_fit_s", "transform_s", "peak_mib")))
@@ -224,6 +258,9 @@ def main():
                         help="with --sweep: EK-FAC's store and its compressed store "
                              "(curvature_options={'subspace': k}) instead of the four variants")
     parser.add_argument("--sweep-damping", type=float, default=1e-3)
+    parser.add_argument("--kronfluence-python", default=None,
+                        help="with --sweep: also time kronfluence's EK-FAC (its own venv's "
+                             "Python, see bench_influence.py) at every point")
     parser.add_argument("--json")
     args = parser.parse_args()
     base = dict(rows=args.rows, queries=args.queries, seeds=args.seeds, epochs=args.epochs,
