@@ -31,6 +31,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -102,8 +103,6 @@ plt.suptitle("most harmful training rows for the test loss (given label)")
 # block there: the refit, the rows' rotations and the store shrink with ``k``
 # (on a large CNN that makes it several times faster; docs/benchmarks.md).
 # It approximates the full EK-FAC, so compare the ranking before choosing ``k``.
-from scipy.stats import spearmanr  # noqa: E402
-
 for kept in (4, 16):
     compressed = InfluenceTransformer(ens, curvature="ekfac", damping=influence.damping_,
                                       curvature_options={"subspace": kept}).fit(X_train, y_train)
