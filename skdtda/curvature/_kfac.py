@@ -299,9 +299,9 @@ class KroneckerCurvature(Curvature):
         """Blocks in the eigenbases (:meth:`project_rows`) divided by the damped
         eigenvalues, still in the eigenbases: :meth:`solve_blocks` without the
         rotation back. ``<solved, project_rows(...)>`` summed over the layers is
-        ``v^T (G + shift)^{-1} g``."""
-        return [torch.where(safe, r / torch.where(safe, d, 1), 0) if safe is not None
-                else r / d for r, (d, safe) in zip(rotated_blocks, self._denominators())]
+        ``v^T (G + shift)^{-1} g``. The blocks are divided in place where the
+        dtypes allow: pass fresh ones."""
+        return list(self._divided(rotated_blocks))
 
     def bases(self):
         """Per layer ``(Q_G, Q_A)``, the kept eigenvectors (``Q_A`` None for a diagonal
@@ -360,23 +360,25 @@ class KroneckerCurvature(Curvature):
         return [1 / denom if safe is None else torch.where(safe, 1 / torch.where(safe, denom, 1), 0)
                 for denom, safe in self._denominators()]
 
-    def _solve_rotated(self, rotated_blocks):
-        """Divide blocks already in the eigenbases by the damped eigenvalues (in place
-        where the dtypes allow: the blocks are the caller's own temporaries), rotate
-        back."""
-        out = []
-        for rotated, f, (denom, safe) in zip(rotated_blocks, self.factors,
-                                             self._denominators()):
+    def _divided(self, rotated_blocks):
+        """Blocks already in the eigenbases divided by the damped eigenvalues, layer by
+        layer (in place where the dtypes allow: the blocks are the caller's own
+        temporaries)."""
+        for rotated, (denom, safe) in zip(rotated_blocks, self._denominators()):
             if safe is not None:
-                rotated = torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
+                yield torch.where(safe, rotated / torch.where(safe, denom, 1), 0)
             elif rotated.dtype == torch.promote_types(rotated.dtype, denom.dtype):
-                # both callers pass fresh blocks: dividing in place holds one block
+                # every caller passes fresh blocks: dividing in place holds one block
                 # less at the solve's peak (256 MB for 40 queries of a 50k-input layer)
-                rotated = rotated.div_(denom)
+                yield rotated.div_(denom)
             else:
-                rotated = rotated / denom
-            out.append(_sandwich(f["q_g"], rotated, None if f["q_a"] is None else f["q_a"].T))
-        return out
+                yield rotated / denom
+
+    def _solve_rotated(self, rotated_blocks):
+        """Divide blocks already in the eigenbases by the damped eigenvalues
+        (:meth:`_divided`), rotate back."""
+        return [_sandwich(f["q_g"], divided, None if f["q_a"] is None else f["q_a"].T)
+                for divided, f in zip(self._divided(rotated_blocks), self.factors)]
 
 
 def _leading(values, vectors, k):

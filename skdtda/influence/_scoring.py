@@ -367,16 +367,13 @@ def _solve_queries(member, solver, centre, Xq, yq, rank=None):
     where ``rank`` is given and pays, or :class:`Projected` for a solver on a
     subspace) and their products with the centre ``c_s``."""
     solved = _solve(solver, Xq, yq)
-    if isinstance(solved[0], Projected):
-        offset = sum(_offsets(v, c) for v, c in zip(solved, centre))
-        return _SolvedQueries([v.to(member.dtype) for v in solved]), offset
-    if rank is not None:
+    if rank is not None:  # never with a subspace (fit refuses both)
         solved = [LowRank.truncate(s, rank) if s.dim() == 3 else s for s in solved]
-    flat = [s.dense() if isinstance(s, LowRank) else s.reshape(n_rows(Xq), -1)
-            for s in solved]
+    flat = [s if isinstance(s, Projected) else s.dense() if isinstance(s, LowRank)
+            else s.reshape(n_rows(Xq), -1) for s in solved]
     # the offset of the approximated queries where they are: their scores then
     # still sum to zero over the rows when c_s is the rows' mean gradient
-    offset = sum(_row_products(s, m.reshape(-1)) for s, m in zip(flat, centre))
+    offset = sum(_offsets(f, m) for f, m in zip(flat, centre))
     # The products with training gradients run in the member's dtype (2x
     # faster, half the memory for float32 nets), whatever the solve's.
     return _SolvedQueries([s.to(member.dtype) if isinstance(s, LowRank) else f.to(member.dtype)
