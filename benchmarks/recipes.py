@@ -17,6 +17,8 @@ attribution was scored on them; a rule chosen on ``CHOICE`` is scored on them
 once, after it is written down (docs/benchmarks.md says when). ``HELD_OUT_2``: two
 recipes written on 2026-12-06 at 23:45, after the first held-out round had been
 scored, to score what was changed after that round on recipes nothing was chosen on.
+``HELD_OUT_3``: four recipes written on 2026-12-07 at 05:50, before the change of that
+day's round was made, to score it once.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -258,6 +260,42 @@ def _build(name):
                                                  optimizer__weight_decay=1e-2,
                                                  module__hidden_layer_sizes=(64, 64)),
                                       n_seeds=32, random_state=16), "loss")
+    # -- held out, third round (written 2026-12-07 05:50, before any attribution was scored
+    # on them and before the change they score was made) --------------------------------
+    if name == "circles-adam-long":
+        from sklearn.datasets import make_circles
+
+        X, y = make_circles(n_samples=400, noise=0.15, factor=0.5, random_state=17)
+        return ("held-out-3", "make_circles (noise 0.15) MLP 2-32-32-2, Adam lr 1e-2, "
+                "120 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 120, optimizer=torch.optim.Adam,
+                                                   lr=1e-2, module__hidden_layer_sizes=(32, 32)),
+                                       n_seeds=32, random_state=17), "loss")
+    if name == "tabular-adam-long":
+        X, y = make_classification(n_samples=400, n_features=6, n_informative=4,
+                                   n_redundant=0, n_classes=3, n_clusters_per_class=1,
+                                   class_sep=0.8, flip_y=0.05, random_state=18)
+        return ("held-out-3", "make_classification (6 features, 3 classes) MLP 6-32-3 tanh, "
+                "Adam lr 5e-3, batch 16, 100 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 100, batch=16,
+                                                   optimizer=torch.optim.Adam, lr=5e-3,
+                                                   module__activation="tanh", **mlp32),
+                                       n_seeds=32, random_state=18), "loss")
+    if name == "friedman1-sgd-long":
+        X, y = _regression("friedman1")
+        return ("held-out-3", "make_friedman1 MLP 10-32-32-1, MSE, SGD lr 5e-3 + momentum, "
+                "80 epochs", X, y,
+                SeedEnsembleRegressor(_regressor(MLP, 80, **_SGD, lr=5e-3,
+                                                 module__hidden_layer_sizes=(32, 32)),
+                                      n_seeds=32, random_state=19), "loss")
+    if name == "digits-adamw-margin":
+        X, y = _digits()
+        return ("held-out-3", "digits MLP 64-48-10, AdamW lr 3e-3 weight decay 1e-3, "
+                "60 epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 60, optimizer=torch.optim.AdamW,
+                                                   lr=3e-3, optimizer__weight_decay=1e-3,
+                                                   module__hidden_layer_sizes=(48,)),
+                                       n_seeds=32, random_state=20), "margin")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -270,7 +308,10 @@ HELD_OUT = ("cnn-adam-margin", "cnn-sgd-wd-margin", "vit-adam-margin", "tabular-
 #: Written after the first held-out round had been scored, to score what changed after it
 #: (the calibration's guard and its time bound) on recipes nothing was chosen on.
 HELD_OUT_2 = ("digits-margin-sgd", "regression-adamw")
-ALL = CHOICE + HELD_OUT + HELD_OUT_2
+#: Written 2026-12-07 05:50, before the third round's change was made, to score it once.
+HELD_OUT_3 = ("circles-adam-long", "tabular-adam-long", "friedman1-sgd-long",
+              "digits-adamw-margin")
+ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3
 
 
 def recipe(name):
