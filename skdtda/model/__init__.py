@@ -8,7 +8,8 @@ its training that the rest of skdtda reads:
   and per-row gradients of one member, over every selected parameter as one
   flat block, or over its supported layers, one block per layer
   (:func:`functional_member` builds the one a curvature needs);
-- :class:`L2Penalty` and :func:`optimizer_weight_decay`: the L2 terms of the
+- :class:`L2Penalty`, :func:`optimizer_weight_decay` and :func:`decoupled_decay`
+  (AdamW's decay as a parameter-wise term): the L2 terms of the
   training objective;
 - :class:`LayerTracer` and :mod:`skdtda.model.layers`: forward hooks on the
   supported layers, and the registry of layer kinds (Linear, Conv1d/2d,
@@ -22,12 +23,13 @@ This package imports no other skdtda package (only the shared modules
 """
 
 from ._member import FlatMember, FunctionalMember, LayeredMember, functional_member, measure_all
-from ._penalty import L2Penalty, optimizer_weight_decay
+from ._penalty import L2Penalty, decoupled_decay, optimizer_weight_decay
 from ._recipe import DETERMINISTIC, TrainingRecipe, batch_order, is_deterministic
 from ._stack import plain_stack
 from ._trace import AUTO_EXACT_COLUMNS, LayerTracer, evaluating
 
 __all__ = ["AUTO_EXACT_COLUMNS", "DETERMINISTIC", "FlatMember", "FunctionalMember", "L2Penalty",
-           "LayerTracer", "LayeredMember", "TrainingRecipe", "batch_order", "evaluating",
+           "LayerTracer", "LayeredMember", "TrainingRecipe", "batch_order", "decoupled_decay",
+           "evaluating",
            "functional_member", "is_deterministic", "measure_all", "optimizer_weight_decay",
            "plain_stack"]
