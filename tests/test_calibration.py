@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from skdtda import DataPruner, InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.ensemble import _retrain
 from skdtda.evaluation import lds, predict_distributions, random_subsets, retrain_distributions
-from skdtda.influence._calibration import FACTORS, GUARD, choose
+from skdtda.influence._calibration import FACTORS, GUARD, choose, draw_sets
 from skdtda.nets import MLP
 
 
@@ -97,6 +97,39 @@ def test_the_calibration_tracks_an_independent_retraining(data, ensemble, calibr
     scores = np.asarray(scores)
     assert spearmanr(scores, calibrated.calibration_.mean)[0] > 0.6
     assert scores[calibrated.calibration_.chosen] >= scores.max() - 0.05
+
+
+def test_the_retraining_holds_the_query_rows_out(data, ensemble, monkeypatch):
+    """The calibration measures its queries as test rows: no retrained fit sees them."""
+    X, y, _, _ = data
+    fits = []
+    original = _retrain._refit
+
+    def spy(template, X_fit, y_fit):
+        fits.append(np.asarray(X_fit))
+        return original(template, X_fit, y_fit)
+
+    monkeypatch.setattr(_retrain, "_refit", spy)
+    table = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                 calibration_options={"seeds": 2}).fit(X, y).calibration_
+    queries = X[table.query_rows]
+    assert len(fits) == 1 + table.n_sets
+    assert len(fits[0]) == len(X) - table.n_queries
+    for rows in fits:
+        assert not (rows[:, None, :] == queries[None]).all(-1).any()
+
+
+def test_the_queries_and_a_set_together_leave_every_class_a_row():
+    # a class of 3 rows in 60: 12 random queries and a 30% set could take all three
+    y = np.array([0] * 30 + [1] * 27 + [2] * 3)
+    for seed in range(20):
+        queries, masks, n_large = draw_sets(y, 8, 12, seed, classifier=True)
+        assert len(np.unique(queries)) == 12 and not masks[:, queries].any()
+        assert n_large == 4 and masks[:4].sum(1).tolist() == [14] * 4
+        for mask in masks:
+            gone = mask.copy()
+            gone[queries] = True
+            assert set(y[~gone]) == {0, 1, 2}
 
 
 def test_spread_statistics_keep_their_multiple_of_the_calibrated_damping(data, ensemble,

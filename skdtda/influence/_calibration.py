@@ -5,18 +5,24 @@ The rule of ``damping="auto"`` reads the damping from the members' training
 instead be *measured*, at a bounded cost, with the library's own retraining and
 scores:
 
-1. **Queries**: some training rows that no set removes: half of them those
-   of the largest training loss, half drawn from the rest (test rows are rarely
-   fitted as closely as training rows, and a fitted row barely moves; chosen on
-   the choice recipes of ``benchmarks/recipes.py``: with queries drawn at random
-   the calibration's LDS lay far below the truth's on test rows).
+1. **Queries**: training rows drawn at random and held out of every retraining,
+   so that the retrained members meet them as they meet test rows (a row they
+   trained on is fitted closely and barely moves when others go). With queries
+   the retraining kept, the calibration's LDS overstated the truth's on test rows
+   (circles: 1.00 against 0.54) and it kept dampings 3-30x too small on problems
+   trained long with Adam; chosen 2026-12-07 on four choice recipes of
+   ``benchmarks/recipes.py`` and scored on others (docs/benchmarks.md, "Fourth
+   round").
 2. **Removal sets** of the other rows: half of them remove 30% (the regime of
    the LDS), half remove 5% (small removals, where first-order influence is
    most accurate and leave-one-out correlations live; they favour less damping
    than large sets do).
 3. **Retraining**: a clone of the ensemble with a few seeds of its own
-   (``seeds``), fitted on all rows and without each set, every set with the
-   same seeds (:func:`skdtda.ensemble.retrain_sets`), measuring the queries.
+   (``seeds``), fitted on the rows other than the queries, and without each set
+   too, every set with the same seeds (:func:`skdtda.ensemble.retrain_sets`),
+   measuring the queries. The attributed members did train on the queries; the
+   change common to every set that holding them out makes cancels from the
+   scores, which correlate the sets' changes per query.
 4. **Candidates**: the rule's damping times ``10 ** (k / 4)`` for ``k`` in
    ``-6 .. 6`` (1/31.6x to 31.6x). Each member's curvature is re-damped
    (:meth:`~skdtda.curvature.Curvature.with_damping`: a number for the
@@ -57,7 +63,7 @@ from sklearn.utils import Bunch, check_random_state
 from .._agreement import (distribution_change, noise_ceiling, per_query_correlation,
                           query_interval)
 from .._cache import settings_key
-from .._inputs import n_rows
+from .._inputs import n_rows, take_rows
 from .._loops import chunks, progress
 from ..ensemble import member_nets, retrain_sets
 from ..model import functional_member, measure_all
@@ -93,10 +99,8 @@ MIN_SETS, MIN_QUERIES = 4, 10
 #: The candidates are scored with the first this many attributed members: the noise of
 #: the retrained side (a few seeds) outweighs that of a mean over more members.
 SCORED_MEMBERS = 16
-#: The members whose mean training loss picks the hardest query rows.
-LOSS_MEMBERS = 4
 #: ``damping="auto"`` calibrates where the retraining is estimated (from its first fit,
-#: on all rows) to take at most this many seconds; elsewhere it keeps the rule.
+#: without the queries) to take at most this many seconds; elsewhere it keeps the rule.
 AUTO_SECONDS = 60.0
 
 
@@ -151,34 +155,32 @@ def plan_size(n_members, deterministic, budget, options):
     return seeds, n_sets
 
 
-def draw_sets(y, n_sets, n_queries, random_state, classifier, losses=None):
-    """``(queries, masks, n_large)``: query rows no set removes, and boolean removal
-    masks (the first ``n_large`` remove :data:`LARGE` of the other rows, the rest
-    :data:`SMALL`); a classifier's set never removes every row of a class.
-
-    With ``losses`` (each row's training loss), half the queries are the rows of
-    the largest loss and half are drawn from the others: test rows are rarely
-    fitted as closely as training rows, and a query the members fit perfectly
-    barely moves when rows go."""
+def draw_sets(y, n_sets, n_queries, random_state, classifier):
+    """``(queries, masks, n_large)``: query rows drawn at random, which no set removes
+    (the retraining holds them out of every fit), and boolean removal masks over all
+    rows (the first ``n_large`` remove :data:`LARGE` of the other rows, the rest
+    :data:`SMALL`); for a classifier, neither the queries nor a set with them take
+    every row of a class."""
     rng = check_random_state(random_state)
     n = len(y)
-    if losses is None:
-        queries = np.sort(rng.choice(n, n_queries, replace=False))
-    else:
-        hardest = np.argsort(-np.asarray(losses), kind="stable")[:n_queries // 2]
-        others = np.setdiff1d(np.arange(n), hardest)
-        queries = np.sort(np.concatenate([
-            hardest, rng.choice(others, n_queries - len(hardest), replace=False)]))
-    pool = np.setdiff1d(np.arange(n), queries)
     labels = np.asarray(y).reshape(n, -1)[:, 0] if classifier else None
+    classes = len(np.unique(labels)) if classifier else 0
+
+    def keeps_classes(gone):
+        return not classifier or len(np.unique(np.delete(labels, gone))) == classes
+
+    for _ in range(100):
+        queries = np.sort(rng.choice(n, n_queries, replace=False))
+        if keeps_classes(queries):
+            break
+    pool = np.setdiff1d(np.arange(n), queries)
     n_large = n_sets - n_sets // 2
     masks = np.zeros((n_sets, n), dtype=bool)
     for j in range(n_sets):
         size = max(1, int(round((LARGE if j < n_large else SMALL) * len(pool))))
         for _ in range(100):
             removed = rng.choice(pool, size, replace=False)
-            if not classifier or len(np.unique(np.delete(labels, removed))) == len(
-                    np.unique(labels)):
+            if keeps_classes(np.concatenate([queries, removed])):
                 break
         masks[j, removed] = True
     return queries, masks, n_large
@@ -195,18 +197,6 @@ class _NetMeasurement:
         members = [functional_member(net, self.measurement, self.task)
                    for net in member_nets(ensemble)]
         return measure_all(members, self.X, self.y)
-
-
-def _training_losses(members, X, y, chunk):
-    """Each training row's loss, averaged over ``members``, (n,) float64."""
-    total = np.zeros(n_rows(X))
-    for member in members:
-        for rows in chunks(n_rows(X), chunk):
-            Xr, yr = member.tensors(X[rows], y[rows])
-            with torch.no_grad():
-                total[rows] += member.loss_fn(member.net, member.outputs(member.theta, Xr),
-                                              yr).double().cpu().numpy()
-    return total / len(members)
 
 
 def _set_sums(member, X, y, masks, centre, chunk):
@@ -415,7 +405,7 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     n_jobs, verbose : as the estimator's
     max_seconds : float, default=None
         Give up (:class:`CalibrationUnavailable`) when the calibration would take
-        longer: the retraining estimated from its first fit (on all rows), the
+        longer: the retraining estimated from its first fit (without the queries), the
         scoring from the first member's, both in CPU seconds of the calling thread.
 
     Returns
@@ -438,19 +428,20 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
             "others; use damping='auto'")
     rng = check_random_state(int(np.asarray(ens.seeds_).reshape(-1)[0]) % (2**31 - 1))
     classifier = is_classifier(ens)
-    losses = _training_losses(influence._members[:LOSS_MEMBERS], X_net, y_net,
-                              influence._train_chunk())
-    queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier, losses)
+    queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)
+    # the retraining holds the queries out: it fits the other rows, less each set
+    kept = np.setdiff1d(np.arange(n), queries)
+    X_kept, y_kept, kept_masks = take_rows(X, kept), np.asarray(y)[kept], masks[:, kept]
     template = clone(ens).set_params(n_seeds=seeds, random_state=int(rng.randint(2**31 - 1)),
                                      memory=None, verbose=0, n_jobs=None)
     task = "classifier" if classifier else "regressor"
     measure = _NetMeasurement(X_net[queries], y_net[queries], influence.measurement, task)
     if folder is not None:
         folder = Path(folder) / joblib.hash((settings_key(template), X_net, y_net, queries,
-                                             repr(influence.measurement)))[:16]
+                                             repr(influence.measurement), "held out"))[:16]
         folder.mkdir(parents=True, exist_ok=True)
     logger.info("damping='calibrate': retraining %d removal sets (%d of %d%%, %d of %d%% of "
-                "the rows) with %d seeds, %d query rows", n_sets, n_large, LARGE * 100,
+                "the rows) with %d seeds, %d query rows held out", n_sets, n_large, LARGE * 100,
                 n_sets - n_large, SMALL * 100, seeds, n_queries)
     dampings = center * FACTORS
     # the candidates, and each times the ratio (the final damping of every choice)
@@ -465,18 +456,18 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     first = _member_shifts(members[0], influence.curvatures_[0], influence._centres[0], *args)
     scoring = (time.thread_time() - tic) * len(members)
     tic = time.thread_time()
-    before = retrain_sets(template, X, y, masks[:0], measure, folder=folder)[0]
+    before = retrain_sets(template, X_kept, y_kept, kept_masks[:0], measure, folder=folder)[0]
     seconds = time.thread_time() - tic
     # the sets train on fewer rows: their steps scale with the kept rows
     estimate = seconds * (n_large * (1 - LARGE) + (n_sets - n_large) * (1 - SMALL))
     if max_seconds is not None and estimate + scoring > max_seconds:
         raise CalibrationUnavailable(
             f"it would take about {estimate + scoring:.0f} s, more than {max_seconds:g} s: "
-            f"{estimate:.0f} s to retrain {n_sets} sets (the fit on all rows took "
+            f"{estimate:.0f} s to retrain {n_sets} sets (the fit without the queries took "
             f"{seconds:.1f} s) and {scoring:.0f} s to score the candidates with "
             f"{len(members)} members")
-    actual = retrain_sets(template, X, y, masks, measure, before=before, folder=folder,
-                          n_jobs=n_jobs, verbose=verbose,
+    actual = retrain_sets(template, X_kept, y_kept, kept_masks, measure, before=before,
+                          folder=folder, n_jobs=n_jobs, verbose=verbose,
                           desc="calibration: retraining removal sets")
     before, after = predicted_samples(members, influence.curvatures_[scored],
                                       influence._centres[scored], *args, verbose=verbose,

@@ -232,9 +232,10 @@ default="auto"
     calibration_options : dict, default=None
         With ``damping="calibrate"``: ``{{"seeds": 4, "queries": 40, "sets": None,
         "max_sets": 40}}``, the retrained seeds (1 for a one-member ensemble),
-        the query rows (training rows no set removes; at most a fifth of the
-        rows), and the removal sets (None: as many as the budget allows, at
-        most ``max_sets``; half remove 30% of the other rows, half 5%).
+        the query rows (training rows drawn at random and held out of every
+        retraining; at most a fifth of the rows), and the removal sets (None:
+        as many as the budget allows, at most ``max_sets``; half remove 30% of
+        the other rows, half 5%).
     memory : str, path-like, joblib.Memory or None, default=None
         Where ``damping="calibrate"`` keeps its retrained sets (one file a
         set, under ``skdtda-calibration``), so that an interrupted or repeated
@@ -310,7 +311,8 @@ default="auto"
         a retraining with many seeds would show); ``lds_measured`` and
         ``small_sets_measured`` are the raw values. Also the retraining's size
         (``n_sets``, ``n_small_sets``, ``n_seeds``, ``n_queries``). Its queries
-        are training rows that no set removed. None otherwise.
+        are training rows that the retraining held out (measured as test
+        rows). None otherwise.
     retraining_ : str
         The retraining predicted: ``retraining``, or what ``"auto"`` chose.
     curvatures_ : list
