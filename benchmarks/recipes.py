@@ -19,6 +19,8 @@ recipes written on 2026-12-06 at 23:45, after the first held-out round had been
 scored, to score what was changed after that round on recipes nothing was chosen on.
 ``HELD_OUT_3``: four recipes written on 2026-12-07 at 05:38, before anything of
 that day's round was scored or changed; scored once.
+``HELD_OUT_4``: four recipes written on 2026-12-07 at 11:25, after the calibration's
+queries were held out of its retraining, to score what is chosen after that.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -296,6 +298,40 @@ def _build(name):
                                                    lr=3e-3, optimizer__weight_decay=1e-3,
                                                    module__hidden_layer_sizes=(48,)),
                                        n_seeds=32, random_state=20), "margin")
+    # -- held out, fourth round (written 2026-12-07 11:25, before anything was scored on
+    # them; they score what is chosen after the calibration's queries were held out) -----
+    if name == "binary-adam-wd":
+        X, y = make_classification(n_samples=400, n_features=10, n_informative=5,
+                                   n_redundant=2, flip_y=0.03, random_state=21)
+        return ("held-out-4", "make_classification (10 features, 2 classes) MLP 10-64-2, "
+                "Adam lr 1e-3 weight decay 1e-4, 80 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 80, optimizer=torch.optim.Adam,
+                                                   lr=1e-3, optimizer__weight_decay=1e-4,
+                                                   module__hidden_layer_sizes=(64,)),
+                                       n_seeds=32, random_state=21), "loss")
+    if name == "moons-sgd-long":
+        X, y = make_moons(n_samples=400, noise=0.25, random_state=22)
+        return ("held-out-4", "make_moons (noise 0.25) MLP 2-32-32-2, SGD lr 0.05 + momentum, "
+                "150 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 150, **_SGD, lr=0.05,
+                                                   module__hidden_layer_sizes=(32, 32)),
+                                       n_seeds=32, random_state=22), "loss")
+    if name == "wide-regression-adam":
+        X, y = make_regression(n_samples=400, n_features=20, n_informative=5, noise=10.0,
+                               random_state=23)
+        return ("held-out-4", "make_regression (20 features, 5 informative) MLP 20-64-1, MSE, "
+                "Adam lr 3e-3, 100 epochs", _scaled(X), (y - y.mean()) / y.std(),
+                SeedEnsembleRegressor(_regressor(MLP, 100, optimizer=torch.optim.Adam, lr=3e-3,
+                                                 module__hidden_layer_sizes=(64,)),
+                                      n_seeds=32, random_state=23), "loss")
+    if name == "breast-adamw":
+        X, y = load_breast_cancer(return_X_y=True)
+        return ("held-out-4", "breast cancer MLP 30-32-2, AdamW lr 3e-3 weight decay 1e-2, "
+                "80 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 80, optimizer=torch.optim.AdamW,
+                                                   lr=3e-3, optimizer__weight_decay=1e-2,
+                                                   **mlp32),
+                                       n_seeds=32, random_state=24), "loss")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -311,7 +347,10 @@ HELD_OUT_2 = ("digits-margin-sgd", "regression-adamw")
 #: Written 2026-12-07 05:38, before anything was scored on them; scored once with the defaults.
 HELD_OUT_3 = ("circles-adam-long", "tabular-adam-long", "friedman1-sgd-long",
               "digits-adamw-margin")
-ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3
+#: Written 2026-12-07 11:25, after the calibration's queries were held out of its
+#: retraining, to score what is chosen after that on recipes nothing was seen on.
+HELD_OUT_4 = ("binary-adam-wd", "moons-sgd-long", "wide-regression-adam", "breast-adamw")
+ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4
 
 
 def recipe(name):
