@@ -30,6 +30,5 @@ from ._trace import AUTO_EXACT_COLUMNS, LayerTracer, evaluating
 
 __all__ = ["AUTO_EXACT_COLUMNS", "DETERMINISTIC", "FlatMember", "FunctionalMember", "L2Penalty",
            "LayerTracer", "LayeredMember", "TrainingRecipe", "batch_order", "decoupled_decay",
-           "evaluating",
-           "functional_member", "is_deterministic", "measure_all", "optimizer_weight_decay",
-           "plain_stack"]
+           "evaluating", "functional_member", "is_deterministic", "measure_all",
+           "optimizer_weight_decay", "plain_stack"]
