@@ -103,13 +103,13 @@ def test_the_retraining_holds_the_query_rows_out(data, ensemble, monkeypatch):
     """The calibration measures its queries as test rows: no retrained fit sees them."""
     X, y, _, _ = data
     fits = []
-    original = _retrain._refit
+    original = SeedEnsembleClassifier._fit_input
 
-    def spy(template, X_fit, y_fit):
+    def spy(self, X_fit, y_fit):  # every fit's rows, alone or in a shared pass
         fits.append(np.asarray(X_fit))
-        return original(template, X_fit, y_fit)
+        return original(self, X_fit, y_fit)
 
-    monkeypatch.setattr(_retrain, "_refit", spy)
+    monkeypatch.setattr(SeedEnsembleClassifier, "_fit_input", spy)
     table = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
                                  calibration_options={"seeds": 2}).fit(X, y).calibration_
     queries = X[table.query_rows]
@@ -149,8 +149,8 @@ def test_memory_keeps_the_retrained_sets(data, ensemble, tmp_path, monkeypatch):
     first = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
                                  memory=tmp_path).fit(X, y)
     calls = []
-    original = _retrain._fit_and_measure
-    monkeypatch.setattr(_retrain, "_fit_and_measure",
+    original = _retrain._measured
+    monkeypatch.setattr(_retrain, "_measured",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     again = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
                                  memory=str(tmp_path)).fit(X, y)

@@ -121,7 +121,8 @@ def test_an_interrupted_run_resumes_without_redoing_finished_sets(iris, tmp_path
     X, y = iris
     remove = random_subsets(len(X), n_sets=5, keep_fraction=0.9, random_state=0)
     args = (_ensemble(n_seeds=2), X, y, X[:6], y[:6])
-    original = _retrain._fit_and_measure
+    # every retrained set is measured (and stored) by _measured, whichever path trained it
+    original = _retrain._measured
     calls = []
 
     def interrupted(*a, **k):
@@ -130,10 +131,10 @@ def test_an_interrupted_run_resumes_without_redoing_finished_sets(iris, tmp_path
         calls.append(1)
         return original(*a, **k)
 
-    monkeypatch.setattr(_retrain, "_fit_and_measure", interrupted)
+    monkeypatch.setattr(_retrain, "_measured", interrupted)
     with pytest.raises(KeyboardInterrupt):
         retrain_distributions(*args, remove=remove, memory=tmp_path)
-    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+    monkeypatch.setattr(_retrain, "_measured", lambda *a, **k: calls.append(1)
                         or original(*a, **k))
     calls.clear()
     resumed = retrain_distributions(*args, remove=remove, memory=tmp_path)
@@ -158,8 +159,8 @@ def test_cache_dir_is_a_deprecated_alias_of_memory(iris, tmp_path, monkeypatch):
     with pytest.warns(FutureWarning, match="cache_dir= is deprecated.*memory="):
         old = retrain_distributions(*args, remove=remove, cache_dir=tmp_path)
     calls = []
-    original = _retrain._fit_and_measure
-    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+    original = _retrain._measured
+    monkeypatch.setattr(_retrain, "_measured", lambda *a, **k: calls.append(1)
                         or original(*a, **k))
     # a folder written under the old name serves memory= (a path, a str or a joblib.Memory)
     for memory in (tmp_path, str(tmp_path), joblib.Memory(tmp_path, verbose=0)):
@@ -181,8 +182,8 @@ def test_memory_is_not_used_by_other_data_or_settings(iris, tmp_path, monkeypatc
     retrain_distributions(_ensemble(n_seeds=2, epochs=2), X, y, X[:3], y[:3], remove=remove,
                           memory=tmp_path)
     calls = []
-    original = _retrain._fit_and_measure
-    monkeypatch.setattr(_retrain, "_fit_and_measure", lambda *a, **k: calls.append(1)
+    original = _retrain._measured
+    monkeypatch.setattr(_retrain, "_measured", lambda *a, **k: calls.append(1)
                         or original(*a, **k))
     changed = X.copy()
     changed[5, 1] += 1e-6
@@ -214,7 +215,9 @@ def test_retraining_spreads_over_a_dask_cluster(iris):
         with joblib.parallel_config(backend="dask"):
             remote = retrain_distributions(_ensemble(n_seeds=2), X, y, X[:4], y[:4],
                                            remove=remove, n_jobs=-1)
-    np.testing.assert_array_equal(local.after, remote.after)
+    # one job trains the three sets' members in one shared pass, the cluster each set
+    # alone: the same members, up to how a batch of 6 and one of 2 round
+    np.testing.assert_allclose(local.after, remote.after, rtol=1e-5, atol=1e-6)
 
 
 # -- predicted distributions and scores ---------------------------------------------------

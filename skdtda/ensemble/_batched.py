@@ -358,7 +358,7 @@ def _make_optimizer(lead, stacked):
         return lead.optimizer(*args, foreach=True, **kwargs)
 
 
-def fit_batched(members, X, y, *, progress=None):
+def fit_batched(members, X, y, *, rows=None, progress=None):
     """Train initialized member nets in one batched pass, in place.
 
     Parameters
@@ -370,6 +370,10 @@ def fit_batched(members, X, y, *, progress=None):
         Training inputs, already in the modules' dtype.
     y : ndarray of shape (n_samples, ...)
         Training targets in the form the net's criterion expects.
+    rows : tensor of int64 of shape (n_members, n_train), default=None
+        Each member's own training rows (indices into X): member ``i`` trains as
+        it would on ``X[rows[i]]``, so that members of several row sets of one
+        size train in one pass. None: every member trains on all rows.
     progress : callable, default=None
         Called as ``progress(epoch, mean_loss)`` after each epoch.
 
@@ -380,7 +384,8 @@ def fit_batched(members, X, y, *, progress=None):
         from the first epoch in which any member's loss was not finite on.
     """
     lead = members[0]
-    n_members, n_samples = len(members), n_rows(X)
+    n_members = len(members)
+    n_samples = n_rows(X) if rows is None else rows.shape[1]
     program = _Program(lead)
     stacked = program.stack(members)
     optimizer = _make_optimizer(lead, stacked)
@@ -390,9 +395,11 @@ def fit_batched(members, X, y, *, progress=None):
     # a sparse matrix stays sparse: each step densifies only its own minibatches
     X_all = as_tensors(X, next(lead.module_.parameters()).dtype, lead.device)
     y_all = torch.as_tensor(y, device=lead.device)
+    if rows is not None:
+        rows = torch.as_tensor(rows, dtype=torch.int64, device=lead.device)
     recipes = [TrainingRecipe.read(m, n_samples) for m in members]
     steps = recipes[0].batch_slices()
-    sizes = [rows.stop - rows.start for rows in steps]
+    sizes = [step.stop - step.start for step in steps]
 
     epoch_losses = np.full((lead.max_epochs, n_members), np.nan)
     batch_losses = np.full((lead.max_epochs, len(steps), n_members), np.nan)
@@ -403,8 +410,10 @@ def fit_batched(members, X, y, *, progress=None):
         orders = torch.stack([recipes[0].epoch_order(r.generator) for r in recipes])
         orders = orders.to(lead.device)
         step_losses = []
-        for rows in steps:
-            idx = orders[:, rows]
+        for step in steps:
+            idx = orders[:, step]
+            if rows is not None:  # positions in each member's rows -> rows of X
+                idx = torch.gather(rows, 1, idx)
             if manual is not None:
                 losses = manual(stacked, X_all[idx], y_all[idx])
             else:

@@ -18,12 +18,14 @@ import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
+from joblib import effective_n_jobs
 from sklearn.utils.parallel import Parallel, delayed
 
 from .._inputs import take_rows
 from .._loops import progress
 from ..exceptions import UndertrainedWarning
 from ._pipeline import split_pipeline
+from ._seed_ensemble import _BaseSeedEnsemble, fit_row_sets
 
 __all__ = ["QueryMeasurement", "load_array", "retrain_sets", "save_array"]
 
@@ -86,16 +88,37 @@ def _refit(template, X, y):
 
 def _fit_and_measure(template, X, y, keep, measure, path):
     """Retrain on the kept rows and measure; store the result when a path is given."""
-    fitted = _refit(template, take_rows(X, keep), y[keep])
+    return _measured(_refit(template, take_rows(X, keep), y[keep]), measure, path)
+
+
+def _measured(fitted, measure, path):
     values = np.asarray(measure(fitted), dtype=np.float64)
     if path is not None:
         save_array(path, values)
     return values
 
 
+def _quiet(fits):
+    """``fits`` (a generator of fits) without :class:`~skdtda.UndertrainedWarning`, as
+    :func:`_refit`."""
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndertrainedWarning)
+            try:
+                item = next(fits)
+            except StopIteration:
+                return
+        yield item
+
+
 def retrain_sets(template, X, y, masks, measure, *, before=None, folder=None, n_jobs=None,
                  verbose=0, desc="retraining removal sets"):
     """A measurement of the retrained ensemble after retraining without each set of rows.
+
+    With one job and a seed ensemble (not a Pipeline), the sets' ensembles train in
+    shared batched passes (:func:`~skdtda.ensemble._seed_ensemble.fit_row_sets`): a
+    few seeds per set, as the calibration retrains, cost little more per step than
+    one set's; each set's ensemble is the one its own fit gives.
 
     Parameters
     ----------
@@ -149,11 +172,16 @@ def retrain_sets(template, X, y, masks, measure, *, before=None, folder=None, n_
             after[j] = values
         else:
             todo.append(j)
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_and_measure)(template, X, y, ~masks[j], measure, paths[j])
-        for j in todo)
+    if len(todo) > 1 and effective_n_jobs(n_jobs) == 1 and isinstance(template, _BaseSeedEnsemble):
+        # small ensembles of several sets share their training passes
+        jobs = ((todo[k], _measured(fitted, measure, paths[todo[k]])) for k, fitted in
+                _quiet(fit_row_sets(template, X, y, [~masks[j] for j in todo])))
+    else:
+        jobs = zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_and_measure)(template, X, y, ~masks[j], measure, paths[j])
+            for j in todo))
     with progress(len(todo), desc, "set", verbose if todo else 0) as bar:
-        for j, values in zip(todo, jobs):
+        for j, values in jobs:
             after[j] = values
             bar.update()
     return before, after

@@ -96,6 +96,58 @@ def _fit_members_batched(members, X, y, init_seeds, verbose, key=None):
     return members
 
 
+#: The most members one batched pass of :func:`fit_row_sets` trains together.
+ROW_SETS_MEMBERS = 64
+
+
+def fit_row_sets(template, X, y, keeps):
+    """Yield ``(j, clone(template).fit(take_rows(X, keeps[j]), y[keeps[j]]))`` for every
+    row mask ``keeps[j]``, in the order they finish, training the members of sets that
+    keep as many rows together: one batched pass of up to :data:`ROW_SETS_MEMBERS`
+    members, each member on its own rows with its own initialisation and order.
+
+    A retraining of many small ensembles (the calibration's 4 seeds per removal set)
+    is dominated by each training step's fixed cost, which one pass over the members
+    of several sets shares. A set whose fit takes another path (a scikit-learn model,
+    the loop, ``memory=``, ``n_jobs``, input other than one array) is fitted alone,
+    as are sets of more than half :data:`ROW_SETS_MEMBERS` seeds.
+    """
+    y = np.asarray(y)
+    groups = {}
+    for j, keep in enumerate(keeps):
+        ens = clone(template)
+        X_kept, y_kept = take_rows(X, keep), y[keep]
+        if (_sklearn.is_sklearn_model(ens.net) or ens.memory is not None
+                or effective_n_jobs(ens.n_jobs or 1) != 1
+                or 2 * ens.n_seeds > ROW_SETS_MEMBERS):
+            yield j, ens.fit(X_kept, y_kept)
+            continue
+        ens._validate_params()
+        X_kept, y_kept = ens._fit_input(X_kept, y_kept)
+        ens._draw_seeds()
+        ens._torch_cache = None
+        net_template, X_net, y_net, members = ens._prepare_members(X_kept, y_kept)
+        if not (ens.vectorized_ and isinstance(X_net, np.ndarray)):
+            yield j, ens._finish(ens._fit_members(net_template, X_net, y_net, members, 1),
+                                 X_net, y_net)
+            continue
+        groups.setdefault(n_rows(X_net), []).append((j, ens, X_net, y_net, members))
+    for n, entries in groups.items():
+        per_pass = ROW_SETS_MEMBERS // len(entries[0][4])
+        for start in range(0, len(entries), per_pass):
+            part = entries[start:start + per_pass]
+            members = [m for *_, ms in part for m in ms]
+            for member, seed in zip(members, np.concatenate([e[1].init_seeds_ for e in part])):
+                initialize_member(member, seed)
+            # set k's rows sit at k n .. (k + 1) n of the concatenated rows
+            rows = torch.cat([torch.arange(k * n, (k + 1) * n).expand(len(ms), n)
+                              for k, (*_, ms) in enumerate(part)])
+            _batched.fit_batched(members, np.concatenate([e[2] for e in part]),
+                                 np.concatenate([e[3] for e in part]), rows=rows)
+            for j, ens, X_net, y_net, ms in part:
+                yield j, ens._finish(ms, X_net, y_net)
+
+
 def _member_losses(member):
     return np.asarray(member.history[:, "train_loss"], dtype=float) if len(member.history) \
         else np.array([])
@@ -186,6 +238,13 @@ class _BaseSeedEnsemble(BaseEstimator):
         self._torch_cache = None
         if _sklearn.is_sklearn_model(self.net):
             return self._fit_sklearn(X, y)
+        template, X, y, members = self._prepare_members(X, y)
+        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        return self._finish(self._fit_members(template, X, y, members, n_jobs), X, y)
+
+    def _prepare_members(self, X, y):
+        """Everything of a fit before training: the template net, the rows and targets
+        in the nets' form, and the unfitted members (``vectorized_`` set)."""
         n_outputs = self._n_net_outputs
         template = self._make_template(n_outputs)
         probe = initialize_member(self._member(template, 0), self.init_seeds_[0])
@@ -195,10 +254,17 @@ class _BaseSeedEnsemble(BaseEstimator):
         y = self._net_targets(y)
         self.training_fingerprint_ = fingerprint(X, y)
         _check_outputs_suit_criterion(probe, X)
-
         members = [self._member(template, i) for i in range(self.n_seeds)]
         self.vectorized_ = self._use_batched(probe, X, y)
-        n_jobs = 1 if self.n_jobs is None else self.n_jobs
+        return template, X, y, members
+
+    def _finish(self, fitted, X, y):
+        self._check_members(fitted)
+        self.estimators_ = fitted
+        self._warn_if_undertrained(X, y)
+        return self
+
+    def _fit_members(self, template, X, y, members, n_jobs):
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
         fit_member, fit_group = _fit_member, _fit_members_batched
         if self.memory is not None:
@@ -226,10 +292,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             keys = self._memory_keys(template, singles, "loop")
             self._log_stored(fit_member, calls, keys, singles)
             fitted = self._fit_each(fit_member, calls, keys, n_jobs, _last_loss)
-        self._check_members(fitted)
-        self.estimators_ = fitted
-        self._warn_if_undertrained(X, y)
-        return self
+        return fitted
 
     def _fit_sklearn(self, X, y):
         """Members are clones of a scikit-learn model, each with its own random_state,
@@ -371,7 +434,7 @@ class _BaseSeedEnsemble(BaseEstimator):
             "Attributing such members describes their initialisation, not what they "
             "learned: train longer, with a larger learning rate or another optimizer (see "
             "each member's history), unless the targets really are this unpredictable.",
-            UndertrainedWarning, stacklevel=5)  # the caller of fit
+            UndertrainedWarning, stacklevel=6)  # the caller of fit
 
     # -- prediction helpers -------------------------------------------------------------
     def _validate_X(self, X):
@@ -656,6 +719,10 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
         self : SeedEnsembleClassifier
             The fitted ensemble.
         """
+        return self._fit(*self._fit_input(X, y))
+
+    def _fit_input(self, X, y):
+        """Fit's checks of its rows and labels (the label encoding set)."""
         X, y = check_rows(self, X, y, reset=True)
         check_classification_targets(y)
         self._label_encoder = LabelEncoder().fit(y)
@@ -665,7 +732,7 @@ class SeedEnsembleClassifier(ClassifierMixin, _BaseSeedEnsemble):
                 f"SeedEnsembleClassifier needs samples of at least 2 classes in the "
                 f"data, but the data contain only one class: {self.classes_.tolist()[0]!r}")
         self._n_net_outputs = len(self.classes_)
-        return self._fit(X, y)
+        return X, y
 
     def _net_targets(self, y):
         return self._label_encoder.transform(y).astype(np.int64)
@@ -833,10 +900,14 @@ class SeedEnsembleRegressor(RegressorMixin, _BaseSeedEnsemble):
         self : SeedEnsembleRegressor
             The fitted ensemble.
         """
+        return self._fit(*self._fit_input(X, y))
+
+    def _fit_input(self, X, y):
+        """Fit's checks of its rows and targets."""
         X, y = check_rows(self, X, y, reset=True, y_numeric=True, multi_output=True)
         self._y_ndim = np.ndim(y)
         self._n_net_outputs = 1 if self._y_ndim == 1 else y.shape[1]
-        return self._fit(X, y)
+        return X, y
 
     def _net_targets(self, y):
         y = np.asarray(y, dtype=_numpy_dtype(self._dtype))
