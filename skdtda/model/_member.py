@@ -67,10 +67,16 @@ class FunctionalMember:
         self.measure_fn = (measurement if callable(measurement)
                            else get_measurement(measurement, task))
         self.weight_decay = optimizer_weight_decay(net)
-        # AdamW: its decay as the parameter-wise L2 term its fixed point implies
-        self._decay = None if self._penalty_source() is not None else decoupled_decay(net)
-        if self._decay is not None:
-            self.weight_decay = 0.0
+        # the parameter-wise L2 term, as (coefficients, normalised): the net's own
+        # (scikit-learn's models), or AdamW's decay as its fixed point implies it
+        own = getattr(net, "l2_penalty_", None)
+        if own is not None and own.coefficients:
+            self._l2 = (own.coefficients, own.normalised)
+        else:
+            decay = decoupled_decay(net)
+            self._l2 = None if decay is None else (decay, False)
+            if decay is not None:
+                self.weight_decay = 0.0
         self._specs, self.fixed = find_layers(self.module, modules)
         every = dict(self.module.named_parameters())
         self.dtype = next(iter(every.values())).dtype if every else torch.float32
@@ -87,20 +93,12 @@ class FunctionalMember:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.theta = torch.cat([every[n].detach().reshape(-1) for n in names])
         self.penalty, self.penalty_normalised = None, False
-        penalty = self._penalty_source()
-        coefficients, normalised = ((penalty.coefficients, penalty.normalised)
-                                    if penalty is not None else (self._decay, False))
+        coefficients, normalised = self._l2 or ({}, False)
         if coefficients:
             parts = [torch.as_tensor(coefficients.get(n, 0.0), dtype=torch.float64)
                      .expand(every[n].shape).reshape(-1) for n in names]
             self.penalty = torch.cat(parts).to(self.device)
             self.penalty_normalised = normalised
-
-    def _penalty_source(self):
-        """The net's own :class:`~skdtda.model.L2Penalty` (scikit-learn's models), or
-        None."""
-        penalty = getattr(self.net, "l2_penalty_", None)
-        return penalty if penalty is not None and penalty.coefficients else None
 
     def _trace(self, X):
         """Hook the supported layers (once), probing where they keep their rows."""
