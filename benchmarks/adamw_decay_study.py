@@ -41,20 +41,7 @@ from sklearn.base import is_regressor
 import recipes
 from damping_transfer import GRID, redamp, score
 from skdtda import InfluenceTransformer
-from skdtda.model import L2Penalty, functional_member
-
-
-def fixed_point_penalty(net):
-    """``{parameter name: wd * (sqrt(v_hat) + eps)}`` of an AdamW net."""
-    optimizer = net.optimizer_
-    group = optimizer.param_groups[0]
-    wd, beta2, eps = float(group["weight_decay"]), group["betas"][1], group["eps"]
-    out = {}
-    for name, p in net.module_.named_parameters():
-        state = optimizer.state[p]
-        v_hat = state["exp_avg_sq"].detach().double() / (1 - beta2 ** float(state["step"]))
-        out[name] = (wd * (v_hat.sqrt() + eps)).numpy()
-    return out
+from skdtda.model import L2Penalty, decoupled_decay, functional_member
 
 
 def uniform_penalty(net):
@@ -97,7 +84,7 @@ def study(name, truth_folder, grid=True):
         fitted = r.ensemble.fit(r.X_train, r.y_train)
     result = {"recipe": name, "readings": {}}
     for reading, ens in (("uniform wd", read_as(fitted, uniform_penalty)),
-                         ("fixed point", read_as(fitted, fixed_point_penalty))):
+                         ("fixed point", read_as(fitted, decoupled_decay))):
         entry = {"stationarity": stationarity(ens, r)}
         kwargs = dict(measurement=r.measurement, calibration_budget=0)
         auto = InfluenceTransformer(ens, damping="auto", **kwargs).fit(r.X_train, r.y_train)
