@@ -7,6 +7,7 @@ import torch
 from sklearn.datasets import make_classification, make_regression
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
+from _models import Conv1dNet
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda.model import decoupled_decay, functional_member
 from skdtda.nets import MLP
@@ -70,23 +71,12 @@ def test_other_optimizers_keep_the_uniform_weight_decay(regression):
     assert functional_member(net, "loss", "regressor").weight_decay == pytest.approx(0.01)
 
 
-class _ConvNet(torch.nn.Module):
-    """A model the decay was not written for: a 1-d convolution over the features."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv1d(1, 3, kernel_size=3)
-        self.head = torch.nn.Linear(3 * 4, 2)
-
-    def forward(self, X):
-        return self.head(torch.relu(self.conv(X[:, None, :])).flatten(1))
-
-
 @pytest.mark.parametrize("curvature", ["ggn", "ekfac", "cg"])
 def test_every_curvature_takes_the_decay_of_a_minibatch_adamw_ensemble(curvature):
-    X, y = make_classification(n_samples=80, n_features=6, n_informative=4, random_state=1)
+    # a model the decay was not written for: strided and dilated 1-d convolutions
+    X, y = make_classification(n_samples=80, n_features=8, n_informative=4, random_state=1)
     X = X.astype(np.float32)
-    net = NeuralNetClassifier(_ConvNet, criterion=torch.nn.CrossEntropyLoss,
+    net = NeuralNetClassifier(Conv1dNet, module__n_classes=2, criterion=torch.nn.CrossEntropyLoss,
                               optimizer=torch.optim.AdamW, lr=1e-2,
                               optimizer__weight_decay=0.05, max_epochs=5, batch_size=16,
                               train_split=None, verbose=0)
