@@ -251,6 +251,27 @@ def test_gram_is_the_sum_of_outer_products(dtype):
     torch.testing.assert_close(gram(rows.int()), rows.int().T @ rows.int())  # no BLAS type
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("outer", [False, True])
+def test_gram_sum_accumulates_blocks_and_is_exactly_symmetric(dtype, outer):
+    """One triangle accumulated over the blocks and mirrored once (blocked, past the
+    mirror's 256-row blocks): the sum of the blocks' products, symmetric to the bit."""
+    from skdtda.model.layers import gram_sum
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(n, 300) for n in (5, 400, 1)]  # b^T b: blocks of one width
+    if outer:  # b b^T: blocks of one height
+        shapes = [(300, n) for n in (5, 400, 1)]
+    blocks = [torch.randn(*shape, dtype=dtype, generator=generator) for shape in shapes]
+    got = gram_sum(blocks, outer=outer)
+    want = sum((b @ b.T if outer else b.T @ b).double() for b in blocks)
+    tol = {"rtol": 1e-5, "atol": 1e-3} if dtype == torch.float32 else {}
+    assert got.dtype == dtype and torch.equal(got, got.T)
+    torch.testing.assert_close(got.double(), want, **tol)
+    with pytest.raises(ValueError, match="at least one block"):
+        gram_sum([])
+
+
 def test_sampled_factors_converge_to_the_exact_ones(float64):
     """Random combinations of the root columns are unbiased: with more of them the
     K-FAC factors approach those of every column."""

@@ -161,6 +161,31 @@ def test_solve_dampings_solves_as_fresh_fits(fitted_net, kind):
                                atol=1e-10 * float(fresh.abs().max()))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_bilinear_dampings_are_products_with_fresh_solves(fitted_net, kind):
+    """What the calibration scores a member's candidates by, ``a^T (H + d I)^{-1} b`` for
+    query gradients ``a`` and summed set gradients ``b``: each damping's matrix equals
+    the product with a solver fitted at that damping (the dense and kernel forms
+    contract both sides in one float32 eigenbasis instead of solving per damping)."""
+    member, X, y, name, options, blocks = _problem(fitted_net, kind)
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    torch.manual_seed(0)
+    right = [torch.randn(5, b[0].numel(), dtype=torch.float64) for b in blocks]
+    dampings = [1e-3, 0.02, 0.5]
+    got = solver.bilinear_dampings(blocks, right, dampings)
+    assert len(got) == len(dampings)
+    dense = name in ("ggn", "exact") and kind != "ggn:kernel+penalty"
+    flat_right = torch.cat(right, dim=1)
+    for damping, product in zip(dampings, got):
+        solved = _flat(fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks))
+        want = solved.double() @ flat_right.T
+        assert product.shape == (len(blocks[0]), 5) and product.dtype == torch.float64
+        rtol = 1e-4 if dense else 1e-8
+        np.testing.assert_allclose(product, want, rtol=rtol,
+                                   atol=rtol * float(want.abs().max()))
+    assert solver.damping == 1e-3
+
+
 def test_relative_layer_damping_is_kronfluences_per_module_rule(fitted_net):
     """layer_damping='relative' at 0.1 x the mean eigenvalue damps each layer by 0.1 x
     its own mean eigenvalue (kronfluence's heuristic): each layer's block solves as a

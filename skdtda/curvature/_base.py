@@ -110,6 +110,20 @@ class Curvature(ABC):
         damping. This default solves through :meth:`with_damping` copies."""
         return [self.with_damping(damping).solve_blocks(blocks) for damping in dampings]
 
+    def bilinear_dampings(self, left, right, dampings):
+        """``left^T (H + d I)^{-1} right`` at each damping ``d`` (a calibration scores
+        many): a list of ``(n_left, n_right)`` float64 tensors, one per damping.
+
+        ``left`` is a list of blocks in the member's layout (as for
+        :meth:`solve_blocks`), ``right`` the same blocks flattened per row, float64
+        (a list of ``(n_right, block size)``). This default solves ``left`` through
+        :meth:`solve_dampings` and takes the products; the dense and kernel forms
+        contract both sides in their eigenbasis instead (no ``(n, P)`` solve per
+        damping).
+        """
+        return [sum(s.double().reshape(len(s), -1) @ r.T for s, r in zip(solved, right))
+                for solved in self.solve_dampings(left, dampings)]
+
     def set_damping(self, damping):
         """Re-damp in place: this solver becomes :meth:`with_damping` of ``damping``."""
         vars(self).update(vars(self.with_damping(damping)))

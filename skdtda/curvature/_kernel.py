@@ -27,6 +27,7 @@ import torch
 from .._inputs import n_rows
 from .._loops import chunks
 from ._base import FlatCurvature
+from ..model.layers import gram_sum
 from ._terms import GAUSS_NEWTON, ggn_rows
 
 __all__ = ["KernelCurvature"]
@@ -142,11 +143,11 @@ class KernelCurvature(FlatCurvature):
                 matrix.diagonal().add_(1.0)
                 self._cholesky = torch.linalg.cholesky(matrix)
         elif gram.cholesky is None and gram.eigen is None:
-            matrix = gram.factor @ gram.factor.T
+            matrix = gram_sum([gram.factor], outer=True)
             matrix.diagonal().add_(self.shift)
             gram.cholesky = (self.shift, torch.linalg.cholesky(matrix))
         elif self._shared_cholesky() is None and gram.eigen is None:
-            gram.eigen = torch.linalg.eigh(gram.factor @ gram.factor.T)
+            gram.eigen = torch.linalg.eigh(gram_sum([gram.factor], outer=True))
 
     def _shared_cholesky(self):
         cholesky = self._gram.cholesky
@@ -178,25 +179,50 @@ class KernelCurvature(FlatCurvature):
         other._damp(damping, self.penalty)
         return other
 
+    def _scoring_eigen(self):
+        """A float32 eigendecomposition of ``U U^T`` (its Gram matrix formed in float32
+        too), made for scoring candidates and not kept (the fitted solver keeps its
+        float64 factor): float64 ``(values, vectors)``."""
+        values, vectors = torch.linalg.eigh(gram_sum([self.factor.float()], outer=True))
+        return values.double(), vectors.double()
+
     def solve_dampings(self, blocks, dampings):
         """The one block solved at each damping. Without a parameter-wise penalty,
-        through one float32 eigendecomposition of ``U U^T`` made for this call
-        (meant for scoring candidates; the fitted solver keeps its float64
-        factor): ``(U^T U + c I)^{-1} v = (v - U^T W (Lambda + c)^{-1} W^T U v) / c``.
+        through one float32 eigendecomposition of ``U U^T`` (:meth:`_scoring_eigen`):
+        ``(U^T U + c I)^{-1} v = (v - U^T W (Lambda + c)^{-1} W^T U v) / c``.
         With one, each damping's own Gram matrix."""
         if self.penalty is not None:
             return super().solve_dampings(blocks, dampings)
         (flat,) = blocks
         v = flat.double()
         factor = self.factor
-        values, vectors = torch.linalg.eigh((factor @ factor.T).float())
-        values, vectors = values.double(), vectors.double()
+        values, vectors = self._scoring_eigen()
         rotated = vectors.T @ (factor @ v.T)
         out = []
         for damping in dampings:
             shift = float(damping) + self.member.weight_decay
             kernel_side = vectors @ (rotated / (values + shift)[:, None])
             out.append([(v - (factor.T @ kernel_side).T) / shift])
+        return out
+
+    def bilinear_dampings(self, left, right, dampings):
+        """Without a parameter-wise penalty, both sides pushed through ``U`` and rotated
+        once (:meth:`_scoring_eigen`): ``a^T (U^T U + c I)^{-1} b = (a^T b - (W^T U a)^T
+        (Lambda + c)^{-1} (W^T U b)) / c``, an ``(M, n_left) x (M, n_right)`` product per
+        damping instead of a ``(P, M)`` one per damping and row."""
+        if self.penalty is not None:
+            return super().bilinear_dampings(left, right, dampings)
+        (flat,), (other,) = left, right
+        a, b = flat.double().reshape(len(flat), -1), other.double()
+        factor = self.factor
+        values, vectors = self._scoring_eigen()
+        rotated, rotated_right = vectors.T @ (factor @ a.T), vectors.T @ (factor @ b.T)
+        direct = a @ b.T
+        out = []
+        for damping in dampings:
+            shift = float(damping) + self.member.weight_decay
+            out.append((direct - (rotated / (values + shift)[:, None]).T @ rotated_right)
+                       / shift)
         return out
 
     def solve(self, vectors):

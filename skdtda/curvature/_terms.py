@@ -11,7 +11,7 @@ from torch.func import hessian, jacrev, vmap
 from .._inputs import n_rows, per_row_tree
 from .._loops import chunks
 from ..exceptions import UnsupportedOperationError, unsupported_ops
-from ..model.layers import gram
+from ..model.layers import gram_sum
 
 __all__ = ["GAUSS_NEWTON", "HESSIAN", "dense_ggn", "dense_hessian", "ggn_rows",
            "jacobian_problem"]
@@ -95,12 +95,11 @@ def dense_ggn(member, X, y, chunk=256):
     (``diag(p) - p p^T`` for softmax cross-entropy): positive semi-definite,
     unlike the Hessian of a non-convex net.
     """
-    total = torch.zeros(member.n_params, member.n_params, dtype=torch.float64)
-    # one triangle (BLAS syrk), and no null output direction (softmax: K - 1 rows a
-    # sample): 1.2-1.3x faster on the digits MLP (P = 2410), the same sum to 2e-15
-    for rotated in ggn_rows(member, X, y, chunk, drop_null=True):
-        total += gram(rotated)
-    return total / n_rows(X)
+    # one triangle (BLAS syrk) accumulated over the chunks and mirrored once, and no
+    # null output direction (softmax: K - 1 rows a sample): 1.2-1.3x faster on the
+    # digits MLP (P = 2410), the same sum to 2e-15
+    total = gram_sum(ggn_rows(member, X, y, chunk, drop_null=True))
+    return total.div_(n_rows(X))
 
 
 class _Terms:

@@ -221,8 +221,7 @@ def _member_shifts(member, curvature, centre, X, y, X_query, y_query, masks, dam
     sums = _set_sums(member, X, y, masks, centre, chunk)
     queries = member.grads("measurement", X_query, y_query)
     shifts = np.empty((len(dampings), len(masks), n_rows(X_query)))
-    for i, solved in enumerate(curvature.solve_dampings(queries, dampings)):
-        shift = sum(q.double().reshape(len(q), -1) @ v.T for q, v in zip(solved, sums))
+    for i, shift in enumerate(curvature.bilinear_dampings(queries, sums, dampings)):
         shifts[i] = shift.T.cpu().numpy() / n_rows(X)
     return shifts
 

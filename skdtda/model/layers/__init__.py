@@ -14,14 +14,14 @@ means adding one module with a :class:`LayerKind` subclass and listing it in
 from torch import nn
 
 from ._base import (SPARSE_DENSITY, DensePatches, LayerKind, SparsePatches, accumulate, gram,
-                    one_patch_per_row, patches_of)
+                    gram_sum, one_patch_per_row, patches_of)
 from ._conv import ConvKind
 from ._embedding import EmbeddingKind, OneHotPatches
 from ._linear import LinearKind
 
 __all__ = ["DensePatches", "KINDS", "LayerKind", "LayerSpec", "OneHotPatches", "SPARSE_DENSITY",
-           "SparsePatches", "accumulate", "find_layers", "gram", "one_patch_per_row", "patches_of",
-           "selected_parameters"]
+           "SparsePatches", "accumulate", "find_layers", "gram", "gram_sum", "one_patch_per_row",
+           "patches_of", "selected_parameters"]
 
 KINDS = (LinearKind(), ConvKind(), EmbeddingKind())
 

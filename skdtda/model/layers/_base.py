@@ -24,7 +24,7 @@ from scipy import sparse
 from scipy.linalg import blas
 
 __all__ = ["DensePatches", "LayerKind", "SPARSE_DENSITY", "SparsePatches", "accumulate", "gram",
-           "one_patch_per_row", "patches_of"]
+           "gram_sum", "one_patch_per_row", "patches_of"]
 
 #: Single-position patches with at most this fraction of nonzeros are kept sparse.
 #: On one core, 512 rows of 5001 inputs (float32): the input factor's sum costs
@@ -53,12 +53,49 @@ def gram(rows):
     tensor([[10., 14.],
             [14., 20.]])
     """
-    if rows.device.type != "cpu" or rows.dtype not in _SYRK or rows.requires_grad:
-        return rows.T @ rows
-    # a C-ordered (n, d) array is a Fortran-ordered (d, n) one: syrk's A A^T of it
-    # is rows^T rows, with no copy
-    upper = torch.from_numpy(_SYRK[rows.dtype](1.0, rows.contiguous().numpy().T, trans=0))
-    return upper.triu() + upper.triu(1).T
+    return gram_sum([rows])
+
+
+def gram_sum(blocks, outer=False):
+    """``sum_b b^T b`` over 2-D tensors ``blocks`` of one width (``outer=True``:
+    ``b b^T`` of each, for blocks of one height), symmetric.
+
+    On the CPU, BLAS's ``?syrk`` accumulates one triangle over the blocks and it
+    is mirrored once at the end (a blocked copy: 4x faster than adding a
+    transposed triangle at P = 2410). Elsewhere, and for dtypes BLAS lacks, the
+    general product.
+    """
+    total = None
+    for rows in blocks:
+        if rows.device.type != "cpu" or rows.dtype not in _SYRK or rows.requires_grad:
+            product = rows @ rows.T if outer else rows.T @ rows
+            total = product if total is None else total + product
+            continue
+        # a C-ordered (n, d) array is a Fortran-ordered (d, n) one, a: syrk's a a^T
+        # (trans=0) is rows^T rows and a^T a (trans=1) is rows rows^T, with no copy
+        a = rows.contiguous().numpy().T
+        if total is None:
+            total = _SYRK[rows.dtype](1.0, a, trans=int(outer))
+        else:
+            total = _SYRK[rows.dtype](1.0, a, trans=int(outer), beta=1.0, c=total,
+                                      overwrite_c=1)
+    if total is None:
+        raise ValueError("gram_sum needs at least one block")
+    return _mirrored(total) if isinstance(total, np.ndarray) else total
+
+
+def _mirrored(upper, block=256):
+    """The symmetric tensor whose upper triangle is that of the Fortran-ordered
+    ``upper`` (syrk's output; the other triangle is not read)."""
+    lower = torch.from_numpy(upper.T)  # C-ordered, the same triangle as its lower one
+    out = lower.clone()
+    d = len(out)
+    for i in range(0, d, block):
+        j = min(i + block, d)
+        out[i:j, j:] = lower[j:, i:j].T
+        diagonal = out[i:j, i:j]
+        diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
+    return out
 
 
 class DensePatches:
