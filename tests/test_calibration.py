@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from skdtda import DataPruner, InfluenceTransformer, SeedEnsembleClassifier, SeedEnsembleRegressor
 from skdtda.ensemble import _retrain
 from skdtda.evaluation import lds, predict_distributions, random_subsets, retrain_distributions
-from skdtda.influence._calibration import FACTORS, GUARD, choose, draw_sets
+from skdtda.influence._calibration import FACTORS, GUARD, _members_factor, choose, draw_sets
 from skdtda.nets import MLP
 
 
@@ -77,6 +77,7 @@ def test_calibrate_records_each_candidate_and_the_fidelity(calibrated):
     # corrected for the noise of 4 seeds: the measured value over their ceiling
     assert 0 < fidelity.lds_ceiling <= 1
     assert fidelity.lds == pytest.approx(min(1, fidelity.lds_measured / fidelity.lds_ceiling))
+    assert fidelity.lds_members_factor == 1  # all 8 members scored: nothing to scale
     assert (fidelity.n_sets, fidelity.n_small_sets, fidelity.n_seeds) == (6, 5, 4)
 
 
@@ -97,6 +98,28 @@ def test_the_calibration_tracks_an_independent_retraining(data, ensemble, calibr
     scores = np.asarray(scores)
     assert spearmanr(scores, calibrated.calibration_.mean)[0] > 0.6
     assert scores[calibrated.calibration_.chosen] >= scores.max() - 0.05
+
+
+@pytest.mark.parametrize("noise", [1.0, 2.0])
+def test_the_members_factor_predicts_what_all_members_correlate(noise):
+    """The truth, simulated: each member's predicted change is the true change plus its
+    own noise. The correlation of the first 8 members' mean with the true changes,
+    times the factor, matches that of all 32 members' mean (computed directly)."""
+    rng = np.random.RandomState(0)
+    n_sets, nq, n_members = 20, 200, 32
+    true = rng.randn(n_sets, 1, nq)
+    after = true + noise * rng.randn(n_sets, n_members, nq)
+    before = np.zeros((n_members, nq))
+
+    def correlation(members):
+        predicted = after[:, members].mean(axis=1)
+        return np.mean([spearmanr(predicted[:, j], true[:, 0, j])[0] for j in range(nq)])
+
+    scored, every = correlation(np.arange(8)), correlation(np.arange(n_members))
+    factor = _members_factor(before[:8], after[:, :8], "mean", 0.5, "spearman", n_members)
+    assert factor > 1 and every > scored + 0.02
+    assert scored * factor == pytest.approx(every, abs=0.03)
+    assert _members_factor(before, after, "mean", 0.5, "spearman", n_members) == 1
 
 
 def test_the_retraining_holds_the_query_rows_out(data, ensemble, monkeypatch):

@@ -308,8 +308,11 @@ default="auto"
         small sets, leave-one-out's regime) with ``small_sets_interval``. Both
         are corrected for the noise of the few retrained seeds (divided by
         their noise ceiling, ``lds_ceiling`` and ``small_sets_ceiling``: what
-        a retraining with many seeds would show); ``lds_measured`` and
-        ``small_sets_measured`` are the raw values. Also the retraining's size
+        a retraining with many seeds would show) and for that of the few
+        members scored (times ``lds_members_factor`` and
+        ``small_sets_members_factor``: what all the members predict);
+        ``lds_measured`` and ``small_sets_measured`` are the raw values. Also
+        the retraining's size
         (``n_sets``, ``n_small_sets``, ``n_seeds``, ``n_queries``). Its queries
         are training rows that the retraining held out (measured as test
         rows). None otherwise.
