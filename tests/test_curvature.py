@@ -186,6 +186,37 @@ def test_bilinear_dampings_are_products_with_fresh_solves(fitted_net, kind):
     assert solver.damping == 1e-3
 
 
+@pytest.mark.parametrize("size", [1, 2, 7, 300])
+@pytest.mark.parametrize("spectrum", ["definite", "low rank", "indefinite"])
+def test_tridiagonal_forms_match_solves_at_every_shift(size, spectrum):
+    """``a^T (A + c I)^{-1} b`` from one float32 tridiagonal reduction equals the float64
+    solve at every shift: a definite matrix, a low-rank one (the GGN of few rows) at
+    shifts far below its scale, and an indefinite one (a Hessian; the tridiagonal
+    Cholesky fails and its eigenpairs take over)."""
+    from skdtda.curvature._tridiagonal import TridiagonalForms
+
+    generator = torch.Generator().manual_seed(size)
+    basis, _ = torch.linalg.qr(torch.randn(size, size, dtype=torch.float64,
+                                           generator=generator))
+    values = torch.logspace(-3, 2, size, dtype=torch.float64)
+    if spectrum == "low rank":
+        values[: size // 2] = 0
+    if spectrum == "indefinite":
+        values = values * torch.where(torch.arange(size) % 3 == 0, -1.0, 1.0)
+    matrix = (basis * values) @ basis.T
+    left = torch.randn(size, 4, dtype=torch.float64, generator=generator)
+    right = torch.randn(size, 3, dtype=torch.float64, generator=generator)
+    shifts = [1e-3, 0.05, 1.0, 30.0] if spectrum != "indefinite" else [0.37, 150.0]
+    got = TridiagonalForms(matrix).forms(left, right, shifts)
+    for shift, form in zip(shifts, got):
+        want = left.T @ torch.linalg.solve(matrix + shift * torch.eye(size, dtype=torch.float64),
+                                           right)
+        assert form.shape == (4, 3) and form.dtype == torch.float64
+        # float32 rounding of A, amplified by the condition number of A + c I
+        scale = float(values.abs().max()) / min(float((values + shift).abs().min()), shift)
+        np.testing.assert_allclose(form, want, atol=2e-6 * scale * float(want.abs().max()))
+
+
 def test_relative_layer_damping_is_kronfluences_per_module_rule(fitted_net):
     """layer_damping='relative' at 0.1 x the mean eigenvalue damps each layer by 0.1 x
     its own mean eigenvalue (kronfluence's heuristic): each layer's block solves as a

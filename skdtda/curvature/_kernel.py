@@ -29,6 +29,7 @@ from .._loops import chunks
 from ._base import FlatCurvature
 from ..model.layers import gram_sum
 from ._terms import GAUSS_NEWTON, ggn_rows
+from ._tridiagonal import TridiagonalForms
 
 __all__ = ["KernelCurvature"]
 
@@ -206,24 +207,21 @@ class KernelCurvature(FlatCurvature):
         return out
 
     def bilinear_dampings(self, left, right, dampings):
-        """Without a parameter-wise penalty, both sides pushed through ``U`` and rotated
-        once (:meth:`_scoring_eigen`): ``a^T (U^T U + c I)^{-1} b = (a^T b - (W^T U a)^T
-        (Lambda + c)^{-1} (W^T U b)) / c``, an ``(M, n_left) x (M, n_right)`` product per
-        damping instead of a ``(P, M)`` one per damping and row."""
+        """Without a parameter-wise penalty, both sides pushed through ``U`` once and
+        ``U U^T`` (formed in float32) reduced once to tridiagonal form
+        (:class:`TridiagonalForms`): ``a^T (U^T U + c I)^{-1} b = (a^T b - (U a)^T
+        (U U^T + c I)^{-1} (U b)) / c``, a tridiagonal solve per damping instead of a
+        ``(P, M)`` product per damping and row; made for this call and not kept."""
         if self.penalty is not None:
             return super().bilinear_dampings(left, right, dampings)
         (flat,), (other,) = left, right
         a, b = flat.double().reshape(len(flat), -1), other.double()
         factor = self.factor
-        values, vectors = self._scoring_eigen()
-        rotated, rotated_right = vectors.T @ (factor @ a.T), vectors.T @ (factor @ b.T)
+        forms = TridiagonalForms(gram_sum([factor.float()], outer=True))
+        shifts = [float(damping) + self.member.weight_decay for damping in dampings]
         direct = a @ b.T
-        out = []
-        for damping in dampings:
-            shift = float(damping) + self.member.weight_decay
-            out.append((direct - (rotated / (values + shift)[:, None]).T @ rotated_right)
-                       / shift)
-        return out
+        return [(direct - form) / shift
+                for form, shift in zip(forms.forms(factor @ a.T, factor @ b.T, shifts), shifts)]
 
     def solve(self, vectors):
         """``(G + D)^{-1} v`` for rows ``v`` of ``vectors`` (n, P), float64, with
