@@ -21,6 +21,8 @@ scored, to score what was changed after that round on recipes nothing was chosen
 that day's round was scored or changed; scored once.
 ``HELD_OUT_4``: four recipes written on 2026-12-07 at 11:25, after the calibration's
 queries were held out of its retraining, to score what is chosen after that.
+``HELD_OUT_5``: four recipes written on 2026-12-07 at 14:08 (a new session), after the
+calibration's scoring moved to 8 members, before anything was scored on them.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -36,9 +38,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, make_classification,
-                              make_friedman1, make_friedman2, make_friedman3, make_moons,
-                              make_regression)
+from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, make_blobs,
+                              make_classification, make_friedman1, make_friedman2,
+                              make_friedman3, make_hastie_10_2, make_moons, make_regression)
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
@@ -332,6 +334,38 @@ def _build(name):
                                                    lr=3e-3, optimizer__weight_decay=1e-2,
                                                    **mlp32),
                                        n_seeds=32, random_state=24), "loss")
+    # -- held out (written 2026-12-07 14:08, before anything was scored on them) ----------
+    if name == "blobs-sgd-long":
+        X, y = make_blobs(n_samples=400, n_features=5, centers=4, cluster_std=2.5,
+                          random_state=31)
+        return ("held-out-5", "make_blobs (5 features, 4 overlapping classes) MLP 5-32-4, "
+                "SGD lr 0.05 + momentum, 100 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 100, **_SGD, lr=0.05, **mlp32),
+                                       n_seeds=32, random_state=31), "loss")
+    if name == "hastie-adam":
+        X, y = make_hastie_10_2(n_samples=400, random_state=32)
+        return ("held-out-5", "make_hastie_10_2 (10 features, 2 classes) MLP 10-32-32-2, "
+                "Adam lr 1e-3, 60 epochs", _scaled(X), (y > 0).astype(np.int64),
+                SeedEnsembleClassifier(_classifier(MLP, 60, optimizer=torch.optim.Adam,
+                                                   lr=1e-3,
+                                                   module__hidden_layer_sizes=(32, 32)),
+                                       n_seeds=32, random_state=32), "loss")
+    if name == "diabetes-adamw-long":
+        X, y = load_diabetes(return_X_y=True)
+        return ("held-out-5", "diabetes MLP 10-32-1, MSE, AdamW lr 3e-3 weight decay 1e-2, "
+                "150 epochs", _scaled(X), (y - y.mean()) / y.std(),
+                SeedEnsembleRegressor(_regressor(MLP, 150, optimizer=torch.optim.AdamW,
+                                                 lr=3e-3, optimizer__weight_decay=1e-2,
+                                                 **mlp32),
+                                      n_seeds=32, random_state=33), "loss")
+    if name == "digits-parity-sgd-wd":
+        X, y = _digits()
+        return ("held-out-5", "digits parity (even/odd) MLP 64-16-2, SGD lr 0.05 + momentum, "
+                "weight decay 1e-3, 40 epochs", X, y % 2,
+                SeedEnsembleClassifier(_classifier(MLP, 40, **_SGD, lr=0.05,
+                                                   optimizer__weight_decay=1e-3,
+                                                   module__hidden_layer_sizes=(16,)),
+                                       n_seeds=32, random_state=34), "loss")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -350,7 +384,10 @@ HELD_OUT_3 = ("circles-adam-long", "tabular-adam-long", "friedman1-sgd-long",
 #: Written 2026-12-07 11:25, after the calibration's queries were held out of its
 #: retraining, to score what is chosen after that on recipes nothing was seen on.
 HELD_OUT_4 = ("binary-adam-wd", "moons-sgd-long", "wide-regression-adam", "breast-adamw")
-ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4
+#: Written 2026-12-07 14:08, after the calibration's scoring moved to 8 members, before
+#: anything was scored on them.
+HELD_OUT_5 = ("blobs-sgd-long", "hastie-adam", "diabetes-adamw-long", "digits-parity-sgd-wd")
+ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5
 
 
 def recipe(name):
