@@ -52,16 +52,21 @@ def record(name, truth_folder, out):
                     factors=factors)
         return original_choose(predicted, retrained, n_large, factors, **kwargs)
 
+    scored = _calibration.SCORED_MEMBERS
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
         ens = r.ensemble.fit(r.X_train, r.y_train)
+        # the first 16 members' samples, whatever the default scores (the replay takes
+        # the first k of them: k = 8 is the default since 2026-12-07, 16 the one before)
         _calibration.predicted_samples, _calibration.choose = samples, choose
+        _calibration.SCORED_MEMBERS = 16
         try:
             calibrated = InfluenceTransformer(ens, measurement=r.measurement,
                                               damping="calibrate").fit(r.X_train, r.y_train)
         finally:
             _calibration.predicted_samples, _calibration.choose = original_samples, \
                 original_choose
+            _calibration.SCORED_MEMBERS = scored
     table = calibrated.calibration_
     n_cand = len(table.damping)
     np.savez(Path(out) / f"{name}.members.npz", rule=float(table.rule),

@@ -118,8 +118,8 @@ class Curvature(ABC):
         :meth:`solve_blocks`), ``right`` the same blocks flattened per row, float64
         (a list of ``(n_right, block size)``). This default solves ``left`` through
         :meth:`solve_dampings` and takes the products; the dense and kernel forms
-        contract both sides in their eigenbasis instead (no ``(n, P)`` solve per
-        damping).
+        reduce their matrix once to tridiagonal form and rotate both sides instead
+        (no ``(n, P)`` solve per damping).
         """
         return [sum(s.double().reshape(len(s), -1) @ r.T for s, r in zip(solved, right))
                 for solved in self.solve_dampings(left, dampings)]
