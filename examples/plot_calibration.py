@@ -59,6 +59,11 @@ print(f"fidelity: LDS of the mean over 30% removals {fidelity.lds:.2f} "
       f"[{fidelity.interval[0]:.2f}, {fidelity.interval[1]:.2f}], correlation over 5% "
       f"removals {fidelity.small_sets:.2f} "
       f"[{fidelity.small_sets_interval[0]:.2f}, {fidelity.small_sets_interval[1]:.2f}]")
+# the LDS as measured against the 4 retrained seeds, corrected for their noise (over
+# their ceiling) and for that of the 8 members scored (times the members' factor):
+# what all 16 members would show against a retraining with many seeds
+print(f"  measured {fidelity.lds_measured:.2f}, / seeds' ceiling {fidelity.lds_ceiling:.2f}, "
+      f"x members' factor {fidelity.lds_members_factor:.2f}")
 
 # %%
 # Every candidate's scores against the small retraining
