@@ -49,9 +49,13 @@ def _fidelity(influence):
     fidelity = influence.fidelity_
     if fidelity is None:
         return None
+    # how the estimate was built, to read its misses by: measured, the seeds' ceiling,
+    # the members' factor (since 2026-12-07)
     return {"lds": fidelity.lds, "interval": list(fidelity.interval),
             "small_sets": fidelity.small_sets,
-            "small_sets_interval": list(fidelity.small_sets_interval)}
+            "small_sets_interval": list(fidelity.small_sets_interval),
+            **{key: fidelity[key] for key in ("lds_measured", "lds_ceiling", "lds_members_factor")
+               if key in fidelity}}
 
 
 def run(name, truth_folder):
