@@ -91,6 +91,14 @@ def replay(data, penalty, guard):
     return chosen
 
 
+def shortfalls(result, chosen):
+    """Each score's truth at candidate ``chosen`` less the best fixed damping's, from a
+    ``<recipe>.choice.json`` result: {score: difference}."""
+    n = result["n_candidates"]
+    got = result["truth"][chosen]
+    return {k: got[k] - max(t[k] for t in result["truth"][n:]) for k in SCORES}
+
+
 def report(names, out):
     loaded = []
     for name in names:
@@ -101,21 +109,20 @@ def report(names, out):
         for guard in GUARDS:
             within, cells, worst, picks = 0, 0, 0.0, []
             for result, data in loaded:
-                n = result["n_candidates"]
                 chosen = replay(data, penalty, guard)
-                got = result["truth"][chosen]
-                best = {k: max(t[k] for t in result["truth"][n:]) for k in SCORES}
-                for k in SCORES:
+                for short in shortfalls(result, chosen).values():
                     cells += 1
-                    within += got[k] >= best[k] - 0.03
-                    worst = min(worst, got[k] - best[k])
+                    within += short >= -0.03
+                    worst = min(worst, short)
                 picks.append(f"{result['recipe']}={data['factors'][chosen]:.2g}")
             print(f"{penalty:>8} {guard:>6}  {within:>3} / {cells:<3} {worst:>+12.2f}   "
                   + " ".join(picks))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def study_main(doc, record, report, suffix, argv=None):
+    """A study's command line: ``record(name, truth, out)`` for each recipe whose
+    ``--out/<name><suffix>`` is missing, or ``report(names, out)`` with ``--report``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--truth", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--recipes", required=True)
@@ -128,8 +135,12 @@ def main(argv=None):
         return
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for name in names:
-        if not (Path(args.out) / f"{name}.choice.json").exists():
+        if not (Path(args.out) / f"{name}{suffix}").exists():
             record(name, args.truth, args.out)
+
+
+def main(argv=None):
+    study_main(__doc__, record, report, ".choice.json", argv)
 
 
 if __name__ == "__main__":

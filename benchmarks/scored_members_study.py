@@ -20,16 +20,14 @@ Printed per k: the recipe x score cells within 0.03 of the best fixed damping, t
 worst shortfall, and how often the choice equals the one with 16 members.
 """
 
-import argparse
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import recipes
-from calibration_choice_study import SCORES
+from calibration_choice_study import shortfalls, study_main
 from skdtda import InfluenceTransformer
 from skdtda.influence import _calibration
 
@@ -112,18 +110,15 @@ def report(names, out):
             members = np.arange(draw * k, (draw + 1) * k)
             within, cells, worst, same, picks, lost = 0, 0, 0.0, 0, [], []
             for result, data in loaded:
-                n = result["n_candidates"]
                 full = replay(data, np.arange(16))
                 chosen = replay(data, members)
                 same += chosen == full
                 lost.append(measured_lds(data, members, chosen)
                             - measured_lds(data, np.arange(16), chosen))
-                got = result["truth"][chosen]
-                best = {s: max(t[s] for t in result["truth"][n:]) for s in SCORES}
-                for s in SCORES:
+                for short in shortfalls(result, chosen).values():
                     cells += 1
-                    within += got[s] >= best[s] - 0.03
-                    worst = min(worst, got[s] - best[s])
+                    within += short >= -0.03
+                    worst = min(worst, short)
                 picks.append(f"{result['recipe']}={data['factors'][chosen]:.2g}")
             print(f"{k:>8} {draw:>5}  {within:>3} / {cells:<3} {worst:>+12.2f}   "
                   f"{same:>3} / {len(loaded):<3}   {np.mean(lost):>+8.3f} "
@@ -131,21 +126,7 @@ def report(names, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--truth", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--recipes", required=True)
-    parser.add_argument("--report", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    names = args.recipes.split(",")
-    if args.report:
-        report(names, args.out)
-        return
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if not (Path(args.out) / f"{name}.members.npz").exists():
-            record(name, args.truth, args.out)
+    study_main(__doc__, record, report, ".members.npz", argv)
 
 
 if __name__ == "__main__":
