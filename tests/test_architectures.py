@@ -270,6 +270,14 @@ def test_gram_sum_accumulates_blocks_and_is_exactly_symmetric(dtype, outer):
     torch.testing.assert_close(got.double(), want, **tol)
     with pytest.raises(ValueError, match="at least one block"):
         gram_sum([])
+    # blocks of mixed kinds: a block of another dtype, or one that needs gradients,
+    # continues the sum by the general product
+    other = torch.float64 if dtype == torch.float32 else torch.float32
+    for extra in (blocks[0].to(other), blocks[0].clone().requires_grad_()):
+        mixed = gram_sum(blocks + [extra], outer=outer)
+        added = (extra @ extra.T if outer else extra.T @ extra).detach().double()
+        torch.testing.assert_close(mixed.detach().double(), want + added,
+                                   rtol=1e-5, atol=1e-3)
 
 
 def test_sampled_factors_converge_to_the_exact_ones(float64):

@@ -34,6 +34,7 @@ __all__ = ["DensePatches", "LayerKind", "SPARSE_DENSITY", "SparsePatches", "accu
 SPARSE_DENSITY = 0.02
 
 _SYRK = {torch.float32: blas.ssyrk, torch.float64: blas.dsyrk}
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def gram(rows):
@@ -63,11 +64,17 @@ def gram_sum(blocks, outer=False):
     On the CPU, BLAS's ``?syrk`` accumulates one triangle over the blocks and it
     is mirrored once at the end (a blocked copy: 4x faster than adding a
     transposed triangle at P = 2410). Elsewhere, and for dtypes BLAS lacks, the
-    general product.
+    general product; blocks of mixed kinds (a float64 block after float32 ones, a
+    block that needs gradients) continue the sum by the general product.
     """
     total = None
     for rows in blocks:
-        if rows.device.type != "cpu" or rows.dtype not in _SYRK or rows.requires_grad:
+        blas = (rows.device.type == "cpu" and rows.dtype in _SYRK and not rows.requires_grad
+                and (total is None or isinstance(total, np.ndarray)
+                     and total.dtype == _NUMPY[rows.dtype]))
+        if not blas:  # the general product (a triangle so far is mirrored first)
+            if isinstance(total, np.ndarray):
+                total = _mirrored(total).to(rows.device, rows.dtype)
             product = rows @ rows.T if outer else rows.T @ rows
             total = product if total is None else total + product
             continue
