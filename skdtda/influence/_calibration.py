@@ -24,11 +24,12 @@ scores:
    change common to every set that holding them out makes cancels from the
    scores, which correlate the sets' changes per query.
 4. **Candidates**: the rule's damping times ``10 ** (k / 4)`` for ``k`` in
-   ``-6 .. 6`` (1/31.6x to 31.6x). Each member's curvature is re-damped
-   (:meth:`~skdtda.curvature.Curvature.with_damping`: a number for the
-   Kronecker-factored forms, one shared eigendecomposition for the dense ones),
-   and its predicted samples for every set come from the set's summed training
-   gradients, formed once: ``m_s + (1/N) grad m^T (H + d I)^{-1} sum_k (g_k - c_s)``.
+   ``-6 .. 6`` (1/31.6x to 31.6x). Each scored member's predicted samples for
+   every set come from the set's summed training gradients, formed once:
+   ``m_s + (1/N) grad m^T (H + d I)^{-1} sum_k (g_k - c_s)``, the forms at every
+   candidate from :meth:`~skdtda.curvature.Curvature.bilinear_dampings` (a number
+   per candidate for the Kronecker-factored forms, one tridiagonal reduction of
+   the matrix for the dense and kernel ones).
 5. **Scores** of each candidate against the retraining: the LDS of the change
    of the mean over the large sets and the correlation of the change of the
    mean over the small sets, their average the objective; the LDS of the
@@ -98,7 +99,7 @@ CALIBRATION_OPTIONS = {"seeds": 4, "queries": 40, "sets": None, "max_sets": 40}
 MIN_SETS, MIN_QUERIES = 4, 10
 #: The candidates are scored with the first this many attributed members: the noise of
 #: the retrained side (a few seeds) outweighs that of a mean over more members. 8 since
-#: 2026-12-07 (16 before; on the exact GGN each costs an eigendecomposition): on nine
+#: 2026-12-07 (16 before; on the exact GGN each costs a reduction of its matrix): on nine
 #: choice recipes of benchmarks/recipes.py the choice served the truth as well with 4, 8
 #: or 16 (22-23 of 27 cells within 0.03), and the fidelity's estimate, corrected for the
 #: members' noise (:func:`_members_factor`), as well with 8 as with 16
