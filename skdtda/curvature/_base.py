@@ -120,6 +120,33 @@ class Curvature(ABC):
         :meth:`solve_dampings` and takes the products; the dense and kernel forms
         reduce their matrix once to tridiagonal form and rotate both sides instead
         (no ``(n, P)`` solve per damping).
+
+        Parameters
+        ----------
+        left : list of tensor
+            Blocks of ``n_left`` rows in the member's layout.
+        right : list of tensor
+            The same blocks for ``n_right`` rows, each flattened to
+            ``(n_right, block size)``, float64.
+        dampings : sequence of float
+
+        Returns
+        -------
+        forms : list of tensor of shape (n_left, n_right)
+            float64, one per damping.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skdtda.curvature import EigenCurvature
+        >>> H = torch.diag(torch.tensor([1.0, 3.0], dtype=torch.float64))
+        >>> curvature = EigenCurvature(H, damping=1.0)
+        >>> left = [torch.tensor([[1.0, 1.0]], dtype=torch.float64)]
+        >>> right = [torch.tensor([[2.0, 0.0], [0.0, 4.0]], dtype=torch.float64)]
+        >>> for form in curvature.bilinear_dampings(left, right, [1.0, 3.0]):
+        ...     print(form.round(decimals=4).tolist())  # [2 / (1 + d), 4 / (3 + d)]
+        [[1.0, 1.0]]
+        [[0.5, 0.6667]]
         """
         return [sum(s.double().reshape(len(s), -1) @ r.T for s, r in zip(solved, right))
                 for solved in self.solve_dampings(left, dampings)]

@@ -23,7 +23,17 @@ class TridiagonalForms:
     Parameters
     ----------
     matrix : tensor of shape (d, d)
-        Symmetric (its lower triangle is read), on the CPU.
+        Symmetric (its lower triangle is read); reduced on the CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdtda.curvature._tridiagonal import TridiagonalForms
+    >>> A = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 1.0], [0.0, 1.0, 2.0]])
+    >>> a, b = torch.eye(3)[:, :1], torch.eye(3)[:, :1]
+    >>> forms = TridiagonalForms(A).forms(a, b, [0.5, 1.0])
+    >>> [round(float(f), 4) for f in forms]  # (A + c I)^{-1}[0, 0]
+    [0.4941, 0.381]
     """
 
     def __init__(self, matrix):

@@ -66,6 +66,17 @@ def gram_sum(blocks, outer=False):
     transposed triangle at P = 2410). Elsewhere, and for dtypes BLAS lacks, the
     general product; blocks of mixed kinds (a float64 block after float32 ones, a
     block that needs gradients) continue the sum by the general product.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skdtda.model.layers import gram_sum
+    >>> gram_sum([torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]])])
+    tensor([[10., 14.],
+            [14., 20.]])
+    >>> gram_sum([torch.tensor([[1.0], [2.0]])], outer=True)
+    tensor([[1., 2.],
+            [2., 4.]])
     """
     total = None
     for rows in blocks:
