@@ -23,6 +23,8 @@ that day's round was scored or changed; scored once.
 queries were held out of its retraining, to score what is chosen after that.
 ``HELD_OUT_5``: four recipes written on 2026-12-07 at 14:08 (a new session), after the
 calibration's scoring moved to 8 members, before anything was scored on them.
+``HELD_OUT_6``: four recipes written on 2026-12-07 at 15:54 (a new session), before
+anything was scored on them.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -40,7 +42,8 @@ import numpy as np
 import torch
 from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, make_blobs,
                               make_classification, make_friedman1, make_friedman2,
-                              make_friedman3, make_hastie_10_2, make_moons, make_regression)
+                              make_friedman3, make_gaussian_quantiles, make_hastie_10_2,
+                              make_moons, make_regression)
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 
 from skdtda import SeedEnsembleClassifier, SeedEnsembleRegressor
@@ -366,6 +369,43 @@ def _build(name):
                                                    optimizer__weight_decay=1e-3,
                                                    module__hidden_layer_sizes=(16,)),
                                        n_seeds=32, random_state=34), "loss")
+    # -- held out (written 2026-12-07 15:54, before anything was scored on them) ----------
+    if name == "multiclass-sgd-wd":
+        X, y = make_classification(n_samples=500, n_features=12, n_informative=6,
+                                   n_redundant=2, n_classes=3, flip_y=0.03, random_state=41)
+        return ("held-out-6", "make_classification (12 features, 3 classes) MLP 12-64-3, SGD "
+                "lr 0.05 + momentum, weight decay 5e-4, 60 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 60, **_SGD, lr=0.05,
+                                                   optimizer__weight_decay=5e-4,
+                                                   module__hidden_layer_sizes=(64,)),
+                                       n_seeds=32, random_state=41), "loss")
+    if name == "sinusoid-sgd":
+        rng = np.random.RandomState(42)
+        X = rng.uniform(-2, 2, size=(400, 4))
+        y = np.sin(2 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.3 * rng.randn(400)
+        return ("held-out-6", "sin(2 x0) + x1 x2 + noise (4 features) MLP 4-64-1, MSE, SGD lr "
+                "0.02 + momentum, 80 epochs", _scaled(X), (y - y.mean()) / y.std(),
+                SeedEnsembleRegressor(_regressor(MLP, 80, **_SGD, lr=0.02,
+                                                 module__hidden_layer_sizes=(64,)),
+                                      n_seeds=32, random_state=42), "loss")
+    if name == "digits5-adam-margin":
+        X, y = _digits()
+        keep = y < 5
+        return ("held-out-6", "digits 0-4 MLP 64-32-5, Adam lr 3e-3 weight decay 1e-4, 40 "
+                "epochs, margin", X[keep], y[keep],
+                SeedEnsembleClassifier(_classifier(MLP, 40, optimizer=torch.optim.Adam,
+                                                   lr=3e-3, optimizer__weight_decay=1e-4,
+                                                   **mlp32),
+                                       n_seeds=32, random_state=43), "margin")
+    if name == "quantiles-adam-long":
+        X, y = make_gaussian_quantiles(n_samples=400, n_features=4, n_classes=2,
+                                       random_state=44)
+        return ("held-out-6", "make_gaussian_quantiles (4 features, 2 classes) MLP 4-32-32-2, "
+                "Adam lr 3e-3, 150 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 150, optimizer=torch.optim.Adam,
+                                                   lr=3e-3,
+                                                   module__hidden_layer_sizes=(32, 32)),
+                                       n_seeds=32, random_state=44), "loss")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -387,7 +427,9 @@ HELD_OUT_4 = ("binary-adam-wd", "moons-sgd-long", "wide-regression-adam", "breas
 #: Written 2026-12-07 14:08, after the calibration's scoring moved to 8 members, before
 #: anything was scored on them.
 HELD_OUT_5 = ("blobs-sgd-long", "hastie-adam", "diabetes-adamw-long", "digits-parity-sgd-wd")
-ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5
+#: Written 2026-12-07 15:54 (a new session), before anything was scored on them.
+HELD_OUT_6 = ("multiclass-sgd-wd", "sinusoid-sgd", "digits5-adam-margin", "quantiles-adam-long")
+ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
 
 
 def recipe(name):
