@@ -339,13 +339,24 @@ def bootstrap_ci(predicted, actual, discrepancy="mean", *, q=0.5, method="spearm
     raise ValueError(f"over={over!r} must be 'queries' or 'seeds'")
 
 
-def query_interval(r, n_resamples, confidence, rng):
-    """Percentile interval of the mean of per-query correlations, queries resampled."""
+def query_interval(r, n_resamples, confidence, rng, predictive=False):
+    """Percentile interval of the mean of per-query correlations, queries resampled.
+
+    ``predictive=False``: the mean over the population the queries were drawn from (a
+    confidence interval). ``predictive=True``: the mean over *another* draw of as many
+    queries (a prediction interval, about sqrt(2) wider): each resample adds the
+    deviations of two independent resamples to the mean, ``mean(r[a]) + mean(r[b]) -
+    mean(r)``, what a score measured on other rows differs by from ours.
+    """
     r = r[~np.isnan(r)]
     if len(r) == 0:
         raise ValueError("no query has a defined correlation")
     draws = rng.randint(len(r), size=(n_resamples, len(r)))
-    return _percentiles(r[draws].mean(axis=1), confidence)
+    stats = r[draws].mean(axis=1)
+    if predictive:
+        other = rng.randint(len(r), size=(n_resamples, len(r)))
+        stats = stats + r[other].mean(axis=1) - r.mean()
+    return _percentiles(stats, confidence)
 
 
 def _percentiles(stats, confidence):

@@ -73,6 +73,9 @@ def test_calibrate_records_each_candidate_and_the_fidelity(calibrated):
         assert table.gain_interval[table.chosen, 0] > 0 and not table.guarded
     assert fidelity.statistic == "mean" and fidelity.damping == calibrated.damping_
     assert fidelity.interval[0] <= fidelity.lds <= fidelity.interval[1]
+    # a prediction interval (for other rows), wider than the candidate's confidence interval
+    low, high = table.mean_interval[table.chosen]
+    assert (fidelity.interval[1] - fidelity.interval[0]) * fidelity.lds_ceiling > high - low
     assert fidelity.lds_measured == pytest.approx(table.mean[table.chosen])
     # corrected for the noise of 4 seeds: the measured value over their ceiling
     assert 0 < fidelity.lds_ceiling <= 1

@@ -17,6 +17,7 @@ from skdtda.evaluation import (AttributionSearchCV, Distributions, bootstrap_ci,
                                make_lds_scorer, noise_ceiling, predict_distributions,
                                query_folds, random_subsets, removal_masks,
                                retrain_distributions, score_report)
+from skdtda._agreement import query_interval
 from skdtda.ensemble import _retrain
 from skdtda.nets import MLP
 
@@ -342,6 +343,32 @@ def test_bootstrap_intervals_cover_the_score_and_shrink_with_queries():
     assert report.score == pytest.approx(score)
     assert report.ci[0] < report.score < report.ci[1] and 0 < report.ceiling <= 1
     assert (report.n_sets, report.n_query, report.n_seeds) == (30, 200, 16)
+
+
+def test_predictive_query_interval_covers_the_mean_over_another_draw_of_queries():
+    """Against a simulated population of per-query scores: the confidence interval covers
+    the population's mean, the predictive one the mean over another draw of as many
+    queries, each about 95% of the time; the confidence interval covers the other draw
+    far less often (about 83%: it ignores that draw's own noise)."""
+    rng = np.random.RandomState(0)
+    population = np.clip(rng.normal(0.5, 0.3, size=100_000), -1, 1)
+    n, trials = 40, 400
+    covered = {"ci": 0, "ci other": 0, "predictive other": 0}
+    for _ in range(trials):
+        ours, other = (population[rng.randint(len(population), size=n)] for _ in range(2))
+        low, high = query_interval(ours, 400, 0.95, rng)
+        covered["ci"] += low <= population.mean() <= high
+        covered["ci other"] += low <= other.mean() <= high
+        low, high = query_interval(ours, 400, 0.95, rng, predictive=True)
+        covered["predictive other"] += low <= other.mean() <= high
+    share = {key: value / trials for key, value in covered.items()}
+    assert 0.90 <= share["ci"] <= 0.98
+    assert 0.90 <= share["predictive other"] <= 0.98
+    assert share["ci other"] < 0.88
+    # NaN queries are left out, as for the confidence interval
+    r = np.array([0.1, np.nan, 0.4, 0.9, 0.3])
+    low, high = query_interval(r, 200, 0.95, rng, predictive=True)
+    assert low < np.nanmean(r) < high
 
 
 # -- against retraining, end to end ---------------------------------------------------------

@@ -42,6 +42,10 @@ scores:
    zero (query rows and retrained seeds resampled together, the same resample for
    every candidate, so the interval is of the paired difference). Statistics of
    the spread then take their factor, as under ``"auto"``.
+8. **Fidelity** at the final damping: its scores corrected for the few retrained
+   seeds and the few scored members, with 95% *prediction* intervals: where a
+   retraining measured on as many other rows should land (the best damping and
+   the score depend on which rows are asked about; since 2026-12-07, 16:00).
 
 The retraining costs ``seeds * (1 + n_sets)`` member fits, at most
 ``calibration_budget`` times the ensemble's own ``n_seeds``; the scoring costs
@@ -257,11 +261,12 @@ def correlations(before, after, actual, sets, statistic, method, q=0.5):
     return per_query_correlation(predicted, retrained, method)
 
 
-def _summary(r, rng):
-    """Mean over queries and its 95% interval (queries resampled); NaN where undefined."""
+def _summary(r, rng, predictive=False):
+    """Mean over queries and its 95% interval (queries resampled; ``predictive``: for the
+    mean over another draw of as many queries); NaN where undefined."""
     if np.all(np.isnan(r)):
         return np.nan, (np.nan, np.nan)
-    return float(np.nanmean(r)), query_interval(r, 1000, 0.95, rng)
+    return float(np.nanmean(r)), query_interval(r, 1000, 0.95, rng, predictive=predictive)
 
 
 def _smooth(values):
@@ -511,9 +516,9 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     parts = {"large": slice(0, n_large), "small": slice(n_large, n_sets)}
     score_rng = check_random_state(0)
 
-    def score(i, part, stat, method):
+    def score(i, part, stat, method, predictive=False):
         return _summary(correlations(before, after[i], actual, parts[part], stat, method, q),
-                        score_rng)
+                        score_rng, predictive)
 
     large, small = (np.array([correlations(before, after[i], actual, parts[part], "mean",
                                            method, q) for i in range(len(dampings))])
@@ -547,7 +552,8 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
                      n_queries=int(n_queries))
     for key, part, stat, method in (("lds", "large", statistic, "spearman"),
                                     ("small_sets", "small", "mean", "pearson")):
-        measured, interval = score(final, part, stat, method)
+        # what an independent retraining measures on other rows: a prediction interval
+        measured, interval = score(final, part, stat, method, predictive=True)
         ceiling = _ceiling((actual[0], actual[1][parts[part]]), stat, q, method, seeds,
                            deterministic)
         factor = _members_factor(before, after[final][parts[part]], stat, q, method,

@@ -305,7 +305,10 @@ default="auto"
         predicts the calibration's retraining at ``damping_``: ``lds`` of
         ``statistic`` over the large removal sets with its 95% ``interval``,
         and ``small_sets`` (the correlation of the change of the mean over the
-        small sets, leave-one-out's regime) with ``small_sets_interval``. Both
+        small sets, leave-one-out's regime) with ``small_sets_interval``. The
+        intervals are for a retraining measured on other rows (prediction
+        intervals over another draw of as many query rows, about sqrt(2) wider
+        than the mean's confidence interval). Both
         are corrected for the noise of the few retrained seeds (divided by
         their noise ceiling, ``lds_ceiling`` and ``small_sets_ceiling``: what
         a retraining with many seeds would show) and for that of the few
