@@ -104,3 +104,28 @@ def test_dense_form_where_the_kernel_is_larger_or_needs_damping(float64):
         fit_curvature("ggn", member, X_net, y_net, 1e-3, {"form": "woodbury"})
     with pytest.raises(ValueError, match="takes no curvature_options"):
         fit_curvature("ggn", member, X_net, y_net, 1e-3, {"form": "kernel", "maxiter": 3})
+
+
+@pytest.mark.parametrize("damping", [0.5, 0.0])
+def test_dense_curvature_leaves_the_callers_matrix_and_solves_its_symmetric_part(damping):
+    """EigenCurvature symmetrises and factors its own copy: the caller's float64 matrix
+    is not touched, and the solve is that of (M + M^T) / 2 (the Cholesky path with a
+    damping, the eigendecomposition's pseudo-inverse without), against NumPy; a
+    Cholesky that fails (an indefinite matrix) leaves H as it was for the eigen path."""
+    rng = np.random.RandomState(0)
+    root = rng.normal(size=(300, 300))
+    matrix = torch.tensor(root @ root.T / 300 + 0.01 * rng.normal(size=(300, 300)))
+    given = matrix.clone()
+    symmetric = ((matrix + matrix.T) / 2).numpy()
+    vectors = torch.tensor(rng.normal(size=(3, 300)))
+    solved = EigenCurvature(matrix, damping).solve(vectors).numpy()
+    assert torch.equal(matrix, given)
+    expected = np.linalg.pinv(symmetric + damping * np.eye(300)) @ vectors.numpy().T
+    np.testing.assert_allclose(solved, expected.T, rtol=1e-6, atol=1e-8)
+    indefinite = torch.tensor(symmetric - 2 * np.eye(300))
+    curvature = EigenCurvature(indefinite, 0.5)
+    np.testing.assert_allclose(curvature.solve(vectors).numpy(),
+                               np.linalg.solve(symmetric - 1.5 * np.eye(300),
+                                               vectors.numpy().T).T, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(curvature.matrix().numpy(), symmetric - 2 * np.eye(300),
+                               atol=1e-12)
