@@ -89,7 +89,9 @@ class KernelCurvature(FlatCurvature):
                 len(block) // (rows.stop - rows.start))
             for rows, block in zip(chunks(n_rows(X), chunk), blocks)])
         self.member = member
-        self._gram = _Gram(torch.cat(blocks) / n_rows(X) ** 0.5, sample_of_row)
+        factor = torch.cat(blocks)
+        del blocks  # U is held once
+        self._gram = _Gram(factor.div_(n_rows(X) ** 0.5), sample_of_row)
         self._damp(damping, member.penalty)
 
     @classmethod
