@@ -72,7 +72,7 @@ class _Factors:
 
 def _symmetrised(matrix, block=256):
     """``(M + M^T) / 2`` in place, block by block (each pair of blocks read once, in
-    cache: 8x faster than the transposed add at P = 2410), a matrix already
+    cache: 7x faster than the transposed add at P = 2410), a matrix already
     symmetric left as it is to rounding: the same tensor."""
     d = len(matrix)
     for i in range(0, d, block):
