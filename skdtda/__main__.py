@@ -172,8 +172,8 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
               f"  removals of 30% of the rows: LDS of the mean loss {fidelity.lds:.2f} "
               f"[{low:.2f}, {high:.2f}]\n  removals of 5%: correlation of the change of the "
               f"mean loss {fidelity.small_sets:.2f} [{small_low:.2f}, {small_high:.2f}]\n"
-              f"  (95% intervals over {fidelity.n_queries} training rows, held out of that "
-              "retraining as queries)")
+              f"  (measured on {fidelity.n_queries} training rows held out of that retraining; "
+              "95% intervals for as many other rows)")
     else:
         print("fidelity: not measured (the calibration's retraining was not affordable here; "
               "see the log)")
