@@ -99,6 +99,14 @@ def shortfalls(result, chosen):
     return {k: got[k] - max(t[k] for t in result["truth"][n:]) for k in SCORES}
 
 
+def tally(choices):
+    """``(within, cells, worst)`` over ``(result, chosen)`` pairs: the recipe x score cells
+    within 0.03 of the best fixed damping, their number, and the worst shortfall (at most 0)."""
+    shorts = [short for result, chosen in choices
+              for short in shortfalls(result, chosen).values()]
+    return sum(short >= -0.03 for short in shorts), len(shorts), min([0.0, *shorts])
+
+
 def report(names, out):
     loaded = []
     for name in names:
@@ -107,14 +115,10 @@ def report(names, out):
     print(f"{'penalty':>8} {'guard':>6}  cells within 0.03   worst   per recipe (chosen factor)")
     for penalty in PENALTIES:
         for guard in GUARDS:
-            within, cells, worst, picks = 0, 0, 0.0, []
-            for result, data in loaded:
-                chosen = replay(data, penalty, guard)
-                for short in shortfalls(result, chosen).values():
-                    cells += 1
-                    within += short >= -0.03
-                    worst = min(worst, short)
-                picks.append(f"{result['recipe']}={data['factors'][chosen]:.2g}")
+            choices = [(result, replay(data, penalty, guard)) for result, data in loaded]
+            within, cells, worst = tally(choices)
+            picks = [f"{result['recipe']}={data['factors'][chosen]:.2g}"
+                     for (result, chosen), (_, data) in zip(choices, loaded)]
             print(f"{penalty:>8} {guard:>6}  {within:>3} / {cells:<3} {worst:>+12.2f}   "
                   + " ".join(picks))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import recipes
-from calibration_choice_study import shortfalls, study_main
+from calibration_choice_study import study_main, tally
 from skdtda import InfluenceTransformer
 from skdtda.influence import _calibration
 
@@ -108,18 +108,16 @@ def report(names, out):
     for k in COUNTS:
         for draw in range(16 // k if k < 16 else 1):
             members = np.arange(draw * k, (draw + 1) * k)
-            within, cells, worst, same, picks, lost = 0, 0, 0.0, 0, [], []
+            same, choices, picks, lost = 0, [], [], []
             for result, data in loaded:
                 full = replay(data, np.arange(16))
                 chosen = replay(data, members)
                 same += chosen == full
                 lost.append(measured_lds(data, members, chosen)
                             - measured_lds(data, np.arange(16), chosen))
-                for short in shortfalls(result, chosen).values():
-                    cells += 1
-                    within += short >= -0.03
-                    worst = min(worst, short)
+                choices.append((result, chosen))
                 picks.append(f"{result['recipe']}={data['factors'][chosen]:.2g}")
+            within, cells, worst = tally(choices)
             print(f"{k:>8} {draw:>5}  {within:>3} / {cells:<3} {worst:>+12.2f}   "
                   f"{same:>3} / {len(loaded):<3}   {np.mean(lost):>+8.3f} "
                   f"(worst {min(lost):+.2f})   " + " ".join(picks))
