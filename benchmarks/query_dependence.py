@@ -37,8 +37,7 @@ from sklearn.base import clone
 import recipes
 from damping_transfer import redamp
 from skdtda import InfluenceTransformer
-from skdtda._agreement import distribution_change, per_query_correlation
-from skdtda.evaluation import predict_distributions
+from skdtda.evaluation import lds, predict_distributions
 from skdtda.influence import _calibration
 
 N_QUERIES = 40
@@ -84,13 +83,9 @@ def _truth_curve(r, truth_folder):
         influence = InfluenceTransformer(ensemble, measurement=r.measurement,
                                          calibration_budget=0).fit(r.X_train, r.y_train)
         rule = influence.damping_
-        retrained = distribution_change(lds_truth, "mean")
-        curve = []
-        for factor in _calibration.FACTORS:
-            predicted = predict_distributions(redamp(influence, rule * factor), r.X_query,
-                                              r.y_query, remove=r.subsets)
-            curve.append(float(np.nanmean(per_query_correlation(
-                distribution_change(predicted, "mean"), retrained, "spearman"))))
+        curve = [lds(predict_distributions(redamp(influence, rule * factor), r.X_query,
+                                           r.y_query, remove=r.subsets), lds_truth, "mean")
+                 for factor in _calibration.FACTORS]
     return {"rule": float(rule), "curve": curve}
 
 

@@ -29,12 +29,7 @@ import torch
 
 import recipes
 from skdtda import InfluenceTransformer
-from skdtda._agreement import distribution_change, per_query_correlation
-from skdtda.evaluation import Distributions, predict_distributions
-
-
-def _rank(a, b):
-    return float(np.nanmean(per_query_correlation(a, b, "spearman")))
+from skdtda.evaluation import Distributions, distribution_change, lds, predict_distributions
 
 
 def diagnose(name, truth_folder):
@@ -56,18 +51,19 @@ def diagnose(name, truth_folder):
         ret, pred = out["retrained"], out["predicted"]
         shifted = Distributions(predicted.before, np.asarray(predicted.after)
                                 + (ret["offset"] - pred["offset"])[None, None])
-        oracle = _rank(distribution_change(shifted, "wasserstein"), ret["w2"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        size = {k: float(np.nanmedian(np.abs(v["offset"]) / v["spread"])) for k, v in out.items()}
-    return {
-        "w2_lds": _rank(pred["w2"], ret["w2"]), "mean_lds": _rank(pred["mean"], ret["mean"]),
-        "truth_w2_vs_abs_mean": _rank(np.abs(ret["mean"]), ret["w2"]),
-        "truth_w2_vs_abs_std": _rank(np.abs(ret["std"]), ret["w2"]),
-        "abs_mean_lds": _rank(np.abs(pred["mean"]), np.abs(ret["mean"])),
-        "offset_size": size, "offset_sign_agreement": float(np.mean(
-            np.sign(pred["offset"]) == np.sign(ret["offset"]))),
-        "offset_correlation": float(np.corrcoef(pred["offset"], ret["offset"])[0, 1]),
-        "w2_lds_oracle_offset": oracle}
+        oracle = lds(distribution_change(shifted, "wasserstein"), ret["w2"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            size = {k: float(np.nanmedian(np.abs(v["offset"]) / v["spread"]))
+                    for k, v in out.items()}
+        return {
+            "w2_lds": lds(pred["w2"], ret["w2"]), "mean_lds": lds(pred["mean"], ret["mean"]),
+            "truth_w2_vs_abs_mean": lds(np.abs(ret["mean"]), ret["w2"]),
+            "truth_w2_vs_abs_std": lds(np.abs(ret["std"]), ret["w2"]),
+            "abs_mean_lds": lds(np.abs(pred["mean"]), np.abs(ret["mean"])),
+            "offset_size": size, "offset_sign_agreement": float(np.mean(
+                np.sign(pred["offset"]) == np.sign(ret["offset"]))),
+            "offset_correlation": float(np.corrcoef(pred["offset"], ret["offset"])[0, 1]),
+            "w2_lds_oracle_offset": oracle}
 
 
 def main(argv=None):
