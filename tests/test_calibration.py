@@ -145,6 +145,84 @@ def test_the_retraining_holds_the_query_rows_out(data, ensemble, monkeypatch):
         assert not (rows[:, None, :] == queries[None]).all(-1).any()
 
 
+def test_calibrate_on_the_rows_given(data, ensemble, monkeypatch):
+    """``fit(X, y, X_query=...)``: the calibration measures the user's rows, the
+    retraining keeps every training row less each set, and ``fidelity_`` is for those
+    rows: the truth (32 other seeds, 12 other 30% removals, measured on the same rows)
+    lies in its interval."""
+    X, y, X_q, y_q = data
+    fits = []
+    original = SeedEnsembleClassifier._fit_input
+
+    def spy(self, X_fit, y_fit):
+        fits.append(len(X_fit))
+        return original(self, X_fit, y_fit)
+
+    monkeypatch.setattr(SeedEnsembleClassifier, "_fit_input", spy)
+    given = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                 calibration_options={"queries": 60}).fit(X, y, X_q, y_q)
+    monkeypatch.undo()
+    table, fidelity = given.calibration_, given.fidelity_
+    assert table.n_queries == 60 and table.query_rows is None and fidelity.queries == "given"
+    assert fits[0] == len(X)  # the fit before any removal keeps every training row
+    assert sorted(set(fits[1:])) == [len(X) - 60, len(X) - 10]  # 30% and 5% removed
+    remove = random_subsets(len(X), 12, keep_fraction=0.7, random_state=1)
+    truth = retrain_distributions(ensemble, X, y, X_q, y_q, remove=remove, n_seeds=32,
+                                  random_state=5)
+    measured = lds(predict_distributions(given, X_q, y_q, remove=remove), truth)
+    assert fidelity.interval[0] <= measured <= fidelity.interval[1]
+    # the rows given as query rows, at most calibration_options["queries"] of them
+    assert InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6).fit(
+        X, y, X_q).calibration_.n_queries == 40
+
+
+def test_calibrating_on_rows_given_to_a_pipeline_transforms_them(data):
+    """The query rows go through the Pipeline's steps as the training rows do: the same
+    calibration as an ensemble fitted on the transformed rows."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y, X_q, y_q = data
+    step = FunctionTransformer(lambda Z: 2 * Z + 1)
+    pipe = make_pipeline(step, SeedEnsembleClassifier(_net(5), n_seeds=8, random_state=0))
+    piped = InfluenceTransformer(pipe, damping="calibrate", calibration_budget=6).fit(
+        X, y, X_q, y_q)
+    ens = SeedEnsembleClassifier(_net(5), n_seeds=8, random_state=0).fit(2 * X + 1, y)
+    plain = InfluenceTransformer(ens, damping="calibrate", calibration_budget=6).fit(
+        2 * X + 1, y, 2 * X_q + 1, y_q)
+    np.testing.assert_allclose(piped.calibration_.mean, plain.calibration_.mean)
+    assert piped.damping_ == plain.damping_
+
+
+def test_a_pruner_calibrates_on_the_rows_its_objective_measures(data, ensemble):
+    """``objective="validation"``: the validation rows (``validation_data``, or each
+    cross-fitting fold's held-out rows) are the rows the calibration measures."""
+    X, y, X_q, y_q = data
+    influence = InfluenceTransformer(ensemble, damping="calibrate", calibration_budget=6,
+                                     calibration_options={"queries": 60})
+    fixed = DataPruner(influence, objective="validation", validation_data=(X_q, y_q)).fit(X, y)
+    assert fixed.influence_.fidelity_.queries == "given"
+    assert fixed.influence_.calibration_.n_queries == 60
+    folds = DataPruner(influence, objective="validation", validation_fraction=0.25).fit(X, y)
+    assert [f.calibration_.n_queries for f in folds.influences_] == [50] * 4
+    # self-influence asks about the training rows themselves: held out as before
+    own = DataPruner(influence, objective="self").fit(X, y)
+    assert own.influence_.fidelity_.queries == "training rows held out"
+
+
+@pytest.mark.parametrize("damping, query, message", [
+    ("calibrate", {"X_query": "few"}, "at least 10 query rows, got X_query with 5"),
+    ("calibrate", {"y_query": "labels"}, "y_query was given without X_query"),
+    (1e-3, {"X_query": "rows"}, "damping=0.001 calibrates nothing"),
+])
+def test_bad_query_rows_are_refused_clearly(data, ensemble, damping, query, message):
+    X, y, X_q, y_q = data
+    rows = {"few": X_q[:5], "rows": X_q, "labels": y_q}
+    with pytest.raises(ValueError, match=message):
+        InfluenceTransformer(ensemble, damping=damping, calibration_budget=6).fit(
+            X, y, **{key: rows[value] for key, value in query.items()})
+
+
 def test_the_queries_and_a_set_together_leave_every_class_a_row():
     # a class of 3 rows in 60: 12 random queries and a 30% set could take all three
     y = np.array([0] * 30 + [1] * 27 + [2] * 3)

@@ -12,7 +12,8 @@ scores:
    (circles: 1.00 against 0.54) and it kept dampings 3-30x too small on problems
    trained long with Adam; chosen 2026-12-07 on four choice recipes of
    ``benchmarks/recipes.py`` and scored on others (docs/benchmarks.md, "Fourth
-   round").
+   round"). Or the rows the user gives (``fit(X, y, X_query=...)``: the rows
+   they will ask about); the retraining then keeps every training row.
 2. **Removal sets** of the other rows: half of them remove 30% (the regime of
    the LDS), half remove 5% (small removals, where first-order influence is
    most accurate and leave-one-out correlations live; they favour less damping
@@ -45,7 +46,8 @@ scores:
 8. **Fidelity** at the final damping: its scores corrected for the few retrained
    seeds and the few scored members, with 95% *prediction* intervals: where a
    retraining measured on as many other rows should land (the best damping and
-   the score depend on which rows are asked about; since 2026-12-07, 16:00).
+   the score depend on which rows are asked about; since 2026-12-07, 16:00); on
+   rows the user gave, the mean's confidence interval (the claim is about them).
 
 The retraining costs ``seeds * (1 + n_sets)`` member fits, at most
 ``calibration_budget`` times the ensemble's own ``n_seeds``; the scoring costs
@@ -419,7 +421,8 @@ def choose(predicted, retrained, n_large, factors, n_resamples=500, random_state
 
 
 def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1.0,
-              statistic="mean", q=0.5, folder=None, n_jobs=None, verbose=0, max_seconds=None):
+              statistic="mean", q=0.5, folder=None, n_jobs=None, verbose=0, max_seconds=None,
+              query=None):
     """Score the candidate dampings of a fitted influence against a small retraining.
 
     Parameters
@@ -448,6 +451,12 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
         Give up (:class:`CalibrationUnavailable`) when the calibration would take
         longer: the retraining estimated from its first fit (without the queries), the
         scoring from the first member's, both in CPU seconds of the calling thread.
+    query : tuple (X_query, y_query) or None, default=None
+        Rows to measure in the nets' form, and their targets: the rows the user
+        will ask about (at most ``queries`` of them, drawn at random). The
+        retraining then fits every training row less each set, and the
+        fidelity's intervals are for these rows (confidence intervals). None
+        draws training rows and holds them out of the retraining.
 
     Returns
     -------
@@ -461,35 +470,48 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     deterministic = len(ens.estimators_) == 1
     seeds, n_sets = plan_size(len(ens.estimators_), deterministic, budget, options)
     n = n_rows(X_net)
-    n_queries = min(options["queries"], n // 5)
-    if n_queries < MIN_QUERIES:
-        raise CalibrationUnavailable(
-            f"damping='calibrate' needs at least {5 * MIN_QUERIES} training rows, got {n}: it "
-            f"measures a fifth of them ({MIN_QUERIES} at least) and removes sets of the "
-            "others; use damping='auto'")
     rng = check_random_state(int(np.asarray(ens.seeds_).reshape(-1)[0]) % (2**31 - 1))
     classifier = is_classifier(ens)
-    queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)
-    # the retraining holds the queries out: it fits the other rows, less each set
+    if query is None:
+        n_queries = min(options["queries"], n // 5)
+        if n_queries < MIN_QUERIES:
+            raise CalibrationUnavailable(
+                f"damping='calibrate' needs at least {5 * MIN_QUERIES} training rows, got {n}: "
+                f"it measures a fifth of them ({MIN_QUERIES} at least) and removes sets of "
+                "the others; use damping='auto' or give query rows (X_query)")
+        queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)
+        X_query, y_query = X_net[queries], y_net[queries]
+    else:  # the user's rows: every training row can go, and the retraining keeps the others
+        given = n_rows(query[0])
+        if given < MIN_QUERIES:
+            raise CalibrationUnavailable(f"damping='calibrate' measures at least {MIN_QUERIES} "
+                                         f"query rows, got X_query with {given}")
+        n_queries = min(options["queries"], given)
+        picked = np.sort(rng.choice(given, n_queries, replace=False))
+        X_query, y_query = query[0][picked], query[1][picked]
+        queries, masks, n_large = draw_sets(y, n_sets, 0, rng, classifier)
+    # the retraining holds any training queries out: it fits the other rows, less each set
     kept = np.setdiff1d(np.arange(n), queries)
     X_kept, y_kept, kept_masks = take_rows(X, kept), np.asarray(y)[kept], masks[:, kept]
     template = clone(ens).set_params(n_seeds=seeds, random_state=int(rng.randint(2**31 - 1)),
                                      memory=None, verbose=0, n_jobs=None)
     task = "classifier" if classifier else "regressor"
-    measure = _NetMeasurement(X_net[queries], y_net[queries], influence.measurement, task)
+    measure = _NetMeasurement(X_query, y_query, influence.measurement, task)
     if folder is not None:
-        folder = Path(folder) / joblib.hash((settings_key(template), X_net, y_net, queries,
+        rows = queries if query is None else (X_query, y_query)
+        folder = Path(folder) / joblib.hash((settings_key(template), X_net, y_net, rows,
                                              repr(influence.measurement), "held out"))[:16]
         folder.mkdir(parents=True, exist_ok=True)
     logger.info("damping='calibrate': retraining %d removal sets (%d of %d%%, %d of %d%% of "
-                "the rows) with %d seeds, %d query rows held out", n_sets, n_large, LARGE * 100,
-                n_sets - n_large, SMALL * 100, seeds, n_queries)
+                "the rows) with %d seeds, %d query rows %s", n_sets, n_large, LARGE * 100,
+                n_sets - n_large, SMALL * 100, seeds, n_queries,
+                "held out" if query is None else "given")
     dampings = center * FACTORS
     # the candidates, and each times the ratio (the final damping of every choice)
     solved = dampings if ratio == 1 else np.concatenate([dampings, dampings * ratio])
     scored = slice(0, SCORED_MEMBERS)
     members = influence._members[scored]
-    args = (X_net, y_net, X_net[queries], y_net[queries], masks, solved,
+    args = (X_net, y_net, X_query, y_query, masks, solved,
             influence._train_chunk())
     # timed in this thread's CPU seconds: what they take on a machine with nothing else
     # running, so that whether "auto" calibrates does not depend on the other jobs
@@ -549,11 +571,13 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
                                                                  "callable")
     fidelity = Bunch(statistic=name, damping=float(solved[final]), n_sets=int(n_large),
                      n_small_sets=int(n_sets - n_large), n_seeds=int(seeds),
-                     n_queries=int(n_queries))
+                     n_queries=int(n_queries),
+                     queries="training rows held out" if query is None else "given")
     for key, part, stat, method in (("lds", "large", statistic, "spearman"),
                                     ("small_sets", "small", "mean", "pearson")):
-        # what an independent retraining measures on other rows: a prediction interval
-        measured, interval = score(final, part, stat, method, predictive=True)
+        # what an independent retraining measures on other rows (a prediction interval),
+        # or on the rows given (the mean's confidence interval)
+        measured, interval = score(final, part, stat, method, predictive=query is None)
         ceiling = _ceiling((actual[0], actual[1][parts[part]]), stat, q, method, seeds,
                            deterministic)
         factor = _members_factor(before, after[final][parts[part]], stat, q, method,
@@ -566,5 +590,5 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
     table = {key: np.asarray(value) for key, value in table.items()}
     table.update(damping=dampings, factor=FACTORS.copy(), chosen=chosen, rule=center,
                  n_seeds=seeds, n_sets=n_sets, n_large=n_large, n_queries=n_queries,
-                 query_rows=queries)
+                 query_rows=queries if query is None else None)
     return Bunch(damping=float(solved[final]), table=Bunch(**table), fidelity=fidelity)

@@ -233,7 +233,8 @@ default="auto"
         With ``damping="calibrate"``: ``{{"seeds": 4, "queries": 40, "sets": None,
         "max_sets": 40}}``, the retrained seeds (1 for a one-member ensemble),
         the query rows (training rows drawn at random and held out of every
-        retraining; at most a fifth of the rows), and the removal sets (None:
+        retraining, at most a fifth of the rows; or as many of the rows given
+        to ``fit`` as ``X_query``), and the removal sets (None:
         as many as the budget allows, at most ``max_sets``; half remove 30% of
         the other rows, half 5%).
     memory : str, path-like, joblib.Memory or None, default=None
@@ -299,7 +300,8 @@ default="auto"
         spread's statistics take their factor on top), ``guarded`` (True where a
         candidate scored higher but its gain's interval reached zero, so the
         rule's value was kept), ``n_seeds``, ``n_sets``, ``n_large``, ``n_queries`` and
-        ``query_rows``. Intervals are 95% over the query rows. None otherwise.
+        ``query_rows`` (the training rows measured; None where ``X_query`` was
+        given). Intervals are 95% over the query rows. None otherwise.
     fidelity_ : Bunch or None
         Where the damping was calibrated, how well the fitted transformer
         predicts the calibration's retraining at ``damping_``: ``lds`` of
@@ -308,7 +310,8 @@ default="auto"
         small sets, leave-one-out's regime) with ``small_sets_interval``. The
         intervals are for a retraining measured on other rows (prediction
         intervals over another draw of as many query rows, about sqrt(2) wider
-        than the mean's confidence interval). Both
+        than the mean's confidence interval); with ``X_query`` given to
+        ``fit``, for those rows (the mean's confidence interval). Both
         are corrected for the noise of the few retrained seeds (divided by
         their noise ceiling, ``lds_ceiling`` and ``small_sets_ceiling``: what
         a retraining with many seeds would show) and for that of the few
@@ -316,9 +319,9 @@ default="auto"
         ``small_sets_members_factor``: what all the members predict);
         ``lds_measured`` and ``small_sets_measured`` are the raw values. Also
         the retraining's size
-        (``n_sets``, ``n_small_sets``, ``n_seeds``, ``n_queries``). Its queries
-        are training rows that the retraining held out (measured as test
-        rows). None otherwise.
+        (``n_sets``, ``n_small_sets``, ``n_seeds``, ``n_queries``) and its
+        ``queries``: ``"training rows held out"`` (measured as test rows) or
+        ``"given"`` (``X_query``). None otherwise.
     retraining_ : str
         The retraining predicted: ``retraining``, or what ``"auto"`` chose.
     curvatures_ : list
@@ -412,7 +415,7 @@ default="auto"
         self.query_rank = query_rank
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, X_query=None, y_query=None):
         """Fit (or adopt) the ensemble and prepare each member's inverse curvature.
 
         Parameters
@@ -421,6 +424,18 @@ default="auto"
             The training rows to attribute.
         y : array-like of shape (n_samples,)
             Their targets.
+        X_query : array-like of shape (n_query, n_features), default=None
+            Where the damping is calibrated (``damping="calibrate"``, or
+            ``"auto"`` where it calibrates): the rows you will ask about (test
+            rows, say; as the estimator takes them, before any Pipeline step),
+            measured instead of training rows held out of the retraining, at
+            most ``calibration_options["queries"]`` of them. Both the damping
+            and ``fidelity_`` are then for these rows: how well attribution
+            works depends on which rows are asked about (docs/influence.md,
+            "How much to trust it"). None: training rows drawn at random.
+        y_query : array-like of shape (n_query,), default=None
+            Their targets; None takes the ensemble's prediction (as
+            ``transform`` does).
 
         Returns
         -------
@@ -434,7 +449,13 @@ default="auto"
             raise ValueError("query_rank and curvature_options={'subspace': ...} both "
                              "compress the solved queries (to rank query_rank, or onto the "
                              "subspace's k x k block per layer): use one of them")
+        if X_query is None and y_query is not None:
+            raise ValueError("y_query was given without X_query")
+        if X_query is not None and self.damping not in ("auto", "calibrate"):
+            raise ValueError(f"X_query is what damping='calibrate' (or 'auto') measures; "
+                             f"damping={self.damping!r} calibrates nothing")
         X, y = self._adopt_ensemble(X, y)
+        query = None if X_query is None else self._query(X_query, y_query)
         ens = self.estimator_
         estimators = [ens.estimators_[i] for i in self.members_]
         auto = None
@@ -473,10 +494,11 @@ default="auto"
         if auto is not None:  # the damping is chosen now that the curvature is fitted
             damping = None
             if self.damping == "calibrate":
-                damping = self._calibrate(auto, X, y)
+                damping = self._calibrate(auto, X, y, query=query)
             elif self.calibration_budget > 0:
                 try:
-                    damping = self._calibrate(auto, X, y, max_seconds=AUTO_SECONDS)
+                    damping = self._calibrate(auto, X, y, max_seconds=AUTO_SECONDS,
+                                              query=query)
                 except CalibrationUnavailable as reason:
                     logger.info("damping='auto' keeps its rule and does not calibrate: %s",
                                 reason)
@@ -574,7 +596,7 @@ default="auto"
         for curvature in self.curvatures_:  # left unfactored by the fit
             curvature.factorise()
 
-    def _calibrate(self, auto, X, y, max_seconds=None):
+    def _calibrate(self, auto, X, y, max_seconds=None, query=None):
         """``damping="calibrate"``: the candidates around the rule's value scored
         against a small retraining (:mod:`skdtda.influence._calibration`)."""
         center = (auto.training_value(self.curvatures_)
@@ -590,7 +612,8 @@ default="auto"
             options=self.calibration_options, statistic=self.statistic, q=self.q,
             # statistics of the spread keep their multiple of the location's damping
             ratio=auto.factor(self.curvature_) / auto.factor(self.curvature_, "mean"),
-            folder=folder, n_jobs=self.n_jobs, verbose=self.verbose, max_seconds=max_seconds)
+            folder=folder, n_jobs=self.n_jobs, verbose=self.verbose, max_seconds=max_seconds,
+            query=query)
         self.calibration_, self.fidelity_ = result.table, result.fidelity
         return result.damping
 

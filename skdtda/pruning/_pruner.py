@@ -8,6 +8,7 @@ or ``statistic``; it is computed by one module-level function that
 pays for it once per training set.
 """
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -89,6 +90,17 @@ def _self_samples(influence, X, y):
     return influence.measure(X, y), delta
 
 
+def _fitted(influence, X, y, validation):
+    """A clone of ``influence`` fitted on ``(X, y)``; where it calibrates its damping
+    (``damping="calibrate"``, or ``"auto"`` where that calibrates), on the validation
+    rows that the objective measures (its ``fit``'s ``X_query``)."""
+    fitted = clone(influence)
+    if (getattr(fitted, "damping", None) in ("auto", "calibrate")
+            and "X_query" in inspect.signature(fitted.fit).parameters):
+        return fitted.fit(X, y, X_query=validation[0], y_query=validation[1])
+    return fitted.fit(X, y)
+
+
 def _score_samples(influence, X, y, objective, validation_data, folds):
     """Fit the influence and return per-seed (before, delta) samples for every row.
 
@@ -100,17 +112,19 @@ def _score_samples(influence, X, y, objective, validation_data, folds):
     """
     fits = []
     if folds is None:
-        fitted = clone(influence).fit(X, y)
         if objective == "self":
+            fitted = clone(influence).fit(X, y)
             before, delta = _self_samples(fitted, X, y)
         else:
+            fitted = _fitted(influence, X, y, validation_data)
             before, delta = _validation_samples(fitted, *validation_data)
             before = before[:, None]
         fits.append((np.arange(n_rows(X)), before, delta, fitted))
         return fits
     for train, val in folds:
-        fitted = clone(influence).fit(take_rows(X, train), y[train])
-        before, delta = _validation_samples(fitted, take_rows(X, val), y[val])
+        validation = take_rows(X, val), y[val]
+        fitted = _fitted(influence, take_rows(X, train), y[train], validation)
+        before, delta = _validation_samples(fitted, *validation)
         fits.append((train, before[:, None], delta, fitted))
     return fits
 
