@@ -148,7 +148,10 @@ class DataPruner(BaseEstimator):
         ``measurement`` defines the objective's per-row measurement (default
         the loss). None gives ``InfluenceTransformer`` with EK-FAC curvature
         over a default 4-seed ``SeedEnsembleClassifier`` or
-        ``SeedEnsembleRegressor``, chosen from ``y``.
+        ``SeedEnsembleRegressor``, chosen from ``y``. One that calibrates its
+        damping (``damping="calibrate"``, or ``"auto"`` where it calibrates) does
+        so, with ``objective="validation"``, on the validation rows the objective
+        measures (its ``fit``'s ``X_query``).
     fraction : float, default=0.1
         Share of the rows passed to ``fit`` that are removed:
         ``round(fraction * n_samples)`` rows, so ``fraction=0.2`` on 1000 rows
