@@ -471,6 +471,19 @@ def test_dict_of_two_arguments_everywhere(sparse_rows):
     assert set(X_kept) == {"left", "right"} and len(X_kept["left"]) == len(y_kept) == 48
 
 
+def test_calibration_on_query_rows_of_two_arguments(sparse_rows):
+    """``fit(X, y, X_query=...)`` with a dict of arrays: the query rows are picked as
+    rows of each array, and the calibration measures them."""
+    X, _, y = sparse_rows
+    X = {"left": X[:, :6], "right": X[:, 6:]}
+    query = {name: value[:12] for name, value in X.items()}
+    influence = InfluenceTransformer(_ens(_TwoInputs, n_seeds=8), damping="calibrate",
+                                     calibration_budget=6).fit(X, y, X_query=query,
+                                                               y_query=y[:12])
+    assert influence.fidelity_.queries == "given" and influence.calibration_.n_queries == 12
+    assert np.isfinite(influence.fidelity_.lds)
+
+
 # -- a torch Dataset ------------------------------------------------------------------------
 def test_dataset_with_y_none_equals_its_arrays(sparse_rows):
     X, _, y = sparse_rows

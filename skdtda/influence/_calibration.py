@@ -480,7 +480,7 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
                 f"it measures a fifth of them ({MIN_QUERIES} at least) and removes sets of "
                 "the others; use damping='auto' or give query rows (X_query)")
         queries, masks, n_large = draw_sets(y, n_sets, n_queries, rng, classifier)
-        X_query, y_query = X_net[queries], y_net[queries]
+        X_query, y_query = take_rows(X_net, queries), y_net[queries]
     else:  # the user's rows: every training row can go, and the retraining keeps the others
         given = n_rows(query[0])
         if given < MIN_QUERIES:
@@ -488,7 +488,7 @@ def calibrate(influence, X, y, X_net, y_net, center, *, budget, options, ratio=1
                                          f"query rows, got X_query with {given}")
         n_queries = min(options["queries"], given)
         picked = np.sort(rng.choice(given, n_queries, replace=False))
-        X_query, y_query = query[0][picked], query[1][picked]
+        X_query, y_query = take_rows(query[0], picked), query[1][picked]
         queries, masks, n_large = draw_sets(y, n_sets, 0, rng, classifier)
     # the retraining holds any training queries out: it fits the other rows, less each set
     kept = np.setdiff1d(np.arange(n), queries)

@@ -432,7 +432,7 @@ default="auto"
             most ``calibration_options["queries"]`` of them. Both the damping
             and ``fidelity_`` are then for these rows: how well attribution
             works depends on which rows are asked about (docs/influence.md,
-            "How much to trust it"). None: training rows drawn at random.
+            "How far to trust the scores"). None: training rows drawn at random.
         y_query : array-like of shape (n_query,), default=None
             Their targets; None takes the ensemble's prediction (as
             ``transform`` does).
