@@ -174,7 +174,8 @@ def test_bilinear_dampings_are_products_with_fresh_solves(fitted_net, kind):
     dampings = [1e-3, 0.02, 0.5]
     got = solver.bilinear_dampings(blocks, right, dampings)
     assert len(got) == len(dampings)
-    dense = name in ("ggn", "exact") and kind != "ggn:kernel+penalty"
+    # the kernel form with a penalty: U^T U + penalty reduced in float32 (small P)
+    dense = name in ("ggn", "exact")
     flat_right = torch.cat(right, dim=1)
     for damping, product in zip(dampings, got):
         solved = _flat(fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks))
@@ -184,6 +185,34 @@ def test_bilinear_dampings_are_products_with_fresh_solves(fitted_net, kind):
         np.testing.assert_allclose(product, want, rtol=rtol,
                                    atol=rtol * float(want.abs().max()))
     assert solver.damping == 1e-3
+
+
+@pytest.mark.parametrize("rows", [10, 150])
+def test_kernel_forms_with_a_penalty_either_way(fitted_net, rows, monkeypatch):
+    """The kernel form with a parameter-wise penalty scores dampings through one float32
+    reduction of ``U^T U + penalty`` (P = 51 against M = 300 rows of U) or, where
+    that costs more (M = 20), through a Gram matrix and factor per damping: either
+    way the products with fresh solves."""
+    from skdtda.curvature import _tridiagonal
+
+    member, X, y, name, options, blocks = _problem(fitted_net, "ggn:kernel+penalty")
+    X, y = X[:rows], y[:rows]
+    solver = fit_curvature(name, member, X, y, 1e-3, options)
+    reductions = []
+    original = _tridiagonal.TridiagonalForms.__init__
+    monkeypatch.setattr(_tridiagonal.TridiagonalForms, "__init__",
+                        lambda self, m: reductions.append(len(m)) or original(self, m))
+    right = [torch.randn(5, member.n_params, dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(2))]
+    dampings = [1e-3, 0.02, 0.5]
+    got = solver.bilinear_dampings(blocks, right, dampings)
+    assert reductions == ([member.n_params] if rows == 150 else [])
+    rtol = 1e-4 if reductions else 1e-8
+    for damping, product in zip(dampings, got):
+        solved = _flat(fit_curvature(name, member, X, y, damping, options).solve_blocks(blocks))
+        want = solved @ right[0].T
+        np.testing.assert_allclose(product, want, rtol=rtol,
+                                   atol=rtol * float(want.abs().max()))
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 300])

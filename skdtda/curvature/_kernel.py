@@ -142,7 +142,9 @@ class KernelCurvature(FlatCurvature):
         gram = self._gram
         if self.diagonal is not None:
             if self._cholesky is None:
-                matrix = (gram.factor / self.diagonal) @ gram.factor.T
+                # (U D^-1/2)(U D^-1/2)^T by one triangle (syrk): 1.7-1.9x faster than the
+                # general product (U / D) U^T at M = 2700, P = 3610-9610, the same to 1e-14
+                matrix = gram_sum([gram.factor * self.diagonal.rsqrt()], outer=True)
                 matrix.diagonal().add_(1.0)
                 self._cholesky = torch.linalg.cholesky(matrix)
         elif gram.cholesky is None and gram.eigen is None:
@@ -213,12 +215,27 @@ class KernelCurvature(FlatCurvature):
         ``U U^T`` (formed in float32) reduced once to tridiagonal form
         (:class:`TridiagonalForms`): ``a^T (U^T U + c I)^{-1} b = (a^T b - (U a)^T
         (U U^T + c I)^{-1} (U b)) / c``, a tridiagonal solve per damping instead of a
-        ``(P, M)`` product per damping and row; made for this call and not kept."""
-        if self.penalty is not None:
-            return super().bilinear_dampings(left, right, dampings)
+        ``(P, M)`` product per damping and row; made for this call and not kept.
+        With a parameter-wise penalty, ``U^T U`` plus the penalty (formed in float32)
+        reduced once to tridiagonal form, where that costs less than a Gram matrix
+        and its factor per damping (``P^2 M + 4 P^3`` against ``d (2 M^2 P + M^3)``
+        for ``d`` dampings: at M = 2700 and P = 3610, 13 dampings, 2.5 s against
+        14 s); else, those."""
         (flat,), (other,) = left, right
         a, b = flat.double().reshape(len(flat), -1), other.double()
         factor = self.factor
+        if self.penalty is not None:
+            # D = (d + wd) I + penalty: the dampings share no (M, M) matrix, but they
+            # shift one (P, P) matrix U^T U + penalty + wd I, reduced once where that
+            # is cheaper than a Gram matrix and a factor per damping
+            rows, n_params = factor.shape
+            if n_params ** 2 * rows + 4 * n_params ** 3 > len(dampings) * (
+                    2 * rows ** 2 * n_params + rows ** 3):
+                return super().bilinear_dampings(left, right, dampings)
+            matrix = gram_sum([factor.float()])
+            matrix.diagonal().add_((self.penalty.double() + self.member.weight_decay).to(
+                matrix.device, matrix.dtype))
+            return TridiagonalForms(matrix).forms(a.T, b.T, dampings)
         forms = TridiagonalForms(gram_sum([factor.float()], outer=True))
         shifts = [float(damping) + self.member.weight_decay for damping in dampings]
         direct = a @ b.T
