@@ -278,6 +278,10 @@ def test_auto_calibrates_where_it_is_cheap_and_keeps_the_rule_elsewhere(data, en
         small = InfluenceTransformer(ensemble).fit(X, y)
     assert small.calibration_ is None and small.damping_ == rule.damping_
     assert "keeps its rule and does not calibrate: calibration_budget=3" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="skdtda"):
+        InfluenceTransformer(ensemble, calibration_budget=0).fit(X, y, X_query=X[:20])
+    assert "X_query was not used: damping='auto' kept its rule" in caplog.text
 
 
 def test_auto_counts_the_scoring_in_its_time_bound(data, ensemble, caplog, monkeypatch):

@@ -504,6 +504,8 @@ default="auto"
                                 reason)
             if damping is None:
                 damping = auto.with_floor(self.curvatures_, self.curvature_)
+                if query is not None:
+                    logger.info("X_query was not used: damping='auto' kept its rule")
             self._set_damping(damping)
         self._precompute()
         return self
