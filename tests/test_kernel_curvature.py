@@ -129,3 +129,36 @@ def test_dense_curvature_leaves_the_callers_matrix_and_solves_its_symmetric_part
                                                vectors.numpy().T).T, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(curvature.matrix().numpy(), symmetric - 2 * np.eye(300),
                                atol=1e-12)
+
+
+def test_rows_that_carry_nothing_are_left_out_within_the_bound(float64):
+    """A model that fits its training rows closely: the rows of ``U`` of the rows it
+    fits (a softmax near one-hot) carry almost nothing and are left out, the smallest
+    first, while their summed trace stays within ``NEGLIGIBLE`` of the damping; every
+    solve then moves by at most that much relative to itself (the truth: the dense GGN
+    of every row)."""
+    from skdtda.curvature._kernel import NEGLIGIBLE
+
+    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_redundant=0,
+                               n_classes=3, class_sep=3.0, random_state=0)
+    net = NeuralNetClassifier(MLP, module__hidden_layer_sizes=(16,),
+                              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
+                              lr=0.02, max_epochs=150, batch_size=16, train_split=None,
+                              verbose=0)
+    ens = SeedEnsembleClassifier(net, n_seeds=1, random_state=0).fit(X, y)
+    member, X_net, y_net = _member(ens, X, y)
+    damping = 1e-3
+    kernel = KernelCurvature(member, X_net, y_net, damping)
+    kept = len(kernel.factor)
+    assert kept < 0.95 * 120 * 2  # rows left out (219 of 240 kept when written)
+    assert len(kernel.sample_of_row) == kept
+    dense = EigenCurvature(dense_ggn(member, X_net, y_net), damping)
+    v = torch.randn(7, member.n_params, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    want = dense.solve(v)
+    moved = (kernel.solve(v) - want).norm(dim=1) / want.norm(dim=1)
+    assert 0 < float(moved.max()) <= 1.5 * NEGLIGIBLE
+    # the dropped rows' terms: trace within the bound
+    full = dense_ggn(member, X_net, y_net)
+    kept_gram = kernel.factor.T @ kernel.factor
+    assert 0 <= float(torch.trace(full - kept_gram)) <= NEGLIGIBLE * damping * (1 + 1e-6)
