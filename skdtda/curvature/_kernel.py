@@ -42,8 +42,8 @@ __all__ = ["KernelCurvature"]
 #: rounding of the Jacobians, whose solves differ from float64 ones by about 7e-7 on the
 #: digits MLP; at 1/31.6 of the damping, a calibration's smallest candidate, 3e-6). Rows
 #: of well-fitted training rows (a softmax near one-hot) carry almost nothing: on the
-#: digits CNN of benchmarks/recipes.py 26% of the rows go, and the Gram matrix and its
-#: factor cost 0.55x and 0.41x as much.
+#: digits CNN of benchmarks/recipes.py 9-28% of each member's rows go, and the rule's
+#: curvatures take 22 s instead of 30 s (docs/benchmarks.md).
 NEGLIGIBLE = 1e-7
 
 
