@@ -156,9 +156,11 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
     queries = np.argsort(-losses.std(axis=0))[:n_queries]
     tic = time.perf_counter()
     # damping="auto" calibrates its damping on a small retraining where that is cheap; a
-    # budget of at least 8 removal sets of 4 seeds, whatever n_seeds, so that it can
+    # budget of at least 8 removal sets of 4 seeds, whatever n_seeds, so that it can. It
+    # measures test rows (40 at most), the kind of row asked about here.
     influence = InfluenceTransformer(ens, calibration_budget=max(3.0, 36 / n_seeds),
-                                     verbose=verbose).fit(X_train, y_train)
+                                     verbose=verbose).fit(X_train, y_train, X_query=X_test,
+                                                          y_query=y_test)
     delta = influence.influence_samples(X_test[queries], y_test[queries])
     print(f"per-seed influence ({influence.curvature_} curvature, damping "
           f"{influence.damping_:.3g}) of {len(X_train)} training rows on {n_queries} test "
@@ -172,8 +174,7 @@ def demo(dataset="digits", n_seeds=16, n_queries=3, top=5, random_state=0, verbo
               f"  removals of 30% of the rows: LDS of the mean loss {fidelity.lds:.2f} "
               f"[{low:.2f}, {high:.2f}]\n  removals of 5%: correlation of the change of the "
               f"mean loss {fidelity.small_sets:.2f} [{small_low:.2f}, {small_high:.2f}]\n"
-              f"  (measured on {fidelity.n_queries} training rows held out of that retraining; "
-              "95% intervals for as many other rows)")
+              f"  (measured on {fidelity.n_queries} test rows; 95% intervals over them)")
     else:
         print("fidelity: not measured (the calibration's retraining was not affordable here; "
               "see the log)")
