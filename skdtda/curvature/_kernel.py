@@ -268,8 +268,7 @@ class KernelCurvature(FlatCurvature):
                     2 * rows ** 2 * n_params + rows ** 3):
                 return super().bilinear_dampings(left, right, dampings)
             matrix = gram_sum([factor.float()])
-            matrix.diagonal().add_((self.penalty.double() + self.member.weight_decay).to(
-                matrix.device, matrix.dtype))
+            matrix.diagonal().add_((self.diagonal - self.damping).to(matrix.dtype))
             return TridiagonalForms(matrix).forms(a.T, b.T, dampings)
         forms = TridiagonalForms(gram_sum([factor.float()], outer=True))
         shifts = [float(damping) + self.member.weight_decay for damping in dampings]
