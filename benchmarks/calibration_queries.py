@@ -121,10 +121,7 @@ def main(argv=None):
     if args.report:
         report(names, out, [g for g in args.grids.split(",") if g])
         return
-    for name in names:
-        path = out / f"{name}.queries.json"
-        if not path.exists():
-            path.write_text(json.dumps(run(name, args.truth), indent=1))
+    recipes.run_missing(names, out, ".queries.json", run, args.truth)
 
 
 if __name__ == "__main__":

@@ -166,10 +166,7 @@ def main(argv=None):
     if args.report:
         report(names, out)
         return
-    for name in names:
-        path = out / f"{name}.defaults.json"
-        if not path.exists():
-            path.write_text(json.dumps(run(name, args.truth), indent=1))
+    recipes.run_missing(names, out, ".defaults.json", run, args.truth)
 
 
 if __name__ == "__main__":

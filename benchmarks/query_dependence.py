@@ -139,11 +139,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        for name in args.recipes.split(","):
-            path = out / f"{name}.json"
-            if not path.exists():
-                path.write_text(json.dumps(study(name, args.truth, args.draws), indent=1))
-                print(f"{name}: done", flush=True)
+        recipes.run_missing(args.recipes.split(","), out, ".json", study, args.truth,
+                            args.draws)
     report(out)
 
 

@@ -31,6 +31,7 @@ attributions scored against this truth use.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -438,6 +439,17 @@ def recipe(name):
     X_train, y_train, X_query, y_query, loo, subsets = _split(X, y)
     return Recipe(name, group, what, X_train, y_train, X_query, y_query, ensemble,
                   measurement, loo, subsets)
+
+
+def run_missing(names, out, suffix, run, *args):
+    """``run(name, *args)`` for each recipe in ``names`` whose ``out/<name><suffix>`` is
+    missing, its result written there as JSON: an interrupted study keeps what it
+    finished and reruns only the rest."""
+    for name in names:
+        path = Path(out) / f"{name}{suffix}"
+        if not path.exists():
+            path.write_text(json.dumps(run(name, *args), indent=1))
+            print(f"{name}: done", flush=True)
 
 
 def truth(r, folder, verbose=0):
