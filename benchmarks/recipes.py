@@ -2,9 +2,9 @@
 
     OMP_NUM_THREADS=1 python benchmarks/recipes.py --truth /tmp/truth [--recipes a,b] [--list]
 
-A recipe is a dataset split (300 training rows, 40 query rows), a seed ensemble
-(its net and training), a measurement, 20 leave-one-out rows and 20 random 30%
-removals. Its ground truth retrains 256 seeds for every removal set
+A recipe is a dataset split (300 training rows, more where ``_N_TRAIN`` says, 40
+query rows), a seed ensemble (its net and training), a measurement, 20 leave-one-out
+rows and 20 random 30% removals. Its ground truth retrains 256 seeds for every removal set
 (:func:`skdtda.evaluation.retrain_distributions`, the same seeds for every set:
 ``random_state=1`` for the leave-one-out sets, ``2`` for the random ones) and is
 kept as one ``.npz`` per recipe in ``--truth`` (plus the retrained sets
@@ -24,7 +24,10 @@ queries were held out of its retraining, to score what is chosen after that.
 ``HELD_OUT_5``: four recipes written on 2026-12-07 at 14:08 (a new session), after the
 calibration's scoring moved to 8 members, before anything was scored on them.
 ``HELD_OUT_6``: four recipes written on 2026-12-07 at 15:54 (a new session), before
-anything was scored on them.
+anything was scored on them. ``HELD_OUT_7``: four recipes written on 2026-12-07 at 20:40
+(a new session), before anything was scored on them, with 520-1000 training rows.
+``HELD_OUT_8``: three recipes written on 2026-12-07 at 20:44, before anything was scored
+on them, whose exact GGN is past ``curvature="auto"``'s budget.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -85,13 +88,13 @@ def _scaled(X):
     return (X - X.mean(0)) / X.std(0)
 
 
-def _split(X, y, seed=0):
-    """300 training rows and 20 queries, drawn as the damping study draws them."""
+def _split(X, y, seed=0, n_train=N_TRAIN):
+    """``n_train`` training rows and 40 queries, drawn as the damping study draws them."""
     rng = np.random.RandomState(seed)
     order = rng.permutation(len(X))
-    train, query = order[:N_TRAIN], order[N_TRAIN:N_TRAIN + N_QUERY]
-    loo = leave_one_out(N_TRAIN, rng.choice(N_TRAIN, N_SETS, replace=False))
-    subsets = random_subsets(N_TRAIN, N_SETS, keep_fraction=0.7, random_state=rng)
+    train, query = order[:n_train], order[n_train:n_train + N_QUERY]
+    loo = leave_one_out(n_train, rng.choice(n_train, N_SETS, replace=False))
+    subsets = random_subsets(n_train, N_SETS, keep_fraction=0.7, random_state=rng)
     return X[train], y[train], X[query], y[query], loo, subsets
 
 
@@ -407,7 +410,75 @@ def _build(name):
                                                    lr=3e-3,
                                                    module__hidden_layer_sizes=(32, 32)),
                                        n_seeds=32, random_state=44), "loss")
+    # -- held out (written 2026-12-07 20:40, a new session, before anything was scored on
+    # them): the first round with more than 300 training rows (_N_TRAIN) ------------------
+    if name == "tabular-large-sgd-wd":
+        X, y = make_classification(n_samples=1100, n_features=20, n_informative=8,
+                                   n_redundant=4, n_classes=4, flip_y=0.05, random_state=51)
+        return ("held-out-7", "make_classification (20 features, 4 classes), 1000 training "
+                "rows, MLP 20-64-4, SGD lr 0.03 + momentum, weight decay 5e-4, batch 64, "
+                "30 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, batch=64, **_SGD, lr=0.03,
+                                                   optimizer__weight_decay=5e-4,
+                                                   module__hidden_layer_sizes=(64,)),
+                                       n_seeds=32, random_state=51), "loss")
+    if name == "friedman1-large-adam":
+        X, y = make_friedman1(n_samples=1000, noise=1.0, random_state=52)
+        return ("held-out-7", "make_friedman1, 900 training rows, MLP 10-64-1, MSE, Adam lr "
+                "3e-3, batch 64, 40 epochs", _scaled(X), (y - y.mean()) / y.std(),
+                SeedEnsembleRegressor(_regressor(MLP, 40, batch=64,
+                                                 optimizer=torch.optim.Adam, lr=3e-3,
+                                                 module__hidden_layer_sizes=(64,)),
+                                      n_seeds=32, random_state=52), "loss")
+    if name == "digits-large-sgd":
+        X, y = _digits()
+        return ("held-out-7", "digits, 1000 training rows, MLP 64-32-10, SGD lr 0.05 + "
+                "momentum, batch 64, 20 epochs", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 20, batch=64, **_SGD, lr=0.05, **mlp32),
+                                       n_seeds=32, random_state=53), "loss")
+    if name == "breast-full-adamw-margin":
+        X, y = load_breast_cancer(return_X_y=True)
+        return ("held-out-7", "breast cancer, 520 training rows, MLP 30-16-2, AdamW lr 2e-3 "
+                "weight decay 1e-2, 60 epochs, margin", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 60, optimizer=torch.optim.AdamW,
+                                                   lr=2e-3, optimizer__weight_decay=1e-2,
+                                                   module__hidden_layer_sizes=(16,)),
+                                       n_seeds=32, random_state=54), "margin")
+    # -- held out (written 2026-12-07 20:44, before anything was scored on them): models
+    # whose exact GGN is past curvature="auto"'s budget (EK-FAC today) -----------------
+    if name == "digits-wide-large-sgd":
+        X, y = _digits()
+        return ("held-out-8", "digits, 1000 training rows, MLP 64-128-10 (9,610 parameters), "
+                "SGD lr 0.05 + momentum, batch 64, 20 epochs", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 20, batch=64, **_SGD, lr=0.05,
+                                                   module__hidden_layer_sizes=(128,)),
+                                       n_seeds=32, random_state=61), "loss")
+    if name == "tabular-deep-large-adam":
+        X, y = make_classification(n_samples=1100, n_features=30, n_informative=12,
+                                   n_classes=6, n_clusters_per_class=1, flip_y=0.03,
+                                   random_state=62)
+        return ("held-out-8", "make_classification (30 features, 6 classes), 1000 training "
+                "rows, MLP 30-128-64-6 (12,614 parameters), Adam lr 2e-3, batch 64, 30 epochs",
+                _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, batch=64, optimizer=torch.optim.Adam,
+                                                   lr=2e-3, module__hidden_layer_sizes=(128, 64)),
+                                       n_seeds=32, random_state=62), "loss")
+    if name == "digits-wide-adamw-margin":
+        X, y = _digits()
+        return ("held-out-8", "digits, 900 training rows, MLP 64-96-10 (7,210 parameters), "
+                "AdamW lr 2e-3 weight decay 1e-2, 30 epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, optimizer=torch.optim.AdamW,
+                                                   lr=2e-3, optimizer__weight_decay=1e-2,
+                                                   module__hidden_layer_sizes=(96,)),
+                                       n_seeds=32, random_state=63), "margin")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
+
+
+#: Training rows of the recipes that have more than :data:`N_TRAIN`.
+_N_TRAIN = {"tabular-large-sgd-wd": 1000, "friedman1-large-adam": 900,
+            "digits-large-sgd": 1000, "breast-full-adamw-margin": 520,
+            "digits-wide-large-sgd": 1000, "tabular-deep-large-adam": 1000,
+            "digits-wide-adamw-margin": 900}
 
 
 CHOICE = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
@@ -430,13 +501,22 @@ HELD_OUT_4 = ("binary-adam-wd", "moons-sgd-long", "wide-regression-adam", "breas
 HELD_OUT_5 = ("blobs-sgd-long", "hastie-adam", "diabetes-adamw-long", "digits-parity-sgd-wd")
 #: Written 2026-12-07 15:54 (a new session), before anything was scored on them.
 HELD_OUT_6 = ("multiclass-sgd-wd", "sinusoid-sgd", "digits5-adam-margin", "quantiles-adam-long")
-ALL = CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
+#: Written 2026-12-07 20:40 (a new session), before anything was scored on them: 520-1000
+#: training rows, where every earlier recipe has 300.
+HELD_OUT_7 = ("tabular-large-sgd-wd", "friedman1-large-adam", "digits-large-sgd",
+              "breast-full-adamw-margin")
+#: Written 2026-12-07 20:44, before anything was scored on them: models whose exact GGN is
+#: past ``curvature="auto"``'s budget (it takes EK-FAC on them).
+HELD_OUT_8 = ("digits-wide-large-sgd", "tabular-deep-large-adam", "digits-wide-adamw-margin")
+ALL = (CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
+       + HELD_OUT_7 + HELD_OUT_8)
 
 
 def recipe(name):
     """The :class:`Recipe` called ``name`` (the same arrays and sets on every call)."""
     group, what, X, y, ensemble, measurement = _build(name)
-    X_train, y_train, X_query, y_query, loo, subsets = _split(X, y)
+    X_train, y_train, X_query, y_query, loo, subsets = _split(
+        X, y, n_train=_N_TRAIN.get(name, N_TRAIN))
     return Recipe(name, group, what, X_train, y_train, X_query, y_query, ensemble,
                   measurement, loo, subsets)
 
