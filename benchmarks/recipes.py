@@ -27,7 +27,8 @@ calibration's scoring moved to 8 members, before anything was scored on them.
 anything was scored on them. ``HELD_OUT_7``: four recipes written on 2026-12-07 at 20:40
 (a new session), before anything was scored on them, with 520-1000 training rows.
 ``HELD_OUT_8``: three recipes written on 2026-12-07 at 20:44, before anything was scored
-on them, whose exact GGN is past ``curvature="auto"``'s budget.
+on them, whose exact GGN is past ``curvature="auto"``'s budget. ``HELD_OUT_9``: three
+more such recipes, written on 2026-12-07 at 21:28 before anything was scored on them.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -471,6 +472,37 @@ def _build(name):
                                                    lr=2e-3, optimizer__weight_decay=1e-2,
                                                    module__hidden_layer_sizes=(96,)),
                                        n_seeds=32, random_state=63), "margin")
+    # -- held out (written 2026-12-07 21:28, before anything was scored on them): more
+    # models past the exact GGN's budget, for what HELD_OUT_8 leads to ------------------
+    if name == "blobs-deep-large-adamw":
+        X, y = make_blobs(n_samples=1100, n_features=16, centers=8, cluster_std=3.0,
+                          random_state=71)
+        return ("held-out-9", "make_blobs (16 features, 8 overlapping classes), 1000 training "
+                "rows, MLP 16-128-128-8 (19,720 parameters), AdamW lr 1e-3 weight decay 1e-2, "
+                "batch 64, 25 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 25, batch=64, optimizer=torch.optim.AdamW,
+                                                   lr=1e-3, optimizer__weight_decay=1e-2,
+                                                   module__hidden_layer_sizes=(128, 128)),
+                                       n_seeds=32, random_state=71), "loss")
+    if name == "digits-deep-sgd-wd":
+        X, y = _digits()
+        return ("held-out-9", "digits, 1200 training rows, MLP 64-64-64-10 tanh (8,970 "
+                "parameters), SGD lr 0.05 + momentum, weight decay 5e-4, batch 64, 25 epochs",
+                X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 25, batch=64, **_SGD, lr=0.05,
+                                                   optimizer__weight_decay=5e-4,
+                                                   module__hidden_layer_sizes=(64, 64),
+                                                   module__activation="tanh"),
+                                       n_seeds=32, random_state=72), "loss")
+    if name == "classification-wide-margin":
+        X, y = make_classification(n_samples=1100, n_features=40, n_informative=15,
+                                   n_redundant=5, n_classes=5, flip_y=0.05, random_state=73)
+        return ("held-out-9", "make_classification (40 features, 5 classes), 1000 training "
+                "rows, MLP 40-256-5 (11,781 parameters), Adam lr 1e-3, 20 epochs, margin",
+                _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 20, optimizer=torch.optim.Adam, lr=1e-3,
+                                                   module__hidden_layer_sizes=(256,)),
+                                       n_seeds=32, random_state=73), "margin")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -478,7 +510,8 @@ def _build(name):
 _N_TRAIN = {"tabular-large-sgd-wd": 1000, "friedman1-large-adam": 900,
             "digits-large-sgd": 1000, "breast-full-adamw-margin": 520,
             "digits-wide-large-sgd": 1000, "tabular-deep-large-adam": 1000,
-            "digits-wide-adamw-margin": 900}
+            "digits-wide-adamw-margin": 900, "blobs-deep-large-adamw": 1000,
+            "digits-deep-sgd-wd": 1200, "classification-wide-margin": 1000}
 
 
 CHOICE = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
@@ -508,8 +541,11 @@ HELD_OUT_7 = ("tabular-large-sgd-wd", "friedman1-large-adam", "digits-large-sgd"
 #: Written 2026-12-07 20:44, before anything was scored on them: models whose exact GGN is
 #: past ``curvature="auto"``'s budget (it takes EK-FAC on them).
 HELD_OUT_8 = ("digits-wide-large-sgd", "tabular-deep-large-adam", "digits-wide-adamw-margin")
+#: Written 2026-12-07 21:28, before anything was scored on them: more models past the exact
+#: GGN's budget, to score what HELD_OUT_8 (then seen) leads to.
+HELD_OUT_9 = ("blobs-deep-large-adamw", "digits-deep-sgd-wd", "classification-wide-margin")
 ALL = (CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
-       + HELD_OUT_7 + HELD_OUT_8)
+       + HELD_OUT_7 + HELD_OUT_8 + HELD_OUT_9)
 
 
 def recipe(name):
