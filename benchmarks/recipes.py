@@ -29,6 +29,8 @@ anything was scored on them. ``HELD_OUT_7``: four recipes written on 2026-12-07 
 ``HELD_OUT_8``: three recipes written on 2026-12-07 at 20:44, before anything was scored
 on them, whose exact GGN is past ``curvature="auto"``'s budget. ``HELD_OUT_9``: three
 more such recipes, written on 2026-12-07 at 21:28 before anything was scored on them.
+``HELD_OUT_10``: three EK-FAC models with 7-12 outputs, written on 2026-12-07 at 22:30
+before anything was scored on them.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -503,6 +505,36 @@ def _build(name):
                 SeedEnsembleClassifier(_classifier(MLP, 20, optimizer=torch.optim.Adam, lr=1e-3,
                                                    module__hidden_layer_sizes=(256,)),
                                        n_seeds=32, random_state=73), "margin")
+    # -- held out (written 2026-12-07 22:30, before anything was scored on them): EK-FAC
+    # models with 7-12 outputs, for the output-Hessian columns of EK-FAC (samples="auto") --
+    if name == "tabular7-deep-sgd":
+        X, y = make_classification(n_samples=1100, n_features=25, n_informative=12,
+                                   n_redundant=3, n_classes=7, n_clusters_per_class=1,
+                                   flip_y=0.04, random_state=81)
+        return ("held-out-10", "make_classification (25 features, 7 classes), 1000 training "
+                "rows, MLP 25-96-96-7 (12,487 parameters), SGD lr 0.03 + momentum, 20 epochs",
+                _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 20, **_SGD, lr=0.03,
+                                                   module__hidden_layer_sizes=(96, 96)),
+                                       n_seeds=32, random_state=81), "loss")
+    if name == "digits-adam-wd-margin-large":
+        X, y = _digits()
+        return ("held-out-10", "digits, 1100 training rows, MLP 64-100-10 (7,510 parameters), "
+                "Adam lr 1e-3 weight decay 1e-4, batch 128, 40 epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 40, batch=128, optimizer=torch.optim.Adam,
+                                                   lr=1e-3, optimizer__weight_decay=1e-4,
+                                                   module__hidden_layer_sizes=(100,)),
+                                       n_seeds=32, random_state=82), "margin")
+    if name == "blobs12-adamw":
+        X, y = make_blobs(n_samples=1100, n_features=10, centers=12, cluster_std=2.5,
+                          random_state=83)
+        return ("held-out-10", "make_blobs (10 features, 12 overlapping classes), 1000 "
+                "training rows, MLP 10-128-64-12 (10,444 parameters), AdamW lr 2e-3 weight "
+                "decay 1e-3, batch 64, 30 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, batch=64, optimizer=torch.optim.AdamW,
+                                                   lr=2e-3, optimizer__weight_decay=1e-3,
+                                                   module__hidden_layer_sizes=(128, 64)),
+                                       n_seeds=32, random_state=83), "loss")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -511,7 +543,9 @@ _N_TRAIN = {"tabular-large-sgd-wd": 1000, "friedman1-large-adam": 900,
             "digits-large-sgd": 1000, "breast-full-adamw-margin": 520,
             "digits-wide-large-sgd": 1000, "tabular-deep-large-adam": 1000,
             "digits-wide-adamw-margin": 900, "blobs-deep-large-adamw": 1000,
-            "digits-deep-sgd-wd": 1200, "classification-wide-margin": 1000}
+            "digits-deep-sgd-wd": 1200, "classification-wide-margin": 1000,
+            "tabular7-deep-sgd": 1000, "digits-adam-wd-margin-large": 1100,
+            "blobs12-adamw": 1000}
 
 
 CHOICE = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
@@ -544,8 +578,11 @@ HELD_OUT_8 = ("digits-wide-large-sgd", "tabular-deep-large-adam", "digits-wide-a
 #: Written 2026-12-07 21:28, before anything was scored on them: more models past the exact
 #: GGN's budget, to score what HELD_OUT_8 (then seen) leads to.
 HELD_OUT_9 = ("blobs-deep-large-adamw", "digits-deep-sgd-wd", "classification-wide-margin")
+#: Written 2026-12-07 22:30, before anything was scored on them: EK-FAC models with 7-12
+#: outputs, to score the output-Hessian columns proposed that day (docs/benchmarks.md).
+HELD_OUT_10 = ("tabular7-deep-sgd", "digits-adam-wd-margin-large", "blobs12-adamw")
 ALL = (CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
-       + HELD_OUT_7 + HELD_OUT_8 + HELD_OUT_9)
+       + HELD_OUT_7 + HELD_OUT_8 + HELD_OUT_9 + HELD_OUT_10)
 
 
 def recipe(name):
