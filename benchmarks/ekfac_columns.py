@@ -1,4 +1,4 @@
-"""EK-FAC's output-Hessian columns: one random combination against every column, scored against retraining.
+"""EK-FAC's output-Hessian columns, one random combination against every one, against retraining.
 
     OMP_NUM_THREADS=1 python benchmarks/ekfac_columns.py --truth /tmp/truth --out /tmp/columns \
         --recipes a,b [--report]
