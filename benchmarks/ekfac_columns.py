@@ -61,7 +61,7 @@ def run(name, truth_folder):
 
 def report(names, out):
     print("| recipe | damping | one combination (LOO / mean / variance) | every column | "
-          "change | fit seconds (one, every) |")
+          "change | the transformer's fit, seconds (one, every) |")
     print("|---|---|---|---|---|---|")
     changes = []
     for name in names:
