@@ -70,11 +70,7 @@ def ceilings(truth_loo, truth_lds):
 def study(name, truth_folder, curvatures):
     r = recipes.recipe(name)
     truth_loo, truth_lds = recipes.truth(r, truth_folder)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
-        tic = time.perf_counter()
-        ens = r.ensemble.fit(r.X_train, r.y_train)
-        fit_seconds = time.perf_counter() - tic
+    ens, fit_seconds = recipes.fit_ensemble(r)
     result = {"recipe": name, "group": r.group, "what": r.what, "model": r.model,
               "fit_seconds": fit_seconds, "ceiling": ceilings(truth_loo, truth_lds),
               "curvatures": {}}

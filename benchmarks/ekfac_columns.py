@@ -17,16 +17,13 @@ seconds are kept. One JSON per recipe in ``--out``; ``--report`` prints the chan
 from every column at each damping.
 """
 
-import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-
 import recipes
+from calibration_choice_study import study_main
 from damping_transfer import score
 from skdtda import InfluenceTransformer
 
@@ -37,9 +34,7 @@ SAMPLES = ("auto", None)
 def run(name, truth_folder):
     r = recipes.recipe(name)
     truth_loo, truth_lds = recipes.truth(r, truth_folder)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
-        ens = r.ensemble.fit(r.X_train, r.y_train)
+    ens, _ = recipes.fit_ensemble(r)
     out = {"recipe": name, "what": r.what, "rows": {}}
     for samples in SAMPLES:
         for damping in DAMPINGS:
@@ -81,20 +76,13 @@ def report(names, out):
           f"{len(changes)} cells, mean change {changes.mean():+.3f}")
 
 
+def record(name, truth_folder, out):
+    (Path(out) / f"{name}.columns.json").write_text(json.dumps(run(name, truth_folder),
+                                                               indent=1))
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--truth", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--recipes", required=True)
-    parser.add_argument("--report", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    names = args.recipes.split(",")
-    if args.report:
-        report(names, args.out)
-        return
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    recipes.run_missing(names, args.out, ".columns.json", run, args.truth)
+    study_main(__doc__, record, report, ".columns.json", argv)
 
 
 if __name__ == "__main__":

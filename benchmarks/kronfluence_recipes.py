@@ -106,9 +106,7 @@ def main(argv=None):
             continue
         r = recipes.recipe(name)
         truth_loo, truth_lds = recipes.truth(r, args.truth)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
-            ens = r.ensemble.fit(r.X_train, r.y_train)
+        ens, _ = recipes.fit_ensemble(r)
         before = ens.measure(r.X_query, r.y_query, measurement=r.measurement)
         result = {"recipe": name, "ceiling": ceilings(truth_loo, truth_lds), "dampings": {}}
         for damping in DAMPINGS:

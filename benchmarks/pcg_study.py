@@ -130,9 +130,7 @@ def agreement(models, n_seeds, dampings, steps):
 def fidelity(truth_folder, name, dampings, steps):
     r = recipes.recipe(name)
     truth_loo, truth_lds = recipes.truth(r, truth_folder)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Stochastic Optimizer: Maximum iterations")
-        ens = r.ensemble.fit(r.X_train, r.y_train)
+    ens, _ = recipes.fit_ensemble(r)
     out = {"recipe": name, "what": r.what, "rows": {}}
     methods = [("ekfac", None), ("ggn", None)] + [("pcg", {"maxiter": k}) for k in steps]
     for damping in dampings:
