@@ -344,9 +344,14 @@ def test_auto_curvature_takes_the_exact_ggn_only_where_it_is_cheap(iris):
     many = np.repeat(X, 10, axis=0), np.repeat(y, 10)
     wide_many = InfluenceTransformer(_ensemble_with((70, 70))).fit(*many)
     assert wide_many.curvature_ == "ekfac"
-    np.testing.assert_allclose(
-        wide_many.transform(X[:3]),
-        InfluenceTransformer(wide_many.estimator_, curvature="ekfac").fit(*many).transform(X[:3]))
+    # its EK-FAC is built from every output-Hessian column (3 outputs, cheap)
+    assert wide_many.curvature_options_ == {"samples": None}
+    every = InfluenceTransformer(wide_many.estimator_, curvature="ekfac",
+                                 curvature_options={"samples": None}).fit(*many)
+    np.testing.assert_allclose(wide_many.transform(X[:3]), every.transform(X[:3]))
+    one = InfluenceTransformer(wide_many.estimator_, curvature="ekfac").fit(*many)
+    assert one.curvature_options_ is None
+    assert not np.allclose(one.transform(X[:3]), every.transform(X[:3]))
     # the kernel form needs a positive damping: without it the dense limit applies
     assert InfluenceTransformer(wide.estimator_, damping=0).fit(X, y).curvature_ == "ekfac"
 

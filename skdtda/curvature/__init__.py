@@ -1,7 +1,8 @@
 """Inverse-curvature backends: solve (H + damping I)^{-1} g per ensemble member.
 
-- ``"auto"``: the exact GGN where it is cheap, else EK-FAC, else CG (see
-  :func:`resolve_curvature`);
+- ``"auto"``: the exact GGN where it is cheap, else EK-FAC (from every column of the
+  output-Hessian root where that is cheap: :func:`auto_options`), see
+  :func:`resolve_curvature`;
 - ``"exact"``: the Hessian of the mean training loss (dense, small models);
 - ``"ggn"``: the exact generalised Gauss-Newton (positive semi-definite): a dense
   ``(P, P)`` matrix, or its kernel (Woodbury) form on an ``(N (K-1), N (K-1))``
@@ -19,9 +20,9 @@
 from ._base import Curvature, FlatCurvature
 from ._cg import CGCurvature
 from ._dense import EigenCurvature
-from ._fit import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, BACKENDS, CURVATURES, KRONECKER, LAYERED,
-                   NEWTON_ROWS, NEWTON_SETS, fit_curvature, resolve_curvature, solve_blocks,
-                   solve_grads)
+from ._fit import (AUTO_ALL_COLUMNS, AUTO_COLUMN_MACS, AUTO_MAX_MACS, AUTO_MAX_PARAMS, BACKENDS,
+                   CURVATURES, KRONECKER, LAYERED, NEWTON_ROWS, NEWTON_SETS, auto_options,
+                   fit_curvature, resolve_curvature, solve_blocks, solve_grads)
 from ._identity import IdentityCurvature
 from ._kernel import KernelCurvature
 from ._kfac import DIAGONAL_INPUT_ABOVE, KroneckerCurvature
@@ -29,8 +30,9 @@ from ._newton import woodbury_solve
 from ._pcg import PCGCurvature
 from ._terms import dense_ggn, dense_hessian
 
-__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CGCurvature", "CURVATURES", "Curvature",
-           "DIAGONAL_INPUT_ABOVE", "EigenCurvature", "FlatCurvature", "IdentityCurvature",
-           "KRONECKER", "KernelCurvature", "KroneckerCurvature", "LAYERED", "NEWTON_ROWS",
-           "NEWTON_SETS", "PCGCurvature", "dense_ggn", "dense_hessian", "fit_curvature",
-           "resolve_curvature", "solve_blocks", "solve_grads", "woodbury_solve"]
+__all__ = ["AUTO_ALL_COLUMNS", "AUTO_COLUMN_MACS", "AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS",
+           "CGCurvature", "CURVATURES", "Curvature", "DIAGONAL_INPUT_ABOVE", "EigenCurvature",
+           "FlatCurvature", "IdentityCurvature", "KRONECKER", "KernelCurvature",
+           "KroneckerCurvature", "LAYERED", "NEWTON_ROWS", "NEWTON_SETS", "PCGCurvature",
+           "auto_options", "dense_ggn", "dense_hessian", "fit_curvature", "resolve_curvature",
+           "solve_blocks", "solve_grads", "woodbury_solve"]

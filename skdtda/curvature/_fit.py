@@ -11,9 +11,10 @@ from ._kfac import KroneckerCurvature
 from ._pcg import PCGCurvature
 from ._terms import jacobian_problem
 
-__all__ = ["AUTO_MAX_MACS", "AUTO_MAX_PARAMS", "BACKENDS", "CURVATURES", "KRONECKER",
-           "LAYERED", "NEWTON_ROWS", "NEWTON_SETS", "fit_curvature", "resolve_curvature",
-           "solve_blocks", "solve_grads"]
+__all__ = ["AUTO_ALL_COLUMNS", "AUTO_COLUMN_MACS", "AUTO_MAX_MACS", "AUTO_MAX_PARAMS",
+           "BACKENDS", "CURVATURES", "KRONECKER", "LAYERED", "NEWTON_ROWS", "NEWTON_SETS",
+           "auto_options", "fit_curvature", "resolve_curvature", "solve_blocks",
+           "solve_grads"]
 
 #: The backend class of each curvature name (``"ggn"``: the dense form; its kernel
 #: form is :class:`KernelCurvature`, see :func:`fit_curvature`). A new backend is a
@@ -42,6 +43,52 @@ AUTO_MAX_PARAMS = 4096
 #: 6,058-parameter digits CNN on 300 rows (4.4e10), whose mean-LDS rose from 0.30 with
 #: EK-FAC to 0.39 (0.45 at a smaller damping) for 2.5 s a seed instead of 0.02 s.
 AUTO_MAX_MACS = 1e11
+#: Where ``"auto"`` takes EK-FAC, it builds the factors from every column of each
+#: row's output-Hessian root (``samples=None``, one backward pass per output, as the
+#: exact GGN it stands in for) up to this many outputs, instead of ``samples="auto"``'s
+#: one random combination beyond two. Chosen 2026-12-07 against retraining (not the
+#: exact GGN's scores) on six EK-FAC recipes of benchmarks/recipes.py (5-10 classes):
+#: higher on 14 of 18 LOO / mean-LDS / variance-LDS cells at the rule's damping, mean
+#: +0.013; scored once on three held-out ones (7-12 outputs): higher on 7 of 9, mean
+#: +0.010, and the default within 0.03 of the best fixed damping on as many cells
+#: (7 of 9 either way). docs/benchmarks.md, "EK-FAC's output-Hessian columns".
+AUTO_ALL_COLUMNS = 16
+#: ... while those passes cost at most this many multiply-adds: ``n_train *
+#: n_outputs`` times one row's products through the traced layers
+#: (:meth:`~skdtda.model.LayerTracer.row_macs`), about a second a member on one core
+#: (measured 2026-12-08: the digits CNN on 1000 rows, 2.9e8, 0.25 s a member more;
+#: the digits transformer, 1.4e9, 1.4 s more, so it keeps one combination). The
+#: recipes above lie at 6e7-1.6e8.
+AUTO_COLUMN_MACS = 1e9
+
+
+def auto_options(member, X, options=None):
+    """The curvature options ``"auto"`` fits EK-FAC with: ``options`` with
+    ``samples=None`` (every output-Hessian column) where ``samples`` is not given,
+    the outputs are at most :data:`AUTO_ALL_COLUMNS` and the passes cost at most
+    :data:`AUTO_COLUMN_MACS`; ``options`` unchanged otherwise.
+
+    Parameters
+    ----------
+    member : LayeredMember
+        The member EK-FAC is fitted to (its tracer counts the products).
+    X : array
+        The training rows.
+    options : dict or None
+        The options asked for (``curvature_options``).
+
+    Returns
+    -------
+    options : dict or None
+    """
+    if options is not None and "samples" in options:
+        return options
+    tracer = member.tracer
+    n_outputs = member.n_outputs(X)
+    if (tracer is None or n_outputs > AUTO_ALL_COLUMNS
+            or n_rows(X) * n_outputs * tracer.row_macs() > AUTO_COLUMN_MACS):
+        return options
+    return {**(options or {}), "samples": None}
 
 
 def resolve_curvature(kind, member, X, damping=None):

@@ -29,8 +29,9 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from .._inputs import n_rows
 from .._loops import progress
-from ..curvature import (AUTO_MAX_MACS, AUTO_MAX_PARAMS, CURVATURES, LAYERED, NEWTON_ROWS,
-                         NEWTON_SETS, fit_curvature, resolve_curvature)
+from ..curvature import (AUTO_ALL_COLUMNS, AUTO_COLUMN_MACS, AUTO_MAX_MACS, AUTO_MAX_PARAMS,
+                         CURVATURES, LAYERED, NEWTON_ROWS, NEWTON_SETS, auto_options,
+                         fit_curvature, resolve_curvature)
 from ..discrepancy import STATISTICS
 from ..ensemble import fingerprint, member_nets
 from ..model import AUTO_EXACT_COLUMNS, measure_all
@@ -49,6 +50,7 @@ logger = logging.getLogger("skdtda")
 
 # AUTO_MAX_MACS and FALLBACK as the docstring writes them
 _MACS = f"{AUTO_MAX_MACS:.2g}".replace("e+", "e")
+_COLUMN_MACS = f"{AUTO_COLUMN_MACS:.0e}".replace("e+0", "e").replace("e+", "e")
 _FALLBACK = f"{FALLBACK:.0e}".replace("e-0", "e-")
 
 
@@ -91,16 +93,20 @@ default="auto"
         net, ``(n_train * n_outputs)**2 * n_params <= {_MACS}`` and
         ``n_train * n_outputs <= {AUTO_MAX_PARAMS}``), else EK-FAC: on small models the exact
         Gauss-Newton predicts leave-one-out retraining much better
-        (docs/influence.md). EK-FAC or K-FAC of the Gauss-Newton work layer by
-        layer over every supported layer (Linear, Conv1d/2d, Embedding/Bag,
-        wherever it sits in the module; the other parameters are held fixed,
-        see ``modules``) and never build a (rows x parameters) matrix; the
-        exact Gauss-Newton or the exact Hessian are dense (small models);
-        conjugate gradients use exact Gauss-Newton-vector products
-        (matrix-free, any module, slow: only when asked for); ``"pcg"`` refines
-        EK-FAC by a few of them, EK-FAC as the preconditioner (only when asked
-        for); the identity is
-        a gradient dot product (no damping).
+        (docs/influence.md). Its EK-FAC takes every column of each row's
+        output-Hessian root (``samples=None``, as the exact Gauss-Newton does)
+        for at most {AUTO_ALL_COLUMNS} outputs while those passes cost at most
+        ``n_train * n_outputs * (one row's products through the layers) <=
+        {_COLUMN_MACS}`` multiply-adds (recorded in ``curvature_options_``):
+        closer to retraining than one combination (docs/benchmarks.md).
+        EK-FAC or K-FAC of the Gauss-Newton work layer by layer over every supported
+        layer (Linear, Conv1d/2d, Embedding/Bag, wherever it sits in the module; the
+        other parameters are held fixed, see ``modules``) and never build a (rows x
+        parameters) matrix; the exact Gauss-Newton or the exact Hessian are dense (small
+        models); conjugate gradients use exact Gauss-Newton-vector products
+        (matrix-free, any module, slow: only when asked for); ``"pcg"`` refines EK-FAC
+        by a few of them, EK-FAC as the preconditioner (only when asked for); the
+        identity is a gradient dot product (no damping).
     damping : "auto", "calibrate" or float, default="auto"
         Added to the curvature's eigenvalues; the chosen value is recorded in
         ``damping_``. ``"auto"`` takes the damping that the members' own
@@ -150,7 +156,8 @@ default="auto"
         ``k`` random combinations of them (unbiased, ``k`` passes); ``"auto"``
         takes every column for at most {AUTO_EXACT_COLUMNS} outputs, else one combination (as
         faithful to the exact Gauss-Newton on the problems measured, at a
-        fraction of the cost: docs/architectures.md).
+        fraction of the cost: docs/architectures.md); ``curvature="auto"``
+        takes every column where it is cheap (see ``curvature``).
         ``"ekfac"``/``"kfac"`` also take ``{{"diagonal_input_above": 8192}}``:
         a layer with more inputs than this (a first layer on a wide
         vocabulary) keeps only the diagonal of its input factor, logging why
@@ -285,6 +292,10 @@ default="auto"
         The fitted ensemble.
     curvature_ : str
         The curvature used: ``curvature``, or what ``"auto"`` chose.
+    curvature_options_ : dict or None
+        The curvature's options used: ``curvature_options``, with
+        ``{{"samples": None}}`` added where ``curvature="auto"`` took EK-FAC from
+        every output-Hessian column.
     damping_ : float
         The damping used: ``damping``, or what ``"auto"`` or ``"calibrate"`` chose.
     calibration_ : Bunch or None
@@ -470,6 +481,9 @@ default="auto"
             logger.info("retraining='auto' chose %r: %s", self.retraining_, how)
         self.curvature_, self._members = self._resolve_curvature()
         lead = self._members[0]
+        self.curvature_options_ = self.curvature_options
+        if self.curvature == "auto" and self.curvature_ in LAYERED:
+            self.curvature_options_ = auto_options(lead, self._X_train, self.curvature_options)
         self.n_params_attributed_ = lead.n_params
         self.attributed_layers_ = ([spec.name for spec in lead.layers]
                                    if self.curvature_ in LAYERED else [])
@@ -480,7 +494,7 @@ default="auto"
                         sorted(self.fixed_parameters_))
         jobs = Parallel(n_jobs=self.n_jobs, return_as="generator")(
             delayed(_prepare_member)(member, self._X_train, self._y_train, self.curvature_,
-                                     self.damping_, self.curvature_options, self._train_chunk(),
+                                     self.damping_, self.curvature_options_, self._train_chunk(),
                                      factorise=auto is None, retraining=self.retraining_)
             for member in self._members)
         self.curvatures_, self._centres = [], []
@@ -572,7 +586,7 @@ default="auto"
                            for m, layout in zip(self._members, layouts)]}
             if self.curvatures_[0].subspace is not None:
                 # rows kept in the eigenbases depend on how those were fitted
-                record["curvature"] = (self.curvature_, repr(self.curvature_options))
+                record["curvature"] = (self.curvature_, repr(self.curvature_options_))
             folder = store_folder(folder, record)
             if (folder / "store.pkl").exists():
                 logger.info("precompute: the training rows' store is read back from %s",

@@ -26,6 +26,8 @@ _PROBE_SIZES = (3, 7)
 #: samples="auto": every root column up to this many outputs, else one random
 #: combination. One combination agreed with the exact GGN's scores within 0.015 of
 #: all columns (Spearman, 3 problems, docs/architectures.md) at 1/n_outputs the passes.
+#: (``curvature="auto"`` takes every column further where it is cheap:
+#: :data:`skdtda.curvature.AUTO_ALL_COLUMNS`.)
 AUTO_EXACT_COLUMNS = 2
 
 
@@ -108,6 +110,10 @@ class LayerTracer:
                     axes.append(found[0])
             if reason is None:
                 spec.batch_axes = axes
+                # patches a row, over every call: what a row's products through the layer
+                # cost (its output has the row axis, the out axis and these positions)
+                spec.positions = sum(int(np.prod(s)) for s in first) // (
+                    _PROBE_SIZES[0] * spec.shape[0])
                 kept.append(spec)
             else:
                 for name in spec.param_names:
@@ -158,6 +164,14 @@ class LayerTracer:
                     "module's, or read directly in a forward), so its factors would miss "
                     "part of their gradient")
         self.specs = kept
+
+    def row_macs(self):
+        """Multiply-adds of one row's product through every traced layer
+        (``positions * d_in * d_out`` summed; one-hot inputs, as an embedding's,
+        count one): the cost of one backward pass's layer products, a row."""
+        return sum(spec.positions * spec.shape[0] * (1 if spec.kind.diagonal_input
+                                                     else spec.shape[1])
+                   for spec in self.specs)
 
     def _patches(self, calls):
         out = []
