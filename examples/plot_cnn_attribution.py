@@ -12,8 +12,11 @@ Linear layers wherever they sit, captures their inputs and output gradients
 with hooks, and builds EK-FAC per layer; scores are contracted layer by layer,
 so no (rows x parameters) matrix is ever built. With ``curvature="auto"``
 the net is above the dense Gauss-Newton budget, so EK-FAC is taken
-(``curvature_``); ``fixed_parameters_`` lists what was held fixed (nothing
-here: every parameter sits in a supported layer).
+(``curvature_``), built from every column of each row's output-Hessian root
+since those ten backward passes a row are cheap here (``curvature_options_``;
+an explicit ``curvature="ekfac"`` takes one random combination of them);
+``fixed_parameters_`` lists what was held fixed (nothing here: every
+parameter sits in a supported layer).
 
 One training label in ten is wrong. The rows whose removal most lowers the
 test loss, by mean influence over 8 seeds, are mostly those flipped rows;
@@ -78,7 +81,8 @@ influence = InfluenceTransformer(ens).fit(X_train, y_train)
 # the mean test loss: one query per test row, averaged (queries labelled by y_test)
 delta = influence.influence_samples(X_test, y_test).mean(axis=1)  # (n_seeds, n_train)
 scores = delta.mean(axis=0)  # mean influence on the mean test loss
-print(f"curvature_={influence.curvature_!r}, {influence.n_params_attributed_} parameters in "
+print(f"curvature_={influence.curvature_!r} with {influence.curvature_options_}, "
+      f"{influence.n_params_attributed_} parameters in "
       f"{len(influence.attributed_layers_)} layers {influence.attributed_layers_}, "
       f"held fixed: {influence.fixed_parameters_ or 'nothing'}; "
       f"{time.perf_counter() - tic:.1f} s for 300 queries x 600 rows x 8 seeds")
@@ -104,8 +108,9 @@ plt.suptitle("most harmful training rows for the test loss (given label)")
 # (on a large CNN that makes it several times faster; docs/benchmarks.md).
 # It approximates the full EK-FAC, so compare the ranking before choosing ``k``.
 for kept in (4, 16):
+    options = {**(influence.curvature_options_ or {}), "subspace": kept}  # same columns
     compressed = InfluenceTransformer(ens, curvature="ekfac", damping=influence.damping_,
-                                      curvature_options={"subspace": kept}).fit(X_train, y_train)
+                                      curvature_options=options).fit(X_train, y_train)
     approx = compressed.influence_samples(X_test, y_test).mean(axis=(0, 1))
     top = np.argsort(approx)[:k]
     print(f"subspace={kept:2d}: Spearman with the full EK-FAC {spearmanr(approx, scores)[0]:.3f}, "
