@@ -6,9 +6,11 @@
 EK-FAC builds its factors and refits its eigenvalues from each training row's
 output-Hessian root ``R_n`` (``J_n^T R_n R_n^T J_n`` is the row's GGN term).
 ``curvature_options={"samples": None}`` takes every column of ``R_n`` (one backward
-pass per output); ``samples="auto"`` (the default) does so up to
-``skdtda.model.AUTO_EXACT_COLUMNS`` outputs and beyond that takes one random
-combination of the columns (unbiased, one pass). For each recipe of
+pass per output); ``samples="auto"`` (``curvature="ekfac"``'s default) does so up
+to ``skdtda.model.AUTO_EXACT_COLUMNS`` outputs and beyond that takes one random
+combination of the columns (unbiased, one pass). (Since 2026-12-08,
+``curvature="auto"`` takes every column where those passes are cheap:
+``skdtda.curvature.auto_options``; this script names both choices explicitly.) For each recipe of
 ``benchmarks/recipes.py`` (its 256-seed truth from ``recipes.py --truth``), the
 recipe's ensemble is attributed by EK-FAC both ways at the rule's damping
 (``damping="auto"``, ``calibration_budget=0``) and at 1e-4, 1e-3 and 1e-2, and scored
