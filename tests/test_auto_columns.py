@@ -11,39 +11,22 @@ in test_curvature.py and test_architectures.py.)
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits, make_classification
-from skorch import NeuralNetClassifier
 from torch.utils.flop_counter import FlopCounterMode
 
 from _models import BagOfTokens, Conv1dNet, DigitsCNN, NestedMLP, ResidualLN, SharedHead
 from skdtda import InfluenceTransformer, SeedEnsembleClassifier
 from skdtda.curvature import AUTO_ALL_COLUMNS, auto_options
 from skdtda.model import functional_member
+from test_architectures import _data, _net
 
-# module, its rows
-CASES = {"mlp": (NestedMLP, "dense4"), "cnn": (DigitsCNN, "digits"),
-         "conv1d": (Conv1dNet, "dense8"), "residual_ln": (ResidualLN, "dense4"),
-         "shared_head": (SharedHead, "dense4")}
-
-
-def _data(kind, n=60):
-    if kind == "digits":
-        X, y = load_digits(return_X_y=True)
-        return (X[:n] / 16).astype(np.float32), y[:n]
-    X, y = make_classification(n_samples=n, n_features=int(kind[5:]), n_informative=3,
-                               n_redundant=0, n_classes=3, random_state=0)
-    return X.astype(np.float32), y
-
-
-def _net(module, **kw):
-    params = dict(criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.Adam, lr=0.01,
-                  max_epochs=2, batch_size=16, train_split=None, verbose=0)
-    params.update(kw)
-    return NeuralNetClassifier(module, **params)
+# module, its rows (test_architectures' kinds and widths)
+CASES = {"mlp": (NestedMLP, "dense", 4), "cnn": (DigitsCNN, "digits", 64),
+         "conv1d": (Conv1dNet, "dense", 8), "residual_ln": (ResidualLN, "dense", 4),
+         "shared_head": (SharedHead, "dense", 4)}
 
 
 def _member(module, X, y):
-    net = _net(module).fit(X, y)
+    net = _net(module, max_epochs=2).fit(X, y)
     member = functional_member(net, "loss", "classifier")
     member.supported_layers(X)
     return member
@@ -54,8 +37,8 @@ def test_row_macs_counts_the_layers_products_as_torch_does(name):
     """A row's multiply-adds through the traced Linear/conv layers (every product in
     these modules; a layer called twice counts twice): torch's count of the forward's
     products, plus one per output for each bias (the patches' column of ones)."""
-    module, kind = CASES[name]
-    X, y = _data(kind)
+    module, kind, n_features = CASES[name]
+    X, y = _data(kind, n_features)
     member = _member(module, X, y)
     traced = {spec.module for spec in member.tracer.specs}
     biases, handles = [0], []
@@ -80,15 +63,14 @@ def test_row_macs_counts_the_layers_products_as_torch_does(name):
 def test_row_macs_counts_an_embeddings_lookup_once_a_position():
     """One-hot inputs: an embedding's product costs its width a position, not its
     vocabulary times its width."""
-    X = np.random.default_rng(0).integers(0, 12, size=(60, 5)).astype(np.float32)
-    y = (X[:, 0] % 3).astype(int)
+    X, y = _data("tokens", 5)
     member = _member(BagOfTokens, X, y)
     # bag (mean): one output position of width 6; emb: 5 positions of 6; head 12 + 1 -> 3
     assert member.tracer.row_macs() == 6 + 5 * 6 + 13 * 3
 
 
 def test_auto_options_takes_every_column_only_where_cheap_and_asked_for(monkeypatch):
-    X, y = _data("digits")
+    X, y = _data("digits", 64)
     member = _member(DigitsCNN, X, y)
     assert auto_options(member, X) == {"samples": None}
     assert auto_options(member, X, {"layer_damping": "relative"}) == {
@@ -114,8 +96,8 @@ def test_auto_ekfac_on_a_cnn_uses_every_column_and_explicit_ekfac_keeps_one(monk
     ``curvature="ekfac"`` keeps its one combination (another, cheaper curvature)."""
     monkeypatch.setattr("skdtda.curvature._fit.AUTO_MAX_PARAMS", 100)
     monkeypatch.setattr("skdtda.curvature._fit.AUTO_MAX_MACS", 1e3)
-    X, y = _data("digits", n=120)
-    ens = SeedEnsembleClassifier(_net(DigitsCNN), n_seeds=2, random_state=0).fit(X, y)
+    X, y = _data("digits", 64, n=120)
+    ens = SeedEnsembleClassifier(_net(DigitsCNN, max_epochs=2), n_seeds=2, random_state=0).fit(X, y)
     auto = InfluenceTransformer(ens, damping=1e-3).fit(X, y)
     assert auto.curvature_ == "ekfac" and auto.curvature_options_ == {"samples": None}
     every = InfluenceTransformer(ens, curvature="ekfac", damping=1e-3,
