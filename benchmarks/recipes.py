@@ -30,7 +30,8 @@ anything was scored on them. ``HELD_OUT_7``: four recipes written on 2026-12-07 
 on them, whose exact GGN is past ``curvature="auto"``'s budget. ``HELD_OUT_9``: three
 more such recipes, written on 2026-12-07 at 21:28 before anything was scored on them.
 ``HELD_OUT_10``: three EK-FAC models with 7-12 outputs, written on 2026-12-07 at 22:30
-before anything was scored on them.
+before anything was scored on them. ``HELD_OUT_11``: three EK-FAC models with 3-16
+outputs, written on 2026-12-08 at 00:33 before anything was scored on them.
 
 The ensembles have 32 seeds (16 for the CNNs and the transformer), as the
 attributions scored against this truth use.
@@ -535,6 +536,37 @@ def _build(name):
                                                    lr=2e-3, optimizer__weight_decay=1e-3,
                                                    module__hidden_layer_sizes=(128, 64)),
                                        n_seeds=32, random_state=83), "loss")
+    # -- held out (written 2026-12-08 00:33, before anything was scored on them): EK-FAC
+    # models for curvature="auto"'s every-column EK-FAC as adopted that day, from 3
+    # outputs (one combination before) to 16 (its bound) -------------------------------
+    if name == "quantiles3-deep-adam":
+        X, y = make_gaussian_quantiles(n_samples=1100, n_features=8, n_classes=3,
+                                       random_state=91)
+        return ("held-out-11", "make_gaussian_quantiles (8 features, 3 classes), 1000 "
+                "training rows, MLP 8-128-128-3 (18,051 parameters), Adam lr 1e-3, batch 64, "
+                "30 epochs", _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, batch=64, optimizer=torch.optim.Adam,
+                                                   lr=1e-3, module__hidden_layer_sizes=(128, 128)),
+                                       n_seeds=32, random_state=91), "loss")
+    if name == "classes16-sgd":
+        X, y = make_classification(n_samples=1100, n_features=20, n_informative=12,
+                                   n_redundant=2, n_classes=16, n_clusters_per_class=1,
+                                   flip_y=0.03, random_state=92)
+        return ("held-out-11", "make_classification (20 features, 16 classes), 1000 training "
+                "rows, MLP 20-128-16 (4,752 parameters), SGD lr 0.05 + momentum, 30 epochs",
+                _scaled(X), y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, **_SGD, lr=0.05,
+                                                   module__hidden_layer_sizes=(128,)),
+                                       n_seeds=32, random_state=92), "loss")
+    if name == "digits-relu-wd-margin-large":
+        X, y = _digits()
+        return ("held-out-11", "digits, 1000 training rows, MLP 64-80-40-10 (8,850 "
+                "parameters), SGD lr 0.03 + momentum, weight decay 1e-3, batch 64, 30 "
+                "epochs, margin", X, y,
+                SeedEnsembleClassifier(_classifier(MLP, 30, batch=64, **_SGD, lr=0.03,
+                                                   optimizer__weight_decay=1e-3,
+                                                   module__hidden_layer_sizes=(80, 40)),
+                                       n_seeds=32, random_state=93), "margin")
     raise ValueError(f"unknown recipe {name!r}; known: {ALL}")
 
 
@@ -545,7 +577,8 @@ _N_TRAIN = {"tabular-large-sgd-wd": 1000, "friedman1-large-adam": 900,
             "digits-wide-adamw-margin": 900, "blobs-deep-large-adamw": 1000,
             "digits-deep-sgd-wd": 1200, "classification-wide-margin": 1000,
             "tabular7-deep-sgd": 1000, "digits-adam-wd-margin-large": 1100,
-            "blobs12-adamw": 1000}
+            "blobs12-adamw": 1000, "quantiles3-deep-adam": 1000, "classes16-sgd": 1000,
+            "digits-relu-wd-margin-large": 1000}
 
 
 CHOICE = ("digits-sgd", "digits-adam", "digits-short", "digits-sklearn", "diabetes-sgd",
@@ -581,8 +614,11 @@ HELD_OUT_9 = ("blobs-deep-large-adamw", "digits-deep-sgd-wd", "classification-wi
 #: Written 2026-12-07 22:30, before anything was scored on them: EK-FAC models with 7-12
 #: outputs, to score the output-Hessian columns proposed that day (docs/benchmarks.md).
 HELD_OUT_10 = ("tabular7-deep-sgd", "digits-adam-wd-margin-large", "blobs12-adamw")
+#: Written 2026-12-08 00:33, before anything was scored on them: EK-FAC models with 3-16
+#: outputs, for curvature="auto"'s every-column EK-FAC as adopted that day.
+HELD_OUT_11 = ("quantiles3-deep-adam", "classes16-sgd", "digits-relu-wd-margin-large")
 ALL = (CHOICE + HELD_OUT + HELD_OUT_2 + HELD_OUT_3 + HELD_OUT_4 + HELD_OUT_5 + HELD_OUT_6
-       + HELD_OUT_7 + HELD_OUT_8 + HELD_OUT_9 + HELD_OUT_10)
+       + HELD_OUT_7 + HELD_OUT_8 + HELD_OUT_9 + HELD_OUT_10 + HELD_OUT_11)
 
 
 def recipe(name):
