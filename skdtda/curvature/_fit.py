@@ -51,7 +51,8 @@ AUTO_MAX_MACS = 1e11
 #: higher on 14 of 18 LOO / mean-LDS / variance-LDS cells at the rule's damping, mean
 #: +0.013; scored once on three held-out ones (7-12 outputs): higher on 7 of 9, mean
 #: +0.010, and the default within 0.03 of the best fixed damping on as many cells
-#: (7 of 9 either way). docs/benchmarks.md, "EK-FAC's output-Hessian columns".
+#: (7 of 9 either way); on three fresh ones after adoption (3-16 outputs): higher on 8
+#: of 9, mean +0.014. docs/benchmarks.md, "EK-FAC's output-Hessian columns".
 AUTO_ALL_COLUMNS = 16
 #: ... while those passes cost at most this many multiply-adds: ``n_train *
 #: n_outputs`` times one row's products through the traced layers
