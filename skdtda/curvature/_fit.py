@@ -81,6 +81,27 @@ def auto_options(member, X, options=None):
     Returns
     -------
     options : dict or None
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn.datasets import load_iris
+    >>> from skorch import NeuralNetClassifier
+    >>> from skdtda.curvature import auto_options
+    >>> from skdtda.model import functional_member
+    >>> X, y = load_iris(return_X_y=True)
+    >>> X = X.astype(np.float32)
+    >>> module = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
+    ...                              torch.nn.Linear(16, 3))
+    >>> net = NeuralNetClassifier(module, criterion=torch.nn.CrossEntropyLoss, max_epochs=1,
+    ...                           train_split=None, verbose=0).fit(X, y)
+    >>> member = functional_member(net, "loss", "classifier", layered=True, probe_X=X[:8])
+    >>> member.tracer.row_macs()  # (4 + 1) * 16 + (16 + 1) * 3
+    131
+    >>> auto_options(member, X)  # 150 rows * 3 outputs * 131: every column
+    {'samples': None}
+    >>> auto_options(member, X, {"samples": 1})  # an explicit choice stands
+    {'samples': 1}
     """
     if options is not None and "samples" in options:
         return options

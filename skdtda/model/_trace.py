@@ -168,7 +168,8 @@ class LayerTracer:
     def row_macs(self):
         """Multiply-adds of one row's product through every traced layer
         (``positions * d_in * d_out`` summed; one-hot inputs, as an embedding's,
-        count one): the cost of one backward pass's layer products, a row."""
+        count one): the cost of one backward pass's layer products, a row
+        (:func:`skdtda.curvature.auto_options` has an example)."""
         return sum(spec.positions * spec.shape[0] * (1 if spec.kind.diagonal_input
                                                      else spec.shape[1])
                    for spec in self.specs)
